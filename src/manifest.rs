@@ -1,0 +1,752 @@
+//! The `manifest.json` and `latest.json` contract: serde types, parsing, validation, writing.
+//!
+//! Reads bytes or JSON values, writes pretty-printed JSON with a trailing newline. Field order
+//! is the struct order and maps are sorted, so the same manifest always gives the same bytes.
+//! [`Manifest::validate`] checks every rule of the contract and reports each broken rule with the
+//! field it concerns (`targets.arm64.kernel.sha256: …`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The guest architectures the contract knows, spelled exactly as in paths and JSON keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum Arch {
+    /// 64-bit Arm (`aarch64` in ELF and compiler terms).
+    #[serde(rename = "arm64")]
+    Arm64,
+    /// 64-bit x86 (`amd64` in Debian terms).
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Arch {
+    /// Every arch, in key order.
+    pub const ALL: [Arch; 2] = [Arch::Arm64, Arch::X86_64];
+
+    /// The contract's spelling: `arm64` or `x86_64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    /// The kernel command line the runtime boots this arch with (console differs per machine).
+    pub fn default_kernel_cmdline(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "console=hvc0 root=/dev/vda ro rootfstype=erofs earlycon",
+            Arch::X86_64 => "console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon",
+        }
+    }
+
+    /// The arch of the machine this code runs on, if it is one the contract knows.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "aarch64" => Some(Arch::Arm64),
+            "x86_64" => Some(Arch::X86_64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = ManifestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "arm64" => Ok(Arch::Arm64),
+            "x86_64" => Ok(Arch::X86_64),
+            other => Err(ManifestError::UnknownArch(other.to_owned())),
+        }
+    }
+}
+
+/// Deserialized from a plain string so that error paths can name the key (`targets.riscv64`).
+impl<'de> Deserialize<'de> for Arch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole `manifest.json`: one asset version, its per-arch boot assets and runtime binaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Equals the major component of `asset_version`; a consumer refuses any other.
+    pub schema_version: u64,
+    /// Semantic version of this asset release, e.g. `0.2.0`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+\.[0-9]+\.[0-9]+([-+].+)?$")))]
+    pub asset_version: String,
+    /// UTC build time, `%Y-%m-%dT%H:%M:%SZ`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"))
+    )]
+    pub built_at: String,
+    /// Repository the kernel came from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_repo: Option<String>,
+    /// Git ref of the kernel source, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<String>,
+    /// Git commit of the kernel source, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha: Option<String>,
+    /// Boot assets per guest arch.
+    pub targets: BTreeMap<Arch, Target>,
+    /// Host-side runtime binaries, each with per-arch files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binaries: Vec<Binary>,
+}
+
+/// The boot assets of one arch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The kernel image.
+    pub kernel: KernelEntry,
+    /// The read-only EROFS root filesystem.
+    pub rootfs: FileEntry,
+    /// The command line to boot the kernel with.
+    pub kernel_cmdline: String,
+}
+
+/// The kernel image: where it is, its digest and the Linux version it reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KernelEntry {
+    /// Path relative to the CDN base URL.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\\]+(/[^/\\]+)*$")))]
+    pub path: String,
+    /// SHA-256 of the file, 64 lowercase hex digits.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
+    pub sha256: String,
+    /// Linux version, e.g. `6.12.8`.
+    pub version: String,
+}
+
+/// Any other published file: where it is and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path relative to the CDN base URL.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\\]+(/[^/\\]+)*$")))]
+    pub path: String,
+    /// SHA-256 of the file, 64 lowercase hex digits.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
+    pub sha256: String,
+}
+
+/// A host-side runtime binary (dockerd, FEX, …) with one file per arch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Binary {
+    /// Unique name, also the installed file name.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")))]
+    pub name: String,
+    /// Upstream version of the binary.
+    pub version: String,
+    /// Install into `{parent of the runtime bin dir}/{install_dir}` instead of the bin dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_dir: Option<String>,
+    /// The file per arch.
+    pub targets: BTreeMap<Arch, FileEntry>,
+}
+
+/// `latest.json`: the newest published asset version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Latest {
+    /// The asset version, e.g. `0.2.0`.
+    pub version: String,
+}
+
+/// One broken rule: the field it concerns and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field, e.g. `targets.arm64.kernel.sha256` or `binaries[2].name`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Everything that can be wrong with a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The bytes are not JSON of the manifest's shape; the path names the field.
+    #[error("manifest is not valid JSON of the expected shape at `{path}`: {message}")]
+    Parse {
+        /// Dotted path to the offending value (`.` for the top level).
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The JSON parsed but breaks contract rules; every broken rule is listed.
+    #[error("manifest breaks {} rule(s):\n  {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<Problem>),
+    /// An arch name the contract does not know.
+    #[error("unknown arch {0:?}: expected `arm64` or `x86_64`")]
+    UnknownArch(String),
+}
+
+impl ManifestError {
+    /// The broken rules, when this is a validation error.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ManifestError::Invalid(problems) => problems,
+            _ => &[],
+        }
+    }
+}
+
+impl Manifest {
+    /// Parses manifest bytes; the error names the field that did not fit.
+    ///
+    /// This only checks the shape; call [`Manifest::validate`] (or use [`Manifest::from_json_validated`])
+    /// before trusting the values.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let manifest: Manifest = serde_path_to_error::deserialize(&mut deserializer).map_err(parse_error)?;
+        deserializer.end().map_err(|e| ManifestError::Parse {
+            path: ".".into(),
+            message: e.to_string(),
+        })?;
+        Ok(manifest)
+    }
+
+    /// Parses and validates manifest bytes.
+    pub fn from_json_validated(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let manifest = Manifest::from_json(bytes)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Converts a JSON value into a manifest; the error names the field that did not fit.
+    pub fn from_value(value: serde_json::Value) -> Result<Manifest, ManifestError> {
+        serde_path_to_error::deserialize(value).map_err(parse_error)
+    }
+
+    /// Pretty-printed JSON with a trailing newline, in the stable key order.
+    pub fn to_json_pretty(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a manifest always serializes");
+        text.push('\n');
+        text
+    }
+
+    /// Checks every contract rule and reports all broken ones at once.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let mut problems = Vec::new();
+        let mut problem = |field: String, message: String| problems.push(Problem { field, message });
+
+        match semver::Version::parse(&self.asset_version) {
+            Ok(version) if version.major != self.schema_version => problem(
+                "schema_version".into(),
+                format!(
+                    "is {} but must equal the major component of asset_version {:?} ({})",
+                    self.schema_version, self.asset_version, version.major
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => problem(
+                "asset_version".into(),
+                format!("{:?} is not a semantic version like 0.2.0: {e}", self.asset_version),
+            ),
+        }
+        if !is_utc_timestamp(&self.built_at) {
+            problem(
+                "built_at".into(),
+                format!("{:?} is not a UTC time in the form 2026-03-03T12:00:00Z", self.built_at),
+            );
+        }
+        for (field, value) in [
+            ("source_repo", &self.source_repo),
+            ("source_ref", &self.source_ref),
+            ("source_sha", &self.source_sha),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                problem(field.into(), "is empty; omit the field when it is unknown".into());
+            }
+        }
+
+        if self.targets.is_empty() {
+            problem(
+                "targets".into(),
+                "names no arch; expected at least one of arm64, x86_64".into(),
+            );
+        }
+        for (arch, target) in &self.targets {
+            let at = format!("targets.{arch}");
+            check_relative_path(&format!("{at}.kernel.path"), &target.kernel.path, &mut problem);
+            check_sha256(&format!("{at}.kernel.sha256"), &target.kernel.sha256, &mut problem);
+            if target.kernel.version.trim().is_empty() {
+                problem(
+                    format!("{at}.kernel.version"),
+                    "is empty; expected a Linux version like 6.12.8".into(),
+                );
+            }
+            check_relative_path(&format!("{at}.rootfs.path"), &target.rootfs.path, &mut problem);
+            check_sha256(&format!("{at}.rootfs.sha256"), &target.rootfs.sha256, &mut problem);
+            if target.kernel_cmdline.trim().is_empty() {
+                problem(format!("{at}.kernel_cmdline"), "is empty".into());
+            }
+        }
+
+        let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, binary) in self.binaries.iter().enumerate() {
+            let at = format!("binaries[{index}]");
+            if !is_safe_file_name(&binary.name) {
+                problem(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is not safe as a file name (letters, digits, `._+-`, not starting with `.`)",
+                        binary.name
+                    ),
+                );
+            }
+            if let Some(first) = seen_names.insert(&binary.name, index) {
+                problem(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is already used by binaries[{first}]; names must be unique",
+                        binary.name
+                    ),
+                );
+            }
+            if !is_safe_file_name(&binary.version) {
+                problem(
+                    format!("{at}.version"),
+                    format!(
+                        "{:?} is not safe as a path component (letters, digits, `._+-`)",
+                        binary.version
+                    ),
+                );
+            }
+            if let Some(dir) = &binary.install_dir {
+                check_relative_path(&format!("{at}.install_dir"), dir, &mut problem);
+            }
+            if binary.targets.is_empty() {
+                problem(
+                    format!("{at}.targets"),
+                    format!("binary {:?} has no target arch", binary.name),
+                );
+            }
+            for (arch, file) in &binary.targets {
+                check_relative_path(&format!("{at}.targets.{arch}.path"), &file.path, &mut problem);
+                check_sha256(&format!("{at}.targets.{arch}.sha256"), &file.sha256, &mut problem);
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError::Invalid(problems))
+        }
+    }
+
+    /// The binaries with only this arch's file, dropping those that have none for it.
+    pub fn binaries_for(binaries: &[Binary], arch: Arch) -> Vec<Binary> {
+        binaries
+            .iter()
+            .filter_map(|binary| {
+                let file = binary.targets.get(&arch)?;
+                Some(Binary {
+                    targets: BTreeMap::from([(arch, file.clone())]),
+                    ..binary.clone()
+                })
+            })
+            .collect()
+    }
+}
+
+impl Latest {
+    /// Parses `latest.json`, checking that the version is a semantic version.
+    pub fn from_json(bytes: &[u8]) -> Result<Latest, ManifestError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let latest: Latest = serde_path_to_error::deserialize(&mut deserializer).map_err(parse_error)?;
+        if let Err(e) = semver::Version::parse(&latest.version) {
+            return Err(ManifestError::Invalid(vec![Problem {
+                field: "version".into(),
+                message: format!("{:?} is not a semantic version like 0.2.0: {e}", latest.version),
+            }]));
+        }
+        Ok(latest)
+    }
+
+    /// Pretty-printed JSON with a trailing newline.
+    pub fn to_json_pretty(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("latest.json always serializes");
+        text.push('\n');
+        text
+    }
+}
+
+fn parse_error(error: serde_path_to_error::Error<serde_json::Error>) -> ManifestError {
+    ManifestError::Parse {
+        path: error.path().to_string(),
+        message: error.inner().to_string(),
+    }
+}
+
+/// True for exactly 64 lowercase hex digits.
+pub fn is_sha256_hex(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// True for a name that is safe as one file name: letters, digits, `._+-`, not starting with `.`.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+}
+
+/// Why a relative object path is unsafe, or `None` when it is fine.
+///
+/// A safe path has no leading `/`, no backslash, no empty, `.` or `..` component, and no
+/// control characters, so it cannot escape the directory it is joined to.
+pub fn relative_path_problem(path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some("is empty".into());
+    }
+    if path.starts_with('/') {
+        return Some(format!("{path:?} is absolute; paths are relative to the CDN base URL"));
+    }
+    if path.contains('\\') {
+        return Some(format!("{path:?} contains a backslash"));
+    }
+    if path.chars().any(char::is_control) {
+        return Some(format!("{path:?} contains a control character"));
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return Some(format!("{path:?} has an empty component")),
+            "." | ".." => return Some(format!("{path:?} has a `{component}` component")),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn check_relative_path(field: &str, path: &str, problem: &mut impl FnMut(String, String)) {
+    if let Some(message) = relative_path_problem(path) {
+        problem(field.to_owned(), message);
+    }
+}
+
+fn check_sha256(field: &str, value: &str, problem: &mut impl FnMut(String, String)) {
+    if !is_sha256_hex(value) {
+        problem(field.to_owned(), format!("{value:?} is not 64 lowercase hex digits"));
+    }
+}
+
+/// True for a UTC time written exactly as `%Y-%m-%dT%H:%M:%SZ`.
+fn is_utc_timestamp(value: &str) -> bool {
+    value.len() == 20 && value.ends_with('Z') && !value.contains('.') && humantime::parse_rfc3339(value).is_ok()
+}
+
+/// Formats seconds since the Unix epoch as `%Y-%m-%dT%H:%M:%SZ`.
+pub fn format_utc_timestamp(seconds_since_epoch: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds_since_epoch);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// The contract's example manifest, with real-looking digests.
+    fn example() -> Manifest {
+        let text = r#"{
+          "schema_version": 0,
+          "asset_version": "0.2.0",
+          "built_at": "2026-03-03T12:00:00Z",
+          "source_repo": "arcboxlabs/kernel",
+          "source_ref": "v0.1.0",
+          "source_sha": "abc123",
+          "targets": {
+            "arm64": {
+              "kernel": { "path": "asset/v0.2.0/arm64/kernel", "sha256": "AAAA", "version": "6.12.8" },
+              "rootfs": { "path": "asset/v0.2.0/arm64/rootfs.erofs", "sha256": "BBBB" },
+              "kernel_cmdline": "console=hvc0 root=/dev/vda ro rootfstype=erofs earlycon"
+            }
+          },
+          "binaries": [
+            { "name": "dockerd", "version": "27.5.1",
+              "targets": { "arm64": { "path": "bin/dockerd/27.5.1/arm64/dockerd", "sha256": "AAAA" } } }
+          ]
+        }"#;
+        Manifest::from_json(text.replace("AAAA", A).replace("BBBB", B).as_bytes()).unwrap()
+    }
+
+    fn problems(manifest: &Manifest) -> Vec<String> {
+        match manifest.validate() {
+            Ok(()) => vec![],
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn assert_one_problem(manifest: &Manifest, expected: &str) {
+        let found = problems(manifest);
+        assert_eq!(found.len(), 1, "expected one problem, got {found:#?}");
+        assert!(
+            found[0].contains(expected),
+            "{:?} does not contain {expected:?}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn example_is_valid_and_round_trips() {
+        let manifest = example();
+        manifest.validate().unwrap();
+        let text = manifest.to_json_pretty();
+        assert!(text.ends_with("}\n"));
+        assert_eq!(Manifest::from_json(text.as_bytes()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn written_keys_are_in_contract_order() {
+        let text = example().to_json_pretty();
+        let order = [
+            "schema_version",
+            "asset_version",
+            "built_at",
+            "source_repo",
+            "source_ref",
+            "source_sha",
+            "targets",
+            "binaries",
+        ];
+        let positions: Vec<usize> = order.iter().map(|k| text.find(&format!("\"{k}\"")).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn optional_fields_are_omitted() {
+        let mut manifest = example();
+        manifest.source_repo = None;
+        manifest.binaries.clear();
+        let text = manifest.to_json_pretty();
+        assert!(!text.contains("source_repo") && !text.contains("binaries"), "{text}");
+    }
+
+    #[test]
+    fn schema_version_must_match_major() {
+        let mut manifest = example();
+        manifest.schema_version = 1;
+        assert_one_problem(
+            &manifest,
+            "schema_version: is 1 but must equal the major component of asset_version \"0.2.0\" (0)",
+        );
+        manifest.asset_version = "1.0.0".into();
+        manifest.validate().unwrap();
+    }
+
+    #[test]
+    fn asset_version_must_be_semver() {
+        let mut manifest = example();
+        manifest.asset_version = "v0.2".into();
+        assert_one_problem(&manifest, "asset_version: \"v0.2\" is not a semantic version");
+    }
+
+    #[test]
+    fn built_at_must_be_utc_seconds() {
+        let mut manifest = example();
+        for bad in [
+            "2026-03-03 12:00:00",
+            "2026-03-03T12:00:00.5Z",
+            "2026-03-03T12:00:00+01:00",
+            "2026-13-03T12:00:00Z",
+        ] {
+            manifest.built_at = bad.into();
+            assert_one_problem(&manifest, "built_at:");
+        }
+    }
+
+    #[test]
+    fn empty_source_fields_are_refused() {
+        let mut manifest = example();
+        manifest.source_sha = Some(" ".into());
+        assert_one_problem(&manifest, "source_sha: is empty");
+    }
+
+    #[test]
+    fn digests_must_be_lowercase_hex() {
+        let mut manifest = example();
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel.sha256 = A.to_uppercase();
+        assert_one_problem(&manifest, "targets.arm64.kernel.sha256: \"AAAA");
+        let mut manifest = example();
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().rootfs.sha256 = "abc".into();
+        assert_one_problem(
+            &manifest,
+            "targets.arm64.rootfs.sha256: \"abc\" is not 64 lowercase hex digits",
+        );
+        let mut manifest = example();
+        manifest.binaries[0].targets.get_mut(&Arch::Arm64).unwrap().sha256 = String::new();
+        assert_one_problem(&manifest, "binaries[0].targets.arm64.sha256");
+    }
+
+    #[test]
+    fn paths_must_be_relative_and_traversal_free() {
+        let cases = [
+            ("/asset/kernel", "is absolute"),
+            ("asset/../kernel", "has a `..` component"),
+            ("asset/./kernel", "has a `.` component"),
+            ("asset\\kernel", "contains a backslash"),
+            ("asset//kernel", "has an empty component"),
+            ("asset/kernel/", "has an empty component"),
+            ("", "is empty"),
+        ];
+        for (path, expected) in cases {
+            let mut manifest = example();
+            manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel.path = path.into();
+            assert_one_problem(&manifest, &format!("targets.arm64.kernel.path: "));
+            assert_one_problem(&manifest, expected);
+        }
+        let mut manifest = example();
+        manifest.binaries[0].install_dir = Some("../escape".into());
+        assert_one_problem(&manifest, "binaries[0].install_dir: \"../escape\" has a `..` component");
+    }
+
+    #[test]
+    fn unknown_arch_is_a_parse_error_naming_the_field() {
+        let text = example().to_json_pretty().replace("\"arm64\"", "\"riscv64\"");
+        let err = Manifest::from_json(text.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("targets") && err.contains("riscv64"), "{err}");
+        assert_eq!(
+            "riscv64".parse::<Arch>().unwrap_err().to_string(),
+            "unknown arch \"riscv64\": expected `arm64` or `x86_64`"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = example()
+            .to_json_pretty()
+            .replace("\"built_at\"", "\"surprise\": 1, \"built_at\"");
+        let err = Manifest::from_json(text.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn missing_field_names_its_parent() {
+        let text = example()
+            .to_json_pretty()
+            .replace("\"version\": \"6.12.8\"", "\"ver\": \"6.12.8\"");
+        let err = Manifest::from_json(text.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("targets.arm64.kernel"), "{err}");
+    }
+
+    #[test]
+    fn binary_names_are_unique_and_safe() {
+        let mut manifest = example();
+        manifest.binaries.push(manifest.binaries[0].clone());
+        assert_one_problem(
+            &manifest,
+            "binaries[1].name: \"dockerd\" is already used by binaries[0]",
+        );
+        for bad in ["../x", "a/b", ".hidden", "", "a b"] {
+            let mut manifest = example();
+            manifest.binaries[0].name = bad.into();
+            assert_one_problem(&manifest, "binaries[0].name:");
+        }
+    }
+
+    #[test]
+    fn binary_version_is_path_safe() {
+        let mut manifest = example();
+        manifest.binaries[0].version = "1/2".into();
+        assert_one_problem(&manifest, "binaries[0].version: \"1/2\" is not safe");
+    }
+
+    #[test]
+    fn every_binary_has_a_target() {
+        let mut manifest = example();
+        manifest.binaries[0].targets.clear();
+        assert_one_problem(&manifest, "binaries[0].targets: binary \"dockerd\" has no target arch");
+    }
+
+    #[test]
+    fn targets_must_not_be_empty() {
+        let mut manifest = example();
+        manifest.targets.clear();
+        assert_one_problem(&manifest, "targets: names no arch");
+    }
+
+    #[test]
+    fn kernel_version_and_cmdline_must_be_set() {
+        let mut manifest = example();
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel.version = "".into();
+        assert_one_problem(&manifest, "targets.arm64.kernel.version: is empty");
+        let mut manifest = example();
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel_cmdline = "".into();
+        assert_one_problem(&manifest, "targets.arm64.kernel_cmdline: is empty");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut manifest = example();
+        manifest.schema_version = 7;
+        manifest.built_at = "yesterday".into();
+        let err = manifest.validate().unwrap_err();
+        assert_eq!(err.problems().len(), 2);
+        assert!(err.to_string().starts_with("manifest breaks 2 rule(s)"), "{err}");
+    }
+
+    #[test]
+    fn binaries_for_keeps_only_that_arch() {
+        let mut binary = example().binaries[0].clone();
+        binary.targets.insert(
+            Arch::X86_64,
+            FileEntry {
+                path: "bin/x".into(),
+                sha256: B.into(),
+            },
+        );
+        let only_x86 = Manifest::binaries_for(std::slice::from_ref(&binary), Arch::X86_64);
+        assert_eq!(
+            only_x86[0].targets.keys().copied().collect::<Vec<_>>(),
+            vec![Arch::X86_64]
+        );
+        binary.targets.remove(&Arch::X86_64);
+        assert!(Manifest::binaries_for(&[binary], Arch::X86_64).is_empty());
+    }
+
+    #[test]
+    fn latest_parses_and_checks_version() {
+        let latest = Latest::from_json(br#"{"version":"0.2.0"}"#).unwrap();
+        assert_eq!(latest.to_json_pretty(), "{\n  \"version\": \"0.2.0\"\n}\n");
+        let err = Latest::from_json(br#"{"version":"latest"}"#).unwrap_err().to_string();
+        assert!(err.contains("version: \"latest\" is not a semantic version"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_format_as_contract() {
+        assert_eq!(format_utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc_timestamp(1_772_539_200), "2026-03-03T12:00:00Z");
+    }
+}

@@ -1,0 +1,74 @@
+//! Shared helpers of the e2e suite: the xtask binary, the repository root, tool checks.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn project_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `xtask` binary, built once per test run with the same cargo that runs the tests.
+pub fn xtask_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--package", "xtask"])
+            .current_dir(project_root())
+            .status()
+            .expect("running cargo build --package xtask");
+        assert!(status.success(), "cargo build --package xtask failed");
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| project_root().join("target"));
+        let binary = target_dir.join("debug").join("xtask");
+        assert!(binary.exists(), "xtask binary not found at {}", binary.display());
+        binary
+    })
+}
+
+/// A `cargo xtask` command, ready for arguments.
+pub fn xtask() -> Command {
+    let mut command = Command::new(xtask_binary());
+    command.current_dir(project_root());
+    command
+}
+
+/// Runs a command and returns its output, panicking with both streams when it fails.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn run_fails(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        !output.status.success(),
+        "{command:?} should have failed\nstdout:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Panics with the install line when a required tool is missing, so no test passes without it.
+pub fn require_tool(tool: &str, install: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|candidate| candidate.is_file())
+    });
+    found
+        .unwrap_or_else(|| panic!("`{tool}` is required for this test but is not on PATH: install it with `{install}`"))
+}

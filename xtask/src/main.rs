@@ -9,6 +9,7 @@ mod kernel_version;
 mod merge_manifest;
 mod release;
 mod schema;
+#[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;
 
 use std::process::ExitCode;

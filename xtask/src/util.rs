@@ -18,6 +18,25 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where expensive, deterministic outputs (kernel builds, package files) are cached between runs:
+/// `$BOOT_ASSETS_CACHE_DIR`, else `$XDG_CACHE_HOME/boot-assets`, else `~/.cache/boot-assets`.
+/// Entries inside are keyed by a hash of all their inputs, so a stale entry is never reused.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BOOT_ASSETS_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("boot-assets");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("boot-assets")
+}
+
+/// Where intermediate build outputs go by default: `build/` in the repository.
+pub fn build_dir() -> PathBuf {
+    project_root().join("build")
+}
+
 /// `SOURCE_DATE_EPOCH` as seconds, `None` when unset; a malformed value is an error.
 pub fn source_date_epoch() -> Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
@@ -55,6 +74,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// SHA-256 of bytes as 64 lowercase hex digits.
+#[allow(dead_code)] // Used by the commands that land next (rootfs, kernel cache keys).
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }

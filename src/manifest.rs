@@ -104,6 +104,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha: Option<String>,
     /// Boot assets per guest arch.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::arch_map::<Target>"))]
     pub targets: BTreeMap<Arch, Target>,
     /// Host-side runtime binaries, each with per-arch files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -165,6 +166,7 @@ pub struct Binary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_dir: Option<String>,
     /// The file per arch.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::arch_map::<FileEntry>"))]
     pub targets: BTreeMap<Arch, FileEntry>,
 }
 
@@ -401,6 +403,24 @@ impl Latest {
     }
 }
 
+#[cfg(feature = "schema")]
+mod schema {
+    /// An object keyed only by the contract's arch names, with at least one of them.
+    pub fn arch_map<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let value = generator.subschema_for::<T>();
+        let properties: serde_json::Map<String, serde_json::Value> = super::Arch::ALL
+            .iter()
+            .map(|arch| (arch.as_str().to_owned(), value.clone().into()))
+            .collect();
+        schemars::json_schema!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+            "minProperties": 1
+        })
+    }
+}
+
 fn parse_error(error: serde_path_to_error::Error<serde_json::Error>) -> ManifestError {
     ManifestError::Parse {
         path: error.path().to_string(),
@@ -624,7 +644,7 @@ mod tests {
         for (path, expected) in cases {
             let mut manifest = example();
             manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel.path = path.into();
-            assert_one_problem(&manifest, &format!("targets.arm64.kernel.path: "));
+            assert_one_problem(&manifest, "targets.arm64.kernel.path: ");
             assert_one_problem(&manifest, expected);
         }
         let mut manifest = example();

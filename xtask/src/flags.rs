@@ -18,9 +18,67 @@ pub struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Dist(Dist),
     Release(Release),
     MergeManifest(MergeManifest),
     Schema(Schema),
+    Setup(Setup),
+    Test(Test),
+}
+
+/// A top-level job, for which `setup` installs host packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Job {
+    /// Building a release (`dist`): kernel and rootfs builders.
+    Release,
+    /// The full test suite (`test`): the release tools plus QEMU, nginx, minisign, ….
+    Test,
+}
+
+/// Build a whole release: kernel, rootfs and tarball for every arch, then the merged manifest.
+///
+/// The main job of a release engineer. Installs missing host packages first (as root).
+#[derive(Debug, clap::Args)]
+pub struct Dist {
+    /// Asset version, a semantic version such as 0.2.0 (no leading `v`).
+    #[arg(long)]
+    pub version: String,
+    /// Arches to build (repeat or comma-separate); all of them when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub arch: Vec<ArchFlag>,
+    /// Repository the kernel was built from (recorded as `source_repo`).
+    #[arg(long)]
+    pub source_repo: Option<String>,
+    /// Git ref of the kernel source (recorded as `source_ref`).
+    #[arg(long)]
+    pub source_ref: Option<String>,
+    /// Git commit of the kernel source (recorded as `source_sha`).
+    #[arg(long)]
+    pub source_sha: Option<String>,
+    /// JSON array of runtime binaries to list in the manifests (from `sync-binaries` / `fex`).
+    #[arg(long)]
+    pub binaries_json: Option<PathBuf>,
+    /// Where `{arch}/…` and the merged `manifest.json` are written.
+    #[arg(long, default_value = "dist")]
+    pub output_dir: PathBuf,
+}
+
+/// Install the host packages a job needs (Debian/Ubuntu; apt-get as root, pip).
+///
+/// The lists live in manifests/host-packages.toml. Only missing packages are installed.
+#[derive(Debug, clap::Args)]
+pub struct Setup {
+    /// Which job to prepare for.
+    #[arg(long, value_enum, default_value = "test")]
+    pub job: Job,
+}
+
+/// Run the full test suite as CI does: setup, `cargo fmt --check`, clippy, `cargo test --workspace`.
+#[derive(Debug, clap::Args)]
+pub struct Test {
+    /// Passed to the test binaries, e.g. a test name filter or `--nocapture`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub filter: Vec<String>,
 }
 
 /// The guest architecture, spelled as in the contract.

@@ -4,11 +4,14 @@
 //! module named after it (`merge-manifest` → `merge_manifest.rs`).
 
 mod archive;
+mod dist;
 mod flags;
 mod kernel_version;
 mod merge_manifest;
 mod release;
 mod schema;
+mod setup;
+mod test;
 #[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;
 
@@ -32,8 +35,11 @@ fn main() -> ExitCode {
 
 fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
     match flags.command {
+        flags::Command::Dist(cmd) => cmd.run(sh),
         flags::Command::Release(cmd) => cmd.run(sh),
         flags::Command::MergeManifest(cmd) => cmd.run(sh),
         flags::Command::Schema(cmd) => cmd.run(sh),
+        flags::Command::Setup(cmd) => cmd.run(sh),
+        flags::Command::Test(cmd) => cmd.run(sh),
     }
 }

@@ -4,6 +4,7 @@
 //! a missing tool fails the test with the line that installs it.
 
 mod contract;
+mod fex;
 mod fixtures;
 mod reproducible;
 mod support;

@@ -24,6 +24,7 @@ pub enum Command {
     Schema(Schema),
     Setup(Setup),
     Test(Test),
+    Fex(Fex),
 }
 
 /// A top-level job, for which `setup` installs host packages.
@@ -164,4 +165,40 @@ pub struct Schema {
     /// Do not write; fail if the checked-in schema differs from the types.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Build FEX's x86-64 interpreter for arm64 as a static-pie executable and stage it.
+///
+/// Writes `{output}/FEX/{safe_version}/arm64/FEX` and replaces the FEX entry of the binaries
+/// fragment. A binary with PT_INTERP or DT_NEEDED, or not for aarch64, is refused.
+#[derive(Debug, clap::Args)]
+pub struct Fex {
+    /// A local FEX source tree (or any CMake tree with the same target and output path).
+    #[arg(long, conflicts_with = "repo")]
+    pub source: Option<PathBuf>,
+    /// Git URL to clone (shallow, with submodules) instead of --source.
+    #[arg(long, requires = "git_ref")]
+    pub repo: Option<String>,
+    /// Tag or branch to clone with --repo; also the prefix of the default version.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Directory of `*.patch` files, applied in name order before building.
+    #[arg(long)]
+    pub patches_dir: Option<PathBuf>,
+    /// Version key of this build; default `{ref}+{UTC time}`, unique per build because FEX
+    /// builds are not reproducible.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Extra CMake cache entry `KEY=VALUE` (repeatable); overrides manifests/fex/build.toml.
+    #[arg(long)]
+    pub cmake_define: Vec<String>,
+    /// Work directory for the clone and the CMake build; default build/fex.
+    #[arg(long)]
+    pub build_dir: Option<PathBuf>,
+    /// Staging directory of runtime binaries.
+    #[arg(long, default_value = "dist/bin")]
+    pub output: PathBuf,
+    /// The binaries fragment to update (created when missing).
+    #[arg(long)]
+    pub binaries_json: PathBuf,
 }

@@ -4,7 +4,10 @@
 //! module named after it (`merge-manifest` → `merge_manifest.rs`).
 
 mod archive;
+mod binaries;
 mod dist;
+mod elf;
+mod fex;
 mod flags;
 mod kernel_version;
 mod merge_manifest;
@@ -41,5 +44,6 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Schema(cmd) => cmd.run(sh),
         flags::Command::Setup(cmd) => cmd.run(sh),
         flags::Command::Test(cmd) => cmd.run(sh),
+        flags::Command::Fex(cmd) => cmd.run(sh),
     }
 }

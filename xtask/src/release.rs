@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use boot_assets::manifest::format_utc_timestamp;
-use boot_assets::{cdn, sidecar, Arch, Binary, FileEntry, KernelEntry, Manifest, Target};
+use boot_assets::{cdn, sidecar, Arch, FileEntry, KernelEntry, Manifest, Target};
 use xshell::Shell;
 
 use crate::archive::{self, Member};
-use crate::{flags, kernel_version, util};
+use crate::{binaries, flags, kernel_version, util};
 
 impl flags::Release {
     pub fn run(self, _sh: &Shell) -> Result<()> {
@@ -39,7 +39,7 @@ impl flags::Release {
             None => read_kernel_version(&kernel)?,
         };
         let binaries = match &self.binaries_json {
-            Some(path) => Manifest::binaries_for(&read_binaries_json(path)?, arch),
+            Some(path) => Manifest::binaries_for(&binaries::read_fragment(path)?, arch),
             None => Vec::new(),
         };
         let built_at = format_utc_timestamp(util::source_date_epoch()?.unwrap_or_else(util::now_epoch));
@@ -157,18 +157,4 @@ fn read_kernel_version(kernel: &Path) -> Result<String> {
             kernel.display()
         ),
     }
-}
-
-/// Reads a binaries fragment: a JSON array of manifest `binaries` entries.
-pub fn read_binaries_json(path: &Path) -> Result<Vec<Binary>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading binaries fragment {}", path.display()))?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not a JSON array of manifest binaries at `{}`: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        )
-    })
 }

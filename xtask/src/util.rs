@@ -89,6 +89,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     boot_assets::fsutil::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes an executable atomically: like [`write_atomic`], then mode 0755 before the rename.
+pub fn write_executable_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    }
+    boot_assets::fsutil::write_atomic_with(path, |file| {
+        file.write_all(bytes)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
 /// A regular file that must exist, or an error naming the flag that supplied it.
 pub fn require_file(path: &Path, flag: &str) -> Result<()> {
     let metadata = std::fs::metadata(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))?;

@@ -14,6 +14,7 @@ mod merge_manifest;
 mod release;
 mod schema;
 mod setup;
+mod sync_binaries;
 mod test;
 #[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;

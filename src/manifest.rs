@@ -624,7 +624,7 @@ mod tests {
         for (path, expected) in cases {
             let mut manifest = example();
             manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel.path = path.into();
-            assert_one_problem(&manifest, &format!("targets.arm64.kernel.path: "));
+            assert_one_problem(&manifest, "targets.arm64.kernel.path: ");
             assert_one_problem(&manifest, expected);
         }
         let mut manifest = example();

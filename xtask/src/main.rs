@@ -4,9 +4,13 @@
 //! module named after it (`merge-manifest` → `merge_manifest.rs`).
 
 mod archive;
+mod bench;
+mod cdn_tree;
+mod fetch;
 mod flags;
 mod kernel_version;
 mod merge_manifest;
+mod nginx;
 mod release;
 mod schema;
 #[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
@@ -35,5 +39,8 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Release(cmd) => cmd.run(sh),
         flags::Command::MergeManifest(cmd) => cmd.run(sh),
         flags::Command::Schema(cmd) => cmd.run(sh),
+        flags::Command::Fetch(cmd) => cmd.run(sh),
+        flags::Command::CdnTree(cmd) => cmd.run(sh),
+        flags::Command::Bench(cmd) => cmd.run(sh),
     }
 }

@@ -25,6 +25,10 @@ pub enum Command {
     Setup(Setup),
     Test(Test),
     Fex(Fex),
+    Fetch(Fetch),
+    #[command(hide = true)]
+    CdnTree(CdnTree),
+    Bench(Bench),
 }
 
 /// A top-level job, for which `setup` installs host packages.
@@ -201,4 +205,89 @@ pub struct Fex {
     /// The binaries fragment to update (created when missing).
     #[arg(long)]
     pub binaries_json: PathBuf,
+}
+
+/// Fetch, verify and install one asset version from a CDN with the AssetManager library, as the
+/// runtime does: for humans, CI and post-publish verification.
+///
+/// Prints the installed paths on stdout; progress goes to stderr.
+#[derive(Debug, clap::Args)]
+pub struct Fetch {
+    /// CDN base URL (https, or http to a loopback host), e.g. https://cdn.example.com/boot.
+    #[arg(long)]
+    pub cdn: String,
+    /// Asset version to install, or `latest` to follow latest.json.
+    #[arg(long, default_value = "latest")]
+    pub version: String,
+    /// Guest architecture; defaults to the host's.
+    #[arg(long)]
+    pub arch: Option<ArchFlag>,
+    /// Cache directory that receives `{version}/{manifest.json, kernel, rootfs.erofs}`;
+    /// defaults to ~/.arcbox/boot.
+    #[arg(long)]
+    pub dest: Option<PathBuf>,
+    /// Runtime bin directory to install the arch's binaries into (mode 0755); binaries are
+    /// skipped when absent.
+    #[arg(long)]
+    pub binaries: Option<PathBuf>,
+    /// Trusted minisign public key file; the manifest's .minisig must verify against it.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// Objects downloaded at once.
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Retries of a failing transfer.
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_RETRIES)]
+    pub retries: u32,
+    /// Seconds a read may wait for data before the transfer counts as stalled.
+    #[arg(long, default_value_t = 30)]
+    pub read_timeout_secs: u64,
+    /// Allow plain http to hosts other than loopback.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// No progress bars (the installed paths are still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Lay out release outputs (`dist/`) as a CDN tree: asset/v{version}/…, bin/…, latest.json.
+///
+/// Reads `{dist}/manifest.json`, the per-arch tarballs and the staged binaries under
+/// `{dist}/bin/{name}/{safe_version}/{arch}/{name}`; every object is checked against the manifest.
+#[derive(Debug, clap::Args)]
+pub struct CdnTree {
+    /// Release outputs: `{arch}/*.tar.gz`, `manifest.json`, `bin/…`.
+    #[arg(long, default_value = "dist")]
+    pub dist: PathBuf,
+    /// Directory that receives the CDN tree.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// Measure the pipeline and the consumer library against baselines.
+#[derive(Debug, clap::Args)]
+pub struct Bench {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    Fetch(BenchFetch),
+}
+
+/// Time an AssetManager install of a large asset from nginx on loopback against `curl -o`,
+/// `curl -o && sha256sum` and `openssl dgst -sha256`, alternating; print medians, ratios and
+/// the manager's peak RSS.
+#[derive(Debug, clap::Args)]
+pub struct BenchFetch {
+    /// Size of the served asset in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: u64,
+    /// Timed runs of each contender.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Scratch directory (needs about three times the asset size); a temporary one by default.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }

@@ -4,13 +4,17 @@
 //! module named after it (`merge-manifest` → `merge_manifest.rs`).
 
 mod archive;
+mod bench;
 mod binaries;
+mod cdn_tree;
 mod dist;
 mod elf;
+mod fetch;
 mod fex;
 mod flags;
 mod kernel_version;
 mod merge_manifest;
+mod nginx;
 mod release;
 mod schema;
 mod setup;
@@ -46,5 +50,8 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Setup(cmd) => cmd.run(sh),
         flags::Command::Test(cmd) => cmd.run(sh),
         flags::Command::Fex(cmd) => cmd.run(sh),
+        flags::Command::Fetch(cmd) => cmd.run(sh),
+        flags::Command::CdnTree(cmd) => cmd.run(sh),
+        flags::Command::Bench(cmd) => cmd.run(sh),
     }
 }

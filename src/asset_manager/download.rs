@@ -1,0 +1,623 @@
+//! HTTP for the AssetManager: small documents (`latest.json`, manifests, signatures) fetched
+//! into memory, and large objects streamed into a partial file beside their target while they
+//! are hashed, then fsynced and renamed into place.
+//!
+//! Reads from the network and from partial files; writes only `{dir}/.partial-{sha256}` and,
+//! once its digest is proven, the target itself. Every request goes through [`Http::get`], which
+//! enforces the URL policy (https, or http to loopback only unless allowed) on every redirect hop.
+//!
+//! The rules for a download, each shown by a case in `tests/e2e/faults.rs`:
+//! - A partial download is kept under a name keyed by its expected digest and resumed with
+//!   `Range`; the kept prefix is re-hashed first. A resume is accepted only as a `206` whose
+//!   `Content-Range` starts exactly where the prefix ends; a `200`, `416` or any other range
+//!   restarts from zero.
+//! - Network errors, short bodies, idle timeouts and 5xx/408/429 are retried with exponential
+//!   backoff and jitter, keeping the partial file; other statuses fail at once, naming the URL.
+//! - A digest mismatch deletes the partial file and starts over once; a second mismatch fails,
+//!   naming the object, the expected and the actual digest.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::error::AssetError;
+use super::{Phase, Progress, ProgressCallback};
+
+/// Size of one body chunk handed from the network reader to the hashing writer.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Chunks in flight between the reader and the writer: enough to hide one side's hiccups behind
+/// the other, small enough that memory stays a few MiB whatever the object's size.
+const PIPELINE_CHUNKS: usize = 8;
+
+/// Redirects followed before a request is given up as a loop.
+pub(crate) const MAX_REDIRECTS: u32 = 5;
+
+/// Largest small document (manifest, `latest.json`, signature) accepted into memory.
+const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Prefix of a partial download's file name; the expected digest follows.
+pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+
+/// The HTTP settings shared by every request of one AssetManager.
+pub(crate) struct Http {
+    agent: ureq::Agent,
+    allow_insecure_http: bool,
+    retries: u32,
+    retry_backoff: Duration,
+}
+
+/// One object to install: where it comes from, what it must hash to, where it goes.
+pub(crate) struct Job {
+    /// Shown in progress and errors: `kernel`, `rootfs`, a binary's name.
+    pub object: String,
+    /// The full URL.
+    pub url: String,
+    /// The manifest's digest.
+    pub sha256: String,
+    /// The final path.
+    pub target: PathBuf,
+    /// Unix mode of the installed file.
+    pub mode: u32,
+}
+
+/// Why one attempt failed, and so what to do next.
+enum Failure {
+    /// Worth retrying (the partial file is kept and resumed).
+    Transient(String),
+    /// Retrying cannot help.
+    Permanent(AssetError),
+    /// The whole body arrived but hashed to `actual`.
+    Mismatch { actual: String },
+}
+
+impl Http {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        retries: u32,
+        retry_backoff: Duration,
+        allow_insecure_http: bool,
+    ) -> Http {
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(connect_timeout))
+            .timeout_per_read(Some(read_timeout))
+            .timeout_recv_response(Some(read_timeout))
+            // Statuses and redirects are handled here, so that every hop is checked and a
+            // `Range` header survives a redirect.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("boot-assets/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Http {
+            agent,
+            allow_insecure_http,
+            retries,
+            retry_backoff,
+        }
+    }
+
+    /// Refuses any scheme but https, and http to anything but loopback unless allowed.
+    pub(crate) fn check_url(&self, url: &str) -> Result<(), AssetError> {
+        check_url_policy(url, self.allow_insecure_http)
+    }
+
+    /// Fetches a small document into memory, with retries.
+    pub(crate) fn fetch_document(&self, url: &str) -> Result<Vec<u8>, AssetError> {
+        self.with_retries(url, || {
+            let response = self.get(url, None)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(status_failure(url, status));
+            }
+            let mut bytes = Vec::new();
+            response
+                .into_body()
+                .into_reader()
+                .take(MAX_DOCUMENT_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Failure::Transient(format!("reading the body: {e}")))?;
+            if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+                return Err(Failure::Permanent(AssetError::Transfer {
+                    url: url.to_owned(),
+                    message: format!("document is larger than {MAX_DOCUMENT_BYTES} bytes"),
+                    attempts: 1,
+                }));
+            }
+            Ok(bytes)
+        })
+    }
+
+    /// Downloads `job` into place, resuming a kept partial file, with retries.
+    pub(crate) fn download(&self, job: &Job, progress: &ProgressCallback) -> Result<(), AssetError> {
+        let partial = partial_path(job);
+        let mut restarted_after_mismatch = false;
+        loop {
+            let result = self.with_retries(&job.url, || download_attempt(self, job, &partial, progress));
+            match result {
+                Err(AssetError::DigestMismatch { .. }) if !restarted_after_mismatch => {
+                    restarted_after_mismatch = true;
+                }
+                Err(AssetError::DigestMismatch { actual, .. }) => {
+                    return Err(AssetError::DigestMismatch {
+                        object: job.object.clone(),
+                        url: job.url.clone(),
+                        expected: job.sha256.clone(),
+                        actual,
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries run out.
+    fn with_retries<T>(&self, url: &str, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T, AssetError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match attempt() {
+                Ok(value) => return Ok(value),
+                Err(Failure::Permanent(error)) => return Err(error),
+                Err(Failure::Mismatch { actual }) => {
+                    return Err(AssetError::DigestMismatch {
+                        object: String::new(),
+                        url: url.to_owned(),
+                        expected: String::new(),
+                        actual,
+                    })
+                }
+                Err(Failure::Transient(message)) if attempts > self.retries => {
+                    return Err(AssetError::Transfer {
+                        url: url.to_owned(),
+                        message,
+                        attempts,
+                    })
+                }
+                Err(Failure::Transient(_)) => std::thread::sleep(backoff(self.retry_backoff, attempts)),
+            }
+        }
+    }
+
+    /// One GET, following redirects by hand (each hop checked against the URL policy), with
+    /// `Range: bytes={from}-` when resuming.
+    fn get(&self, url: &str, range_from: Option<u64>) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut current = url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            self.check_url(&current).map_err(Failure::Permanent)?;
+            let mut request = self.agent.get(&current);
+            if let Some(from) = range_from {
+                request = request.header("Range", format!("bytes={from}-"));
+            }
+            let response = request.call().map_err(|e| classify_ureq_error(&current, e))?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| {
+                    Failure::Permanent(AssetError::HttpStatus {
+                        url: current.clone(),
+                        status: response.status().as_u16(),
+                    })
+                })?;
+            current = resolve_location(&current, location);
+        }
+        Err(Failure::Permanent(AssetError::TooManyRedirects {
+            url: url.to_owned(),
+            limit: MAX_REDIRECTS,
+        }))
+    }
+}
+
+/// `{dir}/.partial-{sha256}`: a partial download is found again by what it must become.
+pub(crate) fn partial_path(job: &Job) -> PathBuf {
+    job.target.with_file_name(format!("{PARTIAL_PREFIX}{}", job.sha256))
+}
+
+/// One try at a download: re-hash the kept prefix, ask for the rest, stream, verify, install.
+fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressCallback) -> Result<(), Failure> {
+    let io_failure = |step: &'static str| {
+        let path = partial.to_path_buf();
+        move |source| Failure::Permanent(AssetError::Io { step, path, source })
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial)
+        .map_err(io_failure("opening"))?;
+    let kept = file.metadata().map_err(io_failure("reading metadata of"))?.len();
+
+    let mut hasher = Sha256::new();
+    if kept > 0 {
+        report(progress, job, Phase::Verifying, 0, Some(kept));
+        hash_prefix(&mut file, kept, &mut hasher).map_err(io_failure("re-hashing the kept prefix of"))?;
+        if hex(hasher.clone().finalize().as_slice()) == job.sha256 {
+            return install(job, file, partial).map_err(Failure::Permanent);
+        }
+    }
+
+    let mut offset = kept;
+    let (response, total) = loop {
+        let response = http.get(&job.url, (offset > 0).then_some(offset))?;
+        let status = response.status().as_u16();
+        let content_length = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok());
+        match status {
+            206 if offset > 0 => {
+                let range = header(&response, "content-range").and_then(parse_content_range);
+                match range {
+                    Some(range) if range.start == offset && range.total.map_or(true, |t| t == range.end + 1) => {
+                        break (response, range.total.or(Some(range.end + 1)));
+                    }
+                    // A range we did not ask for: throw the prefix away and start from zero.
+                    _ => restart_from_zero(&mut file, &mut hasher, &mut offset).map_err(io_failure("truncating"))?,
+                }
+            }
+            200 => {
+                if offset > 0 {
+                    // The server ignored the range and sends everything: take it from the start.
+                    restart_from_zero(&mut file, &mut hasher, &mut offset).map_err(io_failure("truncating"))?;
+                }
+                break (response, content_length);
+            }
+            // The kept prefix is not a prefix the server knows (416): start from zero.
+            416 if offset > 0 => {
+                restart_from_zero(&mut file, &mut hasher, &mut offset).map_err(io_failure("truncating"))?
+            }
+            other => return Err(status_failure(&job.url, other)),
+        }
+    };
+
+    file.seek(SeekFrom::Start(offset)).map_err(io_failure("seeking in"))?;
+    file.set_len(offset).map_err(io_failure("truncating"))?;
+    let reader = response.into_body().into_reader();
+    let (received, hasher) = stream_body(reader, &mut file, hasher, offset, total, job, progress, partial)?;
+    if let Some(total) = total {
+        if offset + received != total {
+            return Err(Failure::Transient(format!(
+                "the body ended after {} of {total} bytes",
+                offset + received
+            )));
+        }
+    }
+    let actual = hex(hasher.finalize().as_slice());
+    if actual != job.sha256 {
+        drop(file);
+        let _ = std::fs::remove_file(partial);
+        return Err(Failure::Mismatch { actual });
+    }
+    install(job, file, partial).map_err(Failure::Permanent)
+}
+
+/// Reads the body and hands it, chunk by chunk, to a second thread that hashes and writes it,
+/// so hashing runs while the next chunk is on the wire. Returns the bytes received and the hasher.
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the arguments.
+fn stream_body(
+    mut reader: impl Read,
+    file: &mut File,
+    hasher: Sha256,
+    offset: u64,
+    total: Option<u64>,
+    job: &Job,
+    progress: &ProgressCallback,
+    partial: &Path,
+) -> Result<(u64, Sha256), Failure> {
+    let (full_sender, full_receiver) = sync_channel::<(Vec<u8>, usize)>(PIPELINE_CHUNKS);
+    let (empty_sender, empty_receiver) = sync_channel::<Vec<u8>>(PIPELINE_CHUNKS + 1);
+    for _ in 0..PIPELINE_CHUNKS {
+        empty_sender.send(vec![0u8; CHUNK_BYTES]).expect("the pool has room");
+    }
+
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<Sha256> {
+            let mut hasher = hasher;
+            for (buffer, length) in full_receiver {
+                hasher.update(&buffer[..length]);
+                file.write_all(&buffer[..length])?;
+                // The reader may have finished already; then the buffer is simply dropped.
+                let _ = empty_sender.send(buffer);
+            }
+            Ok(hasher)
+        });
+
+        let mut received = 0u64;
+        let mut read_error = None;
+        report(progress, job, Phase::Downloading, offset, total);
+        'chunks: while let Ok(mut buffer) = empty_receiver.recv() {
+            let mut length = 0;
+            while length < CHUNK_BYTES {
+                match reader.read(&mut buffer[length..]) {
+                    Ok(0) => {
+                        if length > 0 {
+                            let _ = full_sender.send((buffer, length));
+                            received += length as u64;
+                        }
+                        break 'chunks;
+                    }
+                    Ok(n) => length += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // Keep what did arrive: it is a valid prefix to resume from.
+                        if length > 0 {
+                            let _ = full_sender.send((buffer, length));
+                            received += length as u64;
+                        }
+                        read_error = Some(e);
+                        break 'chunks;
+                    }
+                }
+            }
+            received += length as u64;
+            if full_sender.send((buffer, length)).is_err() {
+                break; // The writer failed; its error is reported below.
+            }
+            report(progress, job, Phase::Downloading, offset + received, total);
+        }
+        drop(full_sender);
+        let hasher = writer
+            .join()
+            .expect("the hashing writer thread does not panic")
+            .map_err(|source| {
+                Failure::Permanent(AssetError::Io {
+                    step: "writing",
+                    path: partial.to_path_buf(),
+                    source,
+                })
+            })?;
+        match read_error {
+            Some(e) => Err(Failure::Transient(format!(
+                "the transfer broke after {} bytes: {e}",
+                offset + received
+            ))),
+            None => Ok((received, hasher)),
+        }
+    })
+}
+
+/// Makes the verified partial file the target: fsync, mode, rename, fsync the directory.
+fn install(job: &Job, file: File, partial: &Path) -> Result<(), AssetError> {
+    file.sync_all().map_err(AssetError::io("syncing", partial))?;
+    set_mode(&file, job.mode).map_err(AssetError::io("setting the mode of", partial))?;
+    drop(file);
+    std::fs::rename(partial, &job.target).map_err(AssetError::io("renaming into place", &job.target))?;
+    sync_parent_dir(&job.target);
+    Ok(())
+}
+
+/// Feeds the first `length` bytes of `file` to `hasher`.
+fn hash_prefix(file: &mut File, length: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut reader = file.take(length);
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(());
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
+/// SHA-256 of a whole file, reporting progress as `Verifying`.
+pub(crate) fn hash_file(path: &Path, job: &Job, progress: &ProgressCallback) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    report(progress, job, Phase::Verifying, 0, Some(length));
+    let mut hasher = Sha256::new();
+    hash_prefix(&mut file, length, &mut hasher)?;
+    Ok(hex(hasher.finalize().as_slice()))
+}
+
+fn restart_from_zero(file: &mut File, hasher: &mut Sha256, offset: &mut u64) -> std::io::Result<()> {
+    file.set_len(0)?;
+    *hasher = Sha256::new();
+    *offset = 0;
+    Ok(())
+}
+
+pub(crate) fn report(progress: &ProgressCallback, job: &Job, phase: Phase, bytes_done: u64, bytes_total: Option<u64>) {
+    progress(&Progress {
+        name: &job.object,
+        phase,
+        bytes_done,
+        bytes_total,
+    });
+}
+
+fn header<'a>(response: &'a ureq::http::Response<ureq::Body>, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|value| value.to_str().ok())
+}
+
+/// A status that is not a success: 5xx, 408 and 429 are worth retrying; the rest are not.
+fn status_failure(url: &str, status: u16) -> Failure {
+    if status >= 500 || status == 408 || status == 429 {
+        Failure::Transient(format!("HTTP status {status}"))
+    } else {
+        Failure::Permanent(AssetError::HttpStatus {
+            url: url.to_owned(),
+            status,
+        })
+    }
+}
+
+fn classify_ureq_error(url: &str, error: ureq::Error) -> Failure {
+    match error {
+        ureq::Error::BadUri(message) => Failure::Permanent(AssetError::Config(format!("bad URL {url}: {message}"))),
+        other => Failure::Transient(other.to_string()),
+    }
+}
+
+/// Exponential backoff from `base`, doubled per attempt, with up to 50% random jitter so that
+/// many clients failing together do not retry together.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
+    let jitter = exponential.mul_f64(fastrand::f64() * 0.5);
+    exponential + jitter
+}
+
+/// A parsed `Content-Range: bytes {start}-{end}/{total|*}`.
+#[derive(Debug, PartialEq, Eq)]
+struct ContentRange {
+    start: u64,
+    end: u64,
+    total: Option<u64>,
+}
+
+fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let (start, end) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    let total = match total.trim() {
+        "*" => None,
+        number => Some(number.parse().ok()?),
+    };
+    (start <= end).then_some(ContentRange { start, end, total })
+}
+
+/// The policy every URL and redirect hop must meet.
+pub(crate) fn check_url_policy(url: &str, allow_insecure_http: bool) -> Result<(), AssetError> {
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| AssetError::Config(format!("bad URL {url:?}: {e}")))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if allow_insecure_http || uri.host().is_some_and(is_loopback_host) => Ok(()),
+        Some("http") => Err(AssetError::InsecureUrl { url: url.to_owned() }),
+        _ => Err(AssetError::Config(format!(
+            "URL {url:?} must start with https:// (or http:// to a loopback host)"
+        ))),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Resolves a `Location` header against the URL that answered with it.
+fn resolve_location(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    if location.starts_with('/') {
+        format!("{}{location}", &base[..authority_end])
+    } else {
+        let path = base[..base.find(['?', '#']).unwrap_or(base.len())].to_owned();
+        let dir_end = path.rfind('/').filter(|&i| i >= authority_end).map(|i| i + 1);
+        match dir_end {
+            Some(end) => format!("{}{location}", &path[..end]),
+            None => format!("{path}/{location}"),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(unix)]
+fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_file: &File, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Makes a rename durable; best effort, since not every platform can open a directory.
+fn sync_parent_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses_and_rejects() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some(ContentRange {
+                start: 100,
+                end: 199,
+                total: Some(200)
+            })
+        );
+        assert_eq!(parse_content_range("bytes 0-9/*").unwrap().total, None);
+        assert_eq!(parse_content_range("bytes 9-0/10"), None);
+        assert_eq!(parse_content_range("items 0-9/10"), None);
+        assert_eq!(parse_content_range("bytes */10"), None);
+    }
+
+    #[test]
+    fn http_is_refused_except_to_loopback() {
+        for ok in [
+            "https://cdn.example/x",
+            "http://127.0.0.1:8080/x",
+            "http://localhost/x",
+            "http://[::1]:99/x",
+        ] {
+            check_url_policy(ok, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let err = check_url_policy("http://cdn.example/x", false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "refusing plain-http URL http://cdn.example/x: use https, a loopback host, or allow insecure http explicitly"
+        );
+        check_url_policy("http://cdn.example/x", true).unwrap();
+        assert!(check_url_policy("ftp://h/x", true)
+            .unwrap_err()
+            .to_string()
+            .contains("https://"));
+    }
+
+    #[test]
+    fn locations_resolve_like_a_browser() {
+        let base = "http://h:1/a/b/c.json?x=1";
+        assert_eq!(resolve_location(base, "https://o/p"), "https://o/p");
+        assert_eq!(resolve_location(base, "/root"), "http://h:1/root");
+        assert_eq!(resolve_location(base, "d.json"), "http://h:1/a/b/d.json");
+        assert_eq!(resolve_location("http://h", "x"), "http://h/x");
+    }
+
+    #[test]
+    fn backoff_grows_with_bounded_jitter() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..5 {
+            let exponential = base * (1 << (attempt - 1));
+            let delay = backoff(base, attempt);
+            assert!(delay >= exponential && delay <= exponential.mul_f64(1.5), "{delay:?}");
+        }
+    }
+
+    #[test]
+    fn transient_and_permanent_statuses() {
+        assert!(matches!(status_failure("u", 503), Failure::Transient(_)));
+        assert!(matches!(status_failure("u", 429), Failure::Transient(_)));
+        assert!(matches!(
+            status_failure("u", 404),
+            Failure::Permanent(AssetError::HttpStatus { status: 404, .. })
+        ));
+    }
+}

@@ -1,0 +1,116 @@
+//! The AssetManager's error type: every variant names the object, URL or path it concerns and,
+//! for digests, the expected and the actual value, so a user can act on the message alone.
+
+use std::path::PathBuf;
+
+use crate::manifest::ManifestError;
+
+/// Everything that can go wrong while resolving, fetching, verifying or installing assets.
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    /// The builder was given a value it cannot use (bad URL, zero concurrency, bad key, …).
+    #[error("invalid AssetManager configuration: {0}")]
+    Config(String),
+    /// A plain-http URL to a non-loopback host, while insecure http is not allowed.
+    #[error("refusing plain-http URL {url}: use https, a loopback host, or allow insecure http explicitly")]
+    InsecureUrl {
+        /// The refused URL.
+        url: String,
+    },
+    /// The server answered with a status that will not get better by retrying (404, 403, …),
+    /// or kept answering with a retryable one until the retries ran out.
+    #[error("GET {url}: HTTP status {status}")]
+    HttpStatus {
+        /// The URL that was requested.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The transfer kept failing (connection reset, short body, idle timeout, …) until the
+    /// retries ran out.
+    #[error("GET {url}: {message} (gave up after {attempts} attempt(s))")]
+    Transfer {
+        /// The URL that was requested.
+        url: String,
+        /// What went wrong on the last attempt.
+        message: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The redirect chain was longer than the limit (a redirect loop, most likely).
+    #[error("GET {url}: more than {limit} redirects (a redirect loop?)")]
+    TooManyRedirects {
+        /// The URL first requested.
+        url: String,
+        /// The number of redirects followed before giving up.
+        limit: u32,
+    },
+    /// A downloaded object did not have the digest the manifest promises, twice in a row.
+    #[error("{object} from {url}: sha256 mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What the object is (`kernel`, `rootfs`, a binary's name).
+        object: String,
+        /// Where it came from.
+        url: String,
+        /// The digest from the manifest.
+        expected: String,
+        /// The digest of the bytes received.
+        actual: String,
+    },
+    /// `manifest.json` or `latest.json` is malformed or breaks a contract rule.
+    #[error("{url}: {source}")]
+    Manifest {
+        /// Where the document came from (a URL or a cached file).
+        url: String,
+        /// The parse or validation error, naming the field.
+        #[source]
+        source: ManifestError,
+    },
+    /// The manifest fetched for one version declares another.
+    #[error("{url}: declares asset_version {actual:?}, but version {expected:?} was requested")]
+    VersionMismatch {
+        /// Where the manifest came from.
+        url: String,
+        /// The requested version.
+        expected: String,
+        /// The manifest's `asset_version`.
+        actual: String,
+    },
+    /// The manifest has no boot assets for the requested arch.
+    #[error("manifest of version {version} has no target for {arch} (it has: {available})")]
+    MissingArch {
+        /// The asset version.
+        version: String,
+        /// The requested arch.
+        arch: String,
+        /// The arches the manifest does have, comma-separated.
+        available: String,
+    },
+    /// The manifest's minisign signature is missing, malformed, or not made by a trusted key.
+    #[error("signature of {url}: {reason}")]
+    Signature {
+        /// The manifest URL (its signature is `{url}.minisig`).
+        url: String,
+        /// Why the signature was refused.
+        reason: String,
+    },
+    /// A local file operation failed.
+    #[error("{step} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`creating`, `renaming into place`, `locking`, …).
+        step: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AssetError {
+    /// An [`AssetError::Io`] for `step` on `path`.
+    pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AssetError {
+        let path = path.into();
+        move |source| AssetError::Io { step, path, source }
+    }
+}

@@ -1,0 +1,351 @@
+//! `cargo xtask bench fetch`: how fast the AssetManager installs a large asset, against what
+//! the hardware allows.
+//!
+//! Writes a CDN tree with one large random rootfs (and a small kernel) into a scratch directory,
+//! serves it with nginx on loopback, and times, alternating in the same run: a release-built
+//! `xtask fetch` (the library, as a child process so its peak RSS can be read with `wait4`),
+//! `curl -o FILE`, `curl -o FILE` then `sha256sum FILE`, and `openssl dgst -sha256 FILE`.
+//! Prints medians, ratios and the manager's peak RSS, and whether the targets are met.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use boot_assets::{cdn, Arch, FileEntry, KernelEntry, Latest, Manifest, Target};
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::{flags, nginx::Nginx, util};
+
+/// The asset version of the synthetic release.
+const BENCH_VERSION: &str = "0.0.0-bench";
+
+/// The benchmark serves the x86_64 objects (any arch would do; the bytes are random).
+const BENCH_ARCH: Arch = Arch::X86_64;
+
+/// Size of the synthetic kernel.
+const KERNEL_BYTES: usize = 1 << 20;
+
+/// Block size used to write the random asset.
+const WRITE_BLOCK_BYTES: usize = 1 << 20;
+
+/// Targets from the issue: at least this many times faster than curl + sha256sum, …
+const TARGET_SPEEDUP_OVER_CURL_SHA256SUM: f64 = 3.0;
+/// … at most this many times the time of `curl -o` alone, …
+const TARGET_RATIO_TO_CURL: f64 = 1.1;
+/// … and a peak RSS of at most this many MiB.
+const TARGET_PEAK_RSS_MIB: f64 = 32.0;
+
+/// The tools the benchmark compares against, with their install lines.
+const TOOLS: [(&str, &str); 4] = [
+    ("nginx", "apt-get install -y nginx"),
+    ("curl", "apt-get install -y curl"),
+    ("sha256sum", "apt-get install -y coreutils"),
+    ("openssl", "apt-get install -y openssl"),
+];
+
+/// The contenders, in the order of the first round (later rounds rotate it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    AssetManager,
+    Curl,
+    CurlSha256sum,
+    OpensslDigest,
+}
+
+const CONTENDERS: [Contender; 4] = [
+    Contender::AssetManager,
+    Contender::Curl,
+    Contender::CurlSha256sum,
+    Contender::OpensslDigest,
+];
+
+impl Contender {
+    fn label(self) -> &'static str {
+        match self {
+            Contender::AssetManager => "AssetManager install (xtask fetch)",
+            Contender::Curl => "curl -o FILE",
+            Contender::CurlSha256sum => "curl -o FILE && sha256sum FILE",
+            Contender::OpensslDigest => "openssl dgst -sha256 FILE",
+        }
+    }
+}
+
+impl flags::BenchFetch {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        for (tool, install) in TOOLS {
+            if cmd!(sh, "which {tool}").quiet().ignore_stdout().run().is_err() {
+                bail!("`{tool}` is needed by bench fetch: install it with `{install}`");
+            }
+        }
+        ensure!(self.runs > 0, "--runs must be at least 1");
+
+        eprintln!("bench fetch: building xtask in release mode");
+        let root = util::project_root();
+        sh.change_dir(&root);
+        cmd!(sh, "cargo build --release --quiet --package xtask").run()?;
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let fetcher = target_dir.join("release").join("xtask");
+
+        let scratch = match &self.work_dir {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .context("creating the benchmark's scratch directory")?;
+        let cdn_root = scratch.path().join("cdn");
+        eprintln!("bench fetch: writing a {} MiB asset", self.size_mib);
+        let asset_path = write_cdn_tree(&cdn_root, self.size_mib)?;
+        let server = Nginx::start(sh, &cdn_root)?;
+        let asset_url = cdn::join_url(&server.url(), &cdn::rootfs_path(BENCH_VERSION, BENCH_ARCH));
+        let dest = scratch.path().join("install");
+        let curl_output = scratch.path().join("curl-output");
+
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); CONTENDERS.len()];
+        let mut peak_rss_kib = 0u64;
+        for round in 0..self.runs {
+            for offset in 0..CONTENDERS.len() {
+                let index = (round + offset) % CONTENDERS.len();
+                let contender = CONTENDERS[index];
+                // Start each timed run with no dirty pages from the previous one.
+                let _ = std::fs::remove_dir_all(&dest);
+                let _ = std::fs::remove_file(&curl_output);
+                cmd!(sh, "sync").quiet().run()?;
+                let elapsed = match contender {
+                    Contender::AssetManager => {
+                        let (elapsed, rss) = time_manager(&fetcher, &server.url(), &dest)?;
+                        peak_rss_kib = peak_rss_kib.max(rss);
+                        let installed = dest.join(BENCH_VERSION).join(cdn::ROOTFS_FILE);
+                        let size = std::fs::metadata(&installed).map(|m| m.len()).unwrap_or(0);
+                        ensure!(
+                            size == self.size_mib << 20,
+                            "the manager did not install {} ({size} bytes)",
+                            installed.display()
+                        );
+                        elapsed
+                    }
+                    Contender::Curl => time_commands(&[curl(&asset_url, &curl_output)])?,
+                    Contender::CurlSha256sum => time_commands(&[curl(&asset_url, &curl_output), {
+                        let mut sha = Command::new("sha256sum");
+                        sha.arg(&curl_output);
+                        sha
+                    }])?,
+                    Contender::OpensslDigest => time_commands(&[{
+                        let mut openssl = Command::new("openssl");
+                        openssl.args(["dgst", "-sha256"]).arg(&asset_path);
+                        openssl
+                    }])?,
+                };
+                eprintln!(
+                    "  round {} {:<36} {:>8.3} s",
+                    round + 1,
+                    contender.label(),
+                    elapsed.as_secs_f64()
+                );
+                times[index].push(elapsed);
+            }
+        }
+        drop(server);
+
+        let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
+        print_table(self.size_mib, self.runs, &medians, peak_rss_kib);
+        Ok(())
+    }
+}
+
+/// Writes `asset/v{BENCH_VERSION}/…`, `latest.json` and the manifest; returns the rootfs path.
+fn write_cdn_tree(cdn_root: &Path, size_mib: u64) -> Result<PathBuf> {
+    let rootfs = cdn_root.join(cdn::rootfs_path(BENCH_VERSION, BENCH_ARCH));
+    let kernel = cdn_root.join(cdn::kernel_path(BENCH_VERSION, BENCH_ARCH));
+    std::fs::create_dir_all(rootfs.parent().expect("has a parent"))?;
+    let mut generator = XorShift(0x9E37_79B9_7F4A_7C15);
+    let rootfs_sha = {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?,
+        );
+        let mut hasher = Sha256::new();
+        let mut block = vec![0u8; WRITE_BLOCK_BYTES];
+        for _ in 0..size_mib {
+            generator.fill(&mut block);
+            hasher.update(&block);
+            file.write_all(&block)?;
+        }
+        file.flush()?;
+        format!("{:x}", hasher.finalize())
+    };
+    let mut kernel_bytes = vec![0u8; KERNEL_BYTES];
+    generator.fill(&mut kernel_bytes);
+    std::fs::write(&kernel, &kernel_bytes)?;
+
+    let manifest = Manifest {
+        schema_version: 0,
+        asset_version: BENCH_VERSION.into(),
+        built_at: "2026-01-01T00:00:00Z".into(),
+        source_repo: None,
+        source_ref: None,
+        source_sha: None,
+        targets: [(
+            BENCH_ARCH,
+            Target {
+                kernel: KernelEntry {
+                    path: cdn::kernel_path(BENCH_VERSION, BENCH_ARCH),
+                    sha256: util::sha256_bytes(&kernel_bytes),
+                    version: "6.1.0".into(),
+                },
+                rootfs: FileEntry {
+                    path: cdn::rootfs_path(BENCH_VERSION, BENCH_ARCH),
+                    sha256: rootfs_sha,
+                },
+                kernel_cmdline: BENCH_ARCH.default_kernel_cmdline().into(),
+            },
+        )]
+        .into(),
+        binaries: Vec::new(),
+    };
+    manifest.validate()?;
+    util::write_atomic(
+        &cdn_root.join(cdn::manifest_path(BENCH_VERSION)),
+        manifest.to_json_pretty().as_bytes(),
+    )?;
+    let latest = Latest {
+        version: BENCH_VERSION.into(),
+    };
+    util::write_atomic(&cdn_root.join(cdn::LATEST_PATH), latest.to_json_pretty().as_bytes())?;
+    Ok(rootfs)
+}
+
+/// Runs the release-built `xtask fetch` as a child; returns its wall time and peak RSS (KiB).
+fn time_manager(fetcher: &Path, url: &str, dest: &Path) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    let child = Command::new(fetcher)
+        .args(["fetch", "--quiet", "--cdn", url, "--version", BENCH_VERSION, "--arch"])
+        .arg(BENCH_ARCH.as_str())
+        .arg("--dest")
+        .arg(dest)
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {}", fetcher.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; both out-pointers are valid for the call.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    ensure!(
+        waited == pid,
+        "wait4 on the fetch process failed: {}",
+        std::io::Error::last_os_error()
+    );
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "xtask fetch failed (wait status {status})"
+    );
+    // Linux reports ru_maxrss in KiB.
+    Ok((elapsed, usage.ru_maxrss as u64))
+}
+
+fn curl(url: &str, output: &Path) -> Command {
+    let mut command = Command::new("curl");
+    command
+        .args(["--silent", "--show-error", "--fail", "--output"])
+        .arg(output)
+        .arg(url);
+    command
+}
+
+/// Runs the commands one after the other (stopping at a failure) and returns the total time.
+fn time_commands(commands: &[Command]) -> Result<Duration> {
+    let started = Instant::now();
+    for command in commands {
+        let mut command = clone_command(command);
+        let status = command
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("running {command:?}"))?;
+        ensure!(status.success(), "{command:?} failed with {status}");
+    }
+    Ok(started.elapsed())
+}
+
+fn clone_command(command: &Command) -> Command {
+    let mut copy = Command::new(command.get_program());
+    copy.args(command.get_args());
+    copy
+}
+
+fn median(samples: &[Duration]) -> f64 {
+    let mut seconds: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    seconds.sort_by(f64::total_cmp);
+    let middle = seconds.len() / 2;
+    if seconds.len() % 2 == 0 {
+        (seconds[middle - 1] + seconds[middle]) / 2.0
+    } else {
+        seconds[middle]
+    }
+}
+
+fn print_table(size_mib: u64, runs: usize, medians: &[f64], peak_rss_kib: u64) {
+    let manager = medians[0];
+    println!("bench fetch: {size_mib} MiB asset from nginx on 127.0.0.1, {runs} alternating run(s), medians");
+    println!(
+        "| {:<36} | {:>9} | {:>9} | {:>17} |",
+        "contender", "median s", "MiB/s", "time / manager's"
+    );
+    println!("|{:-<38}|{:->11}|{:->11}|{:->19}|", "", "", "", "");
+    for (contender, seconds) in CONTENDERS.iter().zip(medians) {
+        println!(
+            "| {:<36} | {:>9.3} | {:>9.0} | {:>17.2} |",
+            contender.label(),
+            seconds,
+            size_mib as f64 / seconds,
+            seconds / manager
+        );
+    }
+    let rss_mib = peak_rss_kib as f64 / 1024.0;
+    println!("AssetManager peak RSS: {rss_mib:.1} MiB");
+    let speedup = medians[2] / manager;
+    let ratio_to_curl = manager / medians[1];
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "target: >= {TARGET_SPEEDUP_OVER_CURL_SHA256SUM}x faster than curl + sha256sum: {speedup:.2}x ({})",
+        verdict(speedup >= TARGET_SPEEDUP_OVER_CURL_SHA256SUM)
+    );
+    println!(
+        "target: <= {TARGET_RATIO_TO_CURL}x the time of curl -o: {ratio_to_curl:.2}x ({})",
+        verdict(ratio_to_curl <= TARGET_RATIO_TO_CURL)
+    );
+    println!(
+        "target: peak RSS <= {TARGET_PEAK_RSS_MIB} MiB: {rss_mib:.1} MiB ({})",
+        verdict(rss_mib <= TARGET_PEAK_RSS_MIB)
+    );
+}
+
+/// A tiny xorshift64 generator: incompressible bytes without a dependency or a slow source.
+struct XorShift(u64);
+
+impl XorShift {
+    fn fill(&mut self, bytes: &mut [u8]) {
+        for chunk in bytes.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        let s = |v: &[u64]| v.iter().map(|&ms| Duration::from_millis(ms)).collect::<Vec<_>>();
+        assert_eq!(median(&s(&[3000, 1000, 2000])), 2.0);
+        assert_eq!(median(&s(&[4000, 1000, 2000, 3000])), 2.5);
+    }
+}

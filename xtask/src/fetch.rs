@@ -1,0 +1,130 @@
+//! `cargo xtask fetch`: the consumer library (`boot_assets::AssetManager`) behind progress bars.
+//!
+//! Reads the CDN (latest.json, the manifest and its signature, the objects) and the optional
+//! public key file; writes `{dest}/{version}/…` and, with `--binaries`, the runtime binaries.
+//! Prints the installed paths on stdout, one `name<TAB>path` per line, so scripts can use them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use boot_assets::asset_manager::{AssetManager, Phase, Progress};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use xshell::Shell;
+
+use crate::flags;
+
+/// How a bar looks while bytes move.
+const BAR_TEMPLATE: &str = "{prefix:>10} {msg:<11} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}";
+
+impl flags::Fetch {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        let mut builder = AssetManager::builder(&self.cdn)
+            .version(&self.version)
+            .concurrency(self.concurrency)
+            .retries(self.retries)
+            .read_timeout(Duration::from_secs(self.read_timeout_secs))
+            .allow_insecure_http(self.allow_insecure_http);
+        if let Some(arch) = self.arch {
+            builder = builder.arch(arch.into());
+        }
+        if let Some(dest) = &self.dest {
+            builder = builder.cache_dir(dest);
+        }
+        if let Some(path) = &self.public_key {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("--public-key {}: cannot read it", path.display()))?;
+            builder = builder.trusted_public_key(key);
+        }
+        let bars = Bars::new(self.quiet);
+        let reporter = bars.clone();
+        builder = builder.progress(move |progress| reporter.update(progress));
+        let manager = builder.build().context("fetch: bad settings")?;
+
+        let assets = manager
+            .prepare()
+            .with_context(|| format!("fetch: installing boot assets from {}", self.cdn))?;
+        println!("version\t{}", assets.version);
+        println!("kernel\t{}", assets.kernel.display());
+        println!("rootfs\t{}", assets.rootfs.display());
+        println!("kernel_cmdline\t{}", assets.kernel_cmdline);
+        if let Some(bin_dir) = &self.binaries {
+            let installed = manager
+                .prepare_binaries(bin_dir)
+                .with_context(|| format!("fetch: installing runtime binaries into {}", bin_dir.display()))?;
+            for binary in installed {
+                println!("{}\t{}", binary.name, binary.path.display());
+            }
+        }
+        bars.finish();
+        Ok(())
+    }
+}
+
+/// One progress bar per object, shared by the download threads.
+#[derive(Clone)]
+struct Bars {
+    multi: MultiProgress,
+    by_name: Arc<Mutex<HashMap<String, ProgressBar>>>,
+    quiet: bool,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Bars {
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        Bars {
+            multi: MultiProgress::with_draw_target(target),
+            by_name: Arc::default(),
+            quiet,
+        }
+    }
+
+    fn update(&self, progress: &Progress<'_>) {
+        let mut by_name = self.by_name.lock().expect("no panic while drawing");
+        let bar = by_name.entry(progress.name.to_owned()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template(BAR_TEMPLATE)
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(progress.name.to_owned());
+            bar
+        });
+        if let Some(total) = progress.bytes_total {
+            bar.set_length(total);
+        }
+        bar.set_position(progress.bytes_done);
+        let phase = match progress.phase {
+            Phase::Checking => "checking",
+            Phase::Downloading => "downloading",
+            Phase::Verifying => "verifying",
+            Phase::Ready => "ready",
+            Phase::Cached => "cached",
+        };
+        bar.set_message(phase);
+        if matches!(progress.phase, Phase::Ready | Phase::Cached) {
+            bar.finish();
+            // Bars are invisible when stderr is not a terminal (CI logs): say it in a line too.
+            if !self.quiet && !console_is_attended() {
+                eprintln!("fetch: {} {phase} ({} bytes)", progress.name, progress.bytes_done);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        for bar in self.by_name.lock().expect("no panic while drawing").values() {
+            bar.finish();
+        }
+    }
+}
+
+fn console_is_attended() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}

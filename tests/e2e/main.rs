@@ -6,5 +6,9 @@
 mod contract;
 mod fex;
 mod fixtures;
+mod live;
+mod publish;
+mod publish_support;
 mod reproducible;
 mod support;
+mod workflows;

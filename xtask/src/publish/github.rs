@@ -1,0 +1,120 @@
+//! The GitHub release of a version, through the `gh` CLI: created when missing (a pre-release when
+//! the version has a pre-release part), then given the assets it does not have yet. Nothing is
+//! ever replaced (`--clobber` is never passed) or deleted.
+//!
+//! Reads the release with `gh release view`; writes with `gh release create` and one
+//! `gh release upload` of every missing file. gh takes its token from GH_TOKEN / GITHUB_TOKEN.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use super::plan::{self, GithubAsset};
+
+/// What `gh release view` prints on stderr when the tag has no release.
+const GH_RELEASE_NOT_FOUND: &str = "release not found";
+
+/// The fields publish reads from `gh release view --json`.
+const GH_VIEW_FIELDS: &str = "tagName,isPrerelease,assets";
+
+/// One file to attach to the release.
+pub struct Asset {
+    /// The asset's name on the release (the file name).
+    pub name: String,
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Its sha256, compared with GitHub's digest when GitHub reports one.
+    pub sha256: String,
+}
+
+/// The release as `gh release view --json tagName,isPrerelease,assets` reports it.
+#[derive(Debug, serde::Deserialize)]
+struct ReleaseView {
+    #[serde(default)]
+    assets: Vec<GithubAsset>,
+}
+
+/// Where the release lives and how to create it.
+pub struct Release<'a> {
+    /// The tag, `v{version}`.
+    pub tag: String,
+    /// Mark a new release as a pre-release.
+    pub prerelease: bool,
+    /// `gh --repo OWNER/NAME`, when given.
+    pub repo: Option<&'a str>,
+    /// `gh release create --target`, when given.
+    pub target: Option<&'a str>,
+    /// The release notes of a new release.
+    pub notes: String,
+}
+
+/// Creates the release when missing and uploads the assets it lacks; returns how many it uploaded.
+pub fn publish(sh: &Shell, release: &Release<'_>, assets: &[Asset]) -> Result<usize> {
+    let repo_args: Vec<&str> = release.repo.map(|r| vec!["--repo", r]).unwrap_or_default();
+    let repo = &repo_args;
+    let tag = release.tag.as_str();
+    cmd!(sh, "gh --version")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("gh (the GitHub CLI) is required for --github-release: install it from your distribution (`apt-get install gh`)")?;
+    let output = cmd!(sh, "gh release view {tag} {repo...} --json {GH_VIEW_FIELDS}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("running gh release view")?;
+    let existing = if output.status.success() {
+        let view: ReleaseView = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("gh release view {tag}: unexpected output"))?;
+        view.assets
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !stderr.contains(GH_RELEASE_NOT_FOUND) {
+            bail!("gh release view {tag} failed ({}): {}", output.status, stderr.trim());
+        }
+        let title = format!("boot-assets {tag}");
+        let notes = release.notes.as_str();
+        let mut flags: Vec<&str> = Vec::new();
+        if release.prerelease {
+            flags.push("--prerelease");
+        }
+        if let Some(target) = release.target {
+            flags.extend(["--target", target]);
+        }
+        eprintln!("publish: creating GitHub release {tag}");
+        cmd!(
+            sh,
+            "gh release create {tag} {repo...} --title {title} --notes {notes} {flags...}"
+        )
+        .quiet()
+        .run()
+        .with_context(|| format!("creating GitHub release {tag}"))?;
+        Vec::new()
+    };
+    let wanted: Vec<(String, String)> = assets.iter().map(|a| (a.name.clone(), a.sha256.clone())).collect();
+    let missing = plan::missing_github_assets(tag, &wanted, &existing)?;
+    for asset in assets {
+        if !missing.iter().any(|(name, _)| name == &asset.name) {
+            eprintln!("publish: GitHub release {tag} already has {}", asset.name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let files: Vec<&PathBuf> = assets
+        .iter()
+        .filter(|a| missing.iter().any(|(name, _)| name == &a.name))
+        .map(|a| &a.path)
+        .collect();
+    eprintln!(
+        "publish: uploading to GitHub release {tag}: {}",
+        missing.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let count = files.len();
+    cmd!(sh, "gh release upload {tag} {repo_args...} {files...}")
+        .quiet()
+        .run()
+        .with_context(|| format!("uploading assets to GitHub release {tag}"))?;
+    Ok(count)
+}

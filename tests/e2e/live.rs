@@ -23,7 +23,13 @@ use crate::support::project_root;
 /// Installs `version` (latest when `None`) for `arch` from `cdn` with the AssetManager, as the
 /// runtime does, and checks every installed file against the manifest; with `prepare_binaries`
 /// also the arch's runtime binaries (mode 0755).
-pub fn check_published(cdn: &str, version: Option<&str>, arch: Arch, prepare_binaries: bool, public_key: Option<&Path>) {
+pub fn check_published(
+    cdn: &str,
+    version: Option<&str>,
+    arch: Arch,
+    prepare_binaries: bool,
+    public_key: Option<&Path>,
+) {
     let cache = tempfile::tempdir().unwrap();
     let mut builder = AssetManager::builder(cdn)
         .version(version.unwrap_or("latest"))
@@ -46,7 +52,10 @@ pub fn check_published(cdn: &str, version: Option<&str>, arch: Arch, prepare_bin
     assert_eq!(digest(&assets.kernel), target.kernel.sha256, "installed kernel");
     assert_eq!(digest(&assets.rootfs), target.rootfs.sha256, "installed rootfs");
     assert!(!assets.kernel_cmdline.is_empty());
-    eprintln!("live: {cdn} v{} {arch}: kernel {} and rootfs verified", assets.version, target.kernel.version);
+    eprintln!(
+        "live: {cdn} v{} {arch}: kernel {} and rootfs verified",
+        assets.version, target.kernel.version
+    );
     if prepare_binaries {
         let bin = cache.path().join("runtime").join("bin");
         let installed = manager

@@ -37,15 +37,24 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
     let log = stderr_of(&output);
     // 2 kernels + 2 rootfs + 3 binary files + manifest + signature.
-    assert!(log.contains("publish: 9 object(s) to upload, 0 already published"), "{log}");
+    assert!(
+        log.contains("publish: 9 object(s) to upload, 0 already published"),
+        "{log}"
+    );
     let upload_order: Vec<&str> = log
         .lines()
         .filter_map(|l| l.strip_prefix("publish: upload "))
         .map(|l| l.split(' ').next().unwrap())
         .collect();
     assert_eq!(upload_order.len(), 9, "{log}");
-    assert_eq!(upload_order[7], "asset/v0.2.0/manifest.json", "manifest after the data: {upload_order:?}");
-    assert_eq!(upload_order[8], "asset/v0.2.0/manifest.json.minisig", "signature last: {upload_order:?}");
+    assert_eq!(
+        upload_order[7], "asset/v0.2.0/manifest.json",
+        "manifest after the data: {upload_order:?}"
+    );
+    assert_eq!(
+        upload_order[8], "asset/v0.2.0/manifest.json.minisig",
+        "signature last: {upload_order:?}"
+    );
     let verified_at = log.find("publish: verified v0.2.0").expect("verification ran");
     let latest_at = log.find("latest.json now names 0.2.0").expect("latest moved");
     assert!(verified_at < latest_at, "latest.json moved before verification:\n{log}");
@@ -53,10 +62,17 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
 
     // Every published object is the release's bytes.
     let manifest = Manifest::from_json_validated(&std::fs::read(dist.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(cdn.object("asset/v0.2.0/manifest.json").unwrap(), std::fs::read(dist.join("manifest.json")).unwrap());
+    assert_eq!(
+        cdn.object("asset/v0.2.0/manifest.json").unwrap(),
+        std::fs::read(dist.join("manifest.json")).unwrap()
+    );
     for target in manifest.targets.values() {
         for entry in [&target.kernel.path, &target.rootfs.path] {
-            let sha = if entry == &target.kernel.path { &target.kernel.sha256 } else { &target.rootfs.sha256 };
+            let sha = if entry == &target.kernel.path {
+                &target.kernel.sha256
+            } else {
+                &target.rootfs.sha256
+            };
             assert_eq!(&sha256(&cdn.object(entry).unwrap()), sha, "{entry}");
         }
     }
@@ -66,7 +82,11 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     require_tool("minisign", "apt-get install -y minisign");
     let signed = work.path().join("from-cdn");
     std::fs::create_dir_all(&signed).unwrap();
-    std::fs::write(signed.join("manifest.json"), cdn.object("asset/v0.2.0/manifest.json").unwrap()).unwrap();
+    std::fs::write(
+        signed.join("manifest.json"),
+        cdn.object("asset/v0.2.0/manifest.json").unwrap(),
+    )
+    .unwrap();
     std::fs::write(
         signed.join("manifest.json.minisig"),
         cdn.object("asset/v0.2.0/manifest.json.minisig").unwrap(),
@@ -82,7 +102,10 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     );
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("Signature and comment signature verified"), "{said}");
-    assert!(said.contains("Trusted comment: boot-assets manifest v0.2.0 sha256:"), "{said}");
+    assert!(
+        said.contains("Trusted comment: boot-assets manifest v0.2.0 sha256:"),
+        "{said}"
+    );
     // The same signature was kept in dist/ for the GitHub release.
     assert_eq!(
         std::fs::read(dist.join("manifest.json.minisig")).unwrap(),
@@ -100,13 +123,22 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
             .unwrap();
         let assets = manager.prepare().unwrap();
         assert_eq!(assets.version, "0.2.0");
-        assert_eq!(sha256(&std::fs::read(&assets.kernel).unwrap()), manifest.targets[&arch].kernel.sha256);
+        assert_eq!(
+            sha256(&std::fs::read(&assets.kernel).unwrap()),
+            manifest.targets[&arch].kernel.sha256
+        );
         let bin = install.join(arch.as_str()).join("bin");
         let installed = manager.prepare_binaries(&bin).unwrap();
-        let expected = FIXTURE_BINARIES.iter().filter(|(_, _, arches)| arches.contains(&arch)).count();
+        let expected = FIXTURE_BINARIES
+            .iter()
+            .filter(|(_, _, arches)| arches.contains(&arch))
+            .count();
         assert_eq!(installed.len(), expected, "{arch}: {installed:?}");
         for binary in installed {
-            assert_eq!(std::fs::metadata(&binary.path).unwrap().permissions().mode() & 0o777, 0o755);
+            assert_eq!(
+                std::fs::metadata(&binary.path).unwrap().permissions().mode() & 0o777,
+                0o755
+            );
         }
     }
     // The live test's check, pointed at this CDN.
@@ -115,22 +147,42 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     // verify-published, for anyone: passes with the right key, fails with another one.
     run_ok(
         xtask()
-            .args(["verify-published", "--cdn", &cdn.url(), "--version", "latest", "--public-key"])
+            .args([
+                "verify-published",
+                "--cdn",
+                &cdn.url(),
+                "--version",
+                "latest",
+                "--public-key",
+            ])
             .arg(&keys.public),
     );
     let other = keygen(&work.path().join("other"));
     let err = run_fails(
         xtask()
-            .args(["verify-published", "--cdn", &cdn.url(), "--arch", "arm64", "--public-key"])
+            .args([
+                "verify-published",
+                "--cdn",
+                &cdn.url(),
+                "--arch",
+                "arm64",
+                "--public-key",
+            ])
             .arg(&other.public),
     );
-    assert!(err.contains("signature of") && err.contains("not signed by any of the 1 trusted key(s)"), "{err}");
+    assert!(
+        err.contains("signature of") && err.contains("not signed by any of the 1 trusted key(s)"),
+        "{err}"
+    );
 
     // Publishing the same release again uploads nothing and rewrites nothing.
     let before = cdn.snapshot();
     let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
     let log = stderr_of(&output);
-    assert!(log.contains("publish: 0 object(s) to upload, 9 already published"), "{log}");
+    assert!(
+        log.contains("publish: 0 object(s) to upload, 9 already published"),
+        "{log}"
+    );
     assert!(!log.contains("publish: upload "), "{log}");
     assert!(log.contains("latest.json already names 0.2.0"), "{log}");
     assert_eq!(cdn.snapshot(), before, "a re-publish changed the bucket");
@@ -163,7 +215,11 @@ fn different_bytes_under_a_published_version_are_refused_and_change_nothing() {
     cdn.restart_s3();
     check_refused(&cdn);
     let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
-    assert!(stderr_of(&output).contains("publish: 0 object(s) to upload"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("publish: 0 object(s) to upload"),
+        "{}",
+        stderr_of(&output)
+    );
     assert_eq!(cdn.snapshot(), before);
 }
 
@@ -201,7 +257,10 @@ fn sigkill_during_upload_leaves_latest_alone_and_the_rerun_completes() {
     // 4 MiB rootfs images uploaded at 1 MiB/s: the kill lands mid-transfer.
     let second = build_release(&work.path().join("second"), "0.2.0", 1, Some(4 << 20));
     let mut command = cdn.publish(&second, "0.2.0", &keys);
-    command.env("RCLONE_BWLIMIT", "1M").stderr(Stdio::piped()).process_group(0);
+    command
+        .env("RCLONE_BWLIMIT", "1M")
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = command.spawn().unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = Vec::new();
@@ -222,8 +281,15 @@ fn sigkill_during_upload_leaves_latest_alone_and_the_rerun_completes() {
     while cdn.object("asset/v0.2.0/arm64/rootfs.erofs").is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(cdn.object(cdn::LATEST_PATH).unwrap(), latest_before, "latest.json changed");
-    assert!(cdn.object("asset/v0.2.0/manifest.json").is_none(), "the manifest went up before its objects");
+    assert_eq!(
+        cdn.object(cdn::LATEST_PATH).unwrap(),
+        latest_before,
+        "latest.json changed"
+    );
+    assert!(
+        cdn.object("asset/v0.2.0/manifest.json").is_none(),
+        "the manifest went up before its objects"
+    );
     assert!(
         cdn.object("asset/v0.2.0/arm64/rootfs.erofs").is_none(),
         "a partial object is visible at its final path"
@@ -231,7 +297,10 @@ fn sigkill_during_upload_leaves_latest_alone_and_the_rerun_completes() {
 
     let output = run_ok(&mut cdn.publish(&second, "0.2.0", &keys));
     let log = stderr_of(&output);
-    assert!(log.contains("skip asset/v0.2.0/arm64/kernel"), "the re-run redid finished uploads:\n{log}");
+    assert!(
+        log.contains("skip asset/v0.2.0/arm64/kernel"),
+        "the re-run redid finished uploads:\n{log}"
+    );
     assert!(log.contains("publish: upload asset/v0.2.0/arm64/rootfs.erofs"), "{log}");
     assert_eq!(cdn.latest().as_deref(), Some("0.2.0"));
 }
@@ -243,14 +312,17 @@ fn keygen_writes_a_private_key_and_never_overwrites() {
     let mode = std::fs::metadata(&keys.secret).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let public = std::fs::read_to_string(&keys.public).unwrap();
-    assert!(public.starts_with("untrusted comment: minisign public key "), "{public}");
+    assert!(public.starts_with("untrusted comment: minisign public key"), "{public}");
     let output = run_fails(
         xtask()
             .arg("keygen")
             .arg("--output")
             .arg(keys.secret.with_extension("")),
     );
-    assert!(output.contains("already exists: keygen never overwrites a key"), "{output}");
+    assert!(
+        output.contains("already exists: keygen never overwrites a key"),
+        "{output}"
+    );
     assert_eq!(std::fs::read_to_string(&keys.public).unwrap(), public);
 }
 
@@ -271,7 +343,10 @@ fn the_signing_key_comes_from_the_environment_and_is_never_printed() {
     );
     assert!(cdn.snapshot().is_empty());
 
-    let output = run_ok(cdn.publish_unsigned(&dist, "0.2.0", &keys).env("BOOT_ASSETS_SIGNING_KEY", &secret));
+    let output = run_ok(
+        cdn.publish_unsigned(&dist, "0.2.0", &keys)
+            .env("BOOT_ASSETS_SIGNING_KEY", &secret),
+    );
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr_of(&output));
     assert!(!printed.contains(&secret_line), "the secret key was printed");
     assert_eq!(cdn.latest().as_deref(), Some("0.2.0"));
@@ -299,9 +374,28 @@ fn github_release_goes_through_gh_with_exact_calls_and_reruns_skip_existing_asse
     assert_eq!(calls[0], ["--version"]);
     assert_eq!(
         calls[1],
-        ["release", "view", "v0.2.0", "--repo", repo, "--json", "tagName,isPrerelease,assets"]
+        [
+            "release",
+            "view",
+            "v0.2.0",
+            "--repo",
+            repo,
+            "--json",
+            "tagName,isPrerelease,assets"
+        ]
     );
-    assert_eq!(&calls[2][..7], ["release", "create", "v0.2.0", "--repo", repo, "--title", "boot-assets v0.2.0"]);
+    assert_eq!(
+        &calls[2][..7],
+        [
+            "release",
+            "create",
+            "v0.2.0",
+            "--repo",
+            repo,
+            "--title",
+            "boot-assets v0.2.0"
+        ]
+    );
     assert_eq!(calls[2][7], "--notes");
     assert!(calls[2][8].contains(&notes_sha), "{}", calls[2][8]);
     assert_eq!(&calls[2][9..], ["--target", "0123abc"], "no --prerelease for 0.2.0");
@@ -339,5 +433,8 @@ fn github_release_goes_through_gh_with_exact_calls_and_reruns_skip_existing_asse
     run(&gh);
     let calls = gh.take_calls();
     assert_eq!(calls.len(), 3, "{calls:?}");
-    assert_eq!(calls[2], ["release", "upload", "v0.2.0", "--repo", repo, &d("manifest.json")]);
+    assert_eq!(
+        calls[2],
+        ["release", "upload", "v0.2.0", "--repo", repo, &d("manifest.json")]
+    );
 }

@@ -208,7 +208,13 @@ impl Cdn {
     pub fn publish_unsigned(&self, dist: &Path, version: &str, keys: &Keys) -> Command {
         let mut command = xtask();
         command
-            .args(["publish", "--version", version, "--remote", &format!("cdntest:{BUCKET}")])
+            .args([
+                "publish",
+                "--version",
+                version,
+                "--remote",
+                &format!("cdntest:{BUCKET}"),
+            ])
             .arg("--dist")
             .arg(dist)
             .args(["--cdn", &self.url()])

@@ -27,11 +27,14 @@ fn every_workflow_passes_actionlint() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     for expected in ["ci.yml", "live-e2e.yml", "release.yml"] {
-        assert!(names.iter().any(|n| n == expected), "missing workflow {expected}: {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "missing workflow {expected}: {names:?}"
+        );
     }
     run_ok(
         std::process::Command::new("actionlint")
-            .arg("-color=never")
+            .arg("-no-color")
             .args(&files)
             .current_dir(project_root()),
     );
@@ -44,7 +47,9 @@ fn workflow_steps_run_cargo_xtask_commands() {
     for file in workflow_files() {
         let text = std::fs::read_to_string(&file).unwrap();
         for line in text.lines() {
-            let Some(command) = line.trim_start().strip_prefix("run: ") else { continue };
+            let Some(command) = line.trim_start().strip_prefix("run: ") else {
+                continue;
+            };
             assert!(
                 allowed.iter().any(|prefix| command.starts_with(prefix)),
                 "{}: step `{command}` is not one `cargo xtask` command (keep every step a single xtask line)",

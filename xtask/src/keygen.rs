@@ -22,7 +22,10 @@ impl flags::Keygen {
         let (secret_path, public_path) = key_paths(&self.output);
         for path in [&secret_path, &public_path] {
             if path.exists() {
-                bail!("{} already exists: keygen never overwrites a key; choose another --output", path.display());
+                bail!(
+                    "{} already exists: keygen never overwrites a key; choose another --output",
+                    path.display()
+                );
             }
         }
         if let Some(dir) = secret_path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -106,7 +106,14 @@ pub fn verify_published(
         );
         binary_files += installed.len();
         if boot {
-            boot_arch(sh, arch, &assets.kernel, &assets.rootfs, &assets.kernel_cmdline, &bin_dir)?;
+            boot_arch(
+                sh,
+                arch,
+                &assets.kernel,
+                &assets.rootfs,
+                &assets.kernel_cmdline,
+                &bin_dir,
+            )?;
         }
         manifest = Some(assets.manifest);
         verified.push(arch);
@@ -121,7 +128,10 @@ pub fn verify_published(
         .map(ToString::to_string)
         .collect();
     if !missed.is_empty() {
-        bail!("{cdn_url}: v{version} lists arches that were not verified: {}", missed.join(", "));
+        bail!(
+            "{cdn_url}: v{version} lists arches that were not verified: {}",
+            missed.join(", ")
+        );
     }
     let manifest_file = work.path().join("boot").join(&version).join(cdn::MANIFEST_FILE);
     let manifest_sha256 = crate::util::sha256_file(&manifest_file)?;

@@ -6,10 +6,11 @@
 //! and optionally the GitHub release. The steps, each safe to repeat after an interruption:
 //!
 //! 1. stage the CDN tree from `dist/` with [`cdn_tree::stage_cdn_tree`] (a temporary directory);
-//! 2. sign the manifest, or adopt the signature already published or in `dist/` when it verifies;
-//! 3. compare every object with the bucket by sha256 — all of them before uploading any, so a
-//!    refused release changes nothing — then upload the missing ones: kernels, rootfs images and
-//!    binaries, then the manifest, then its signature;
+//! 2. compare every object with the bucket by sha256 — all of them before uploading any, so a
+//!    refused release changes nothing; sign the manifest, or adopt the signature already
+//!    published or in `dist/` when it verifies;
+//! 3. upload the missing objects: kernels, rootfs images and binaries, then the manifest, then
+//!    its signature;
 //! 4. verify from the CDN URL with the AssetManager, every arch and binary (and boot with `--boot`);
 //! 5. move `latest.json` forward only;
 //! 6. with `--github-release`, create the release and add the assets it lacks.
@@ -55,11 +56,19 @@ struct PlannedObject {
 impl flags::Publish {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let dry = if self.dry_run { " (dry run)" } else { "" };
-        semver::Version::parse(&self.version)
-            .with_context(|| format!("--version {:?} is not a semantic version like 0.2.0 (no leading v)", self.version))?;
+        semver::Version::parse(&self.version).with_context(|| {
+            format!(
+                "--version {:?} is not a semantic version like 0.2.0 (no leading v)",
+                self.version
+            )
+        })?;
         let manifest_file = self.dist.join(cdn::MANIFEST_FILE);
-        let manifest = merge_manifest::read_manifest(&manifest_file)
-            .with_context(|| format!("{} is the unified manifest (run merge-manifest first)", manifest_file.display()))?;
+        let manifest = merge_manifest::read_manifest(&manifest_file).with_context(|| {
+            format!(
+                "{} is the unified manifest (run merge-manifest first)",
+                manifest_file.display()
+            )
+        })?;
         if manifest.asset_version != self.version {
             bail!(
                 "--version {} does not match asset_version {} of {}",
@@ -82,10 +91,33 @@ impl flags::Publish {
             self.dist.display()
         );
 
-        // 2. Sign (or adopt a signature that already verifies).
-        let manifest_bytes = std::fs::read(&manifest_file).with_context(|| format!("reading {}", manifest_file.display()))?;
-        let manifest_sha256 = util::sha256_bytes(&manifest_bytes);
+        // 2. Compare every object with the bucket, all before uploading any.
         let signature_object = signature_path(&self.version);
+        let manifest_object = cdn::manifest_path(&self.version);
+        let mut ordered: Vec<&String> = tree
+            .objects
+            .iter()
+            .filter(|p| p.as_str() != cdn::LATEST_PATH && **p != signature_object && **p != manifest_object)
+            .collect();
+        ordered.push(&manifest_object);
+        let mut planned = Vec::new();
+        for path in ordered {
+            let local = staging.path().join(path);
+            let sha256 = util::sha256_file(&local)?;
+            let remote = bucket.content(path)?;
+            let action = plan::object_action(path, &sha256, &remote)?;
+            planned.push(PlannedObject {
+                path: path.clone(),
+                local,
+                sha256,
+                action,
+            });
+        }
+        // Sign (or adopt a signature that already verifies); after the comparison, so that a
+        // release with other bytes is refused by naming the object that differs.
+        let manifest_bytes =
+            std::fs::read(&manifest_file).with_context(|| format!("reading {}", manifest_file.display()))?;
+        let manifest_sha256 = util::sha256_bytes(&manifest_bytes);
         let dist_signature = self
             .dist
             .join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX));
@@ -107,27 +139,7 @@ impl flags::Publish {
             }
         }
 
-        // 3. Compare everything, then upload what is missing: data, manifest, signature.
-        let manifest_object = cdn::manifest_path(&self.version);
-        let mut ordered: Vec<&String> = tree
-            .objects
-            .iter()
-            .filter(|p| p.as_str() != cdn::LATEST_PATH && **p != signature_object && **p != manifest_object)
-            .collect();
-        ordered.push(&manifest_object);
-        let mut planned = Vec::new();
-        for path in ordered {
-            let local = staging.path().join(path);
-            let sha256 = util::sha256_file(&local)?;
-            let remote = bucket.content(path)?;
-            let action = plan::object_action(path, &sha256, &remote)?;
-            planned.push(PlannedObject {
-                path: path.clone(),
-                local,
-                sha256,
-                action,
-            });
-        }
+        // 3. Upload what is missing: data, then the manifest, then its signature.
         let upload_signature = published_signature.is_none();
         let uploads = planned.iter().filter(|o| o.action == Action::Upload).count() + usize::from(upload_signature);
         eprintln!(
@@ -159,19 +171,33 @@ impl flags::Publish {
             None => None,
             Some(bytes) => Some(
                 Latest::from_json(&bytes)
-                    .with_context(|| format!("{} in the bucket is not valid: fix it by hand", bucket.target(cdn::LATEST_PATH)))?
+                    .with_context(|| {
+                        format!(
+                            "{} in the bucket is not valid: fix it by hand",
+                            bucket.target(cdn::LATEST_PATH)
+                        )
+                    })?
                     .version,
             ),
         };
         let latest = plan::latest_action(current_latest.as_deref(), &self.version)?;
         if self.dry_run {
-            eprintln!("publish{dry}: would verify {} and then: {}", self.cdn, describe_latest(&latest, &self.version));
+            eprintln!(
+                "publish{dry}: would verify {} and then: {}",
+                self.cdn,
+                describe_latest(&latest, &self.version)
+            );
             return Ok(());
         }
 
         // 4. Verify from the CDN as a user would.
-        let verified = verify_published(sh, &self.cdn, &self.version, None, &public_key, self.boot)
-            .with_context(|| format!("verifying v{} from {} (latest.json was not touched)", self.version, self.cdn))?;
+        let verified =
+            verify_published(sh, &self.cdn, &self.version, None, &public_key, self.boot).with_context(|| {
+                format!(
+                    "verifying v{} from {} (latest.json was not touched)",
+                    self.version, self.cdn
+                )
+            })?;
         if verified.manifest_sha256 != manifest_sha256 {
             bail!(
                 "{} serves a manifest with sha256 {}, but this release's is {manifest_sha256} (latest.json was not touched)",
@@ -189,7 +215,11 @@ impl flags::Publish {
 
         // 5. Move latest.json forward only.
         if latest == LatestAction::Write {
-            bucket.replace(&staging.path().join(cdn::LATEST_PATH), cdn::LATEST_PATH, LATEST_CACHE_CONTROL)?;
+            bucket.replace(
+                &staging.path().join(cdn::LATEST_PATH),
+                cdn::LATEST_PATH,
+                LATEST_CACHE_CONTROL,
+            )?;
         }
         eprintln!("publish: {}", describe_latest(&latest, &self.version));
 
@@ -241,7 +271,10 @@ fn choose_signature(
     }
     if let Ok(existing) = std::fs::read(dist_signature) {
         if signing::verify(public_key, manifest, &existing).is_ok() {
-            eprintln!("publish: {} verifies with key {key_id}; keeping it", dist_signature.display());
+            eprintln!(
+                "publish: {} verifies with key {key_id}; keeping it",
+                dist_signature.display()
+            );
             return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
         }
     }
@@ -305,7 +338,10 @@ mod tests {
 
     #[test]
     fn latest_lines_say_what_happened() {
-        assert_eq!(describe_latest(&LatestAction::Write, "0.2.0"), "latest.json now names 0.2.0");
+        assert_eq!(
+            describe_latest(&LatestAction::Write, "0.2.0"),
+            "latest.json now names 0.2.0"
+        );
         assert_eq!(
             describe_latest(&LatestAction::KeepNewer("0.3.0".into()), "0.2.0"),
             "latest.json stays at 0.3.0: it never moves back to the older 0.2.0"

@@ -142,7 +142,10 @@ mod tests {
     fn latest_only_moves_forward() {
         assert_eq!(latest_action(None, "0.2.0").unwrap(), LatestAction::Write);
         assert_eq!(latest_action(Some("0.1.9"), "0.2.0").unwrap(), LatestAction::Write);
-        assert_eq!(latest_action(Some("0.2.0"), "0.2.0").unwrap(), LatestAction::AlreadyCurrent);
+        assert_eq!(
+            latest_action(Some("0.2.0"), "0.2.0").unwrap(),
+            LatestAction::AlreadyCurrent
+        );
         assert_eq!(
             latest_action(Some("0.10.0"), "0.9.0").unwrap(),
             LatestAction::KeepNewer("0.10.0".into())
@@ -162,7 +165,10 @@ mod tests {
 
     #[test]
     fn github_assets_are_added_never_replaced() {
-        let wanted = vec![("a.tar.gz".to_owned(), A.to_owned()), ("manifest.json".to_owned(), B.to_owned())];
+        let wanted = vec![
+            ("a.tar.gz".to_owned(), A.to_owned()),
+            ("manifest.json".to_owned(), B.to_owned()),
+        ];
         let existing = vec![GithubAsset {
             name: "a.tar.gz".into(),
             digest: Some(format!("sha256:{A}")),
@@ -173,12 +179,20 @@ mod tests {
             name: "manifest.json".into(),
             digest: None,
         }];
-        assert_eq!(missing_github_assets("v1.0.0", &wanted, &no_digest).unwrap(), vec![&wanted[0]]);
+        assert_eq!(
+            missing_github_assets("v1.0.0", &wanted, &no_digest).unwrap(),
+            vec![&wanted[0]]
+        );
         let changed = vec![GithubAsset {
             name: "manifest.json".into(),
             digest: Some(format!("sha256:{A}")),
         }];
-        let err = missing_github_assets("v1.0.0", &wanted, &changed).unwrap_err().to_string();
-        assert!(err.starts_with("GitHub release v1.0.0 already has manifest.json with other content"), "{err}");
+        let err = missing_github_assets("v1.0.0", &wanted, &changed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("GitHub release v1.0.0 already has manifest.json with other content"),
+            "{err}"
+        );
     }
 }

@@ -53,9 +53,8 @@ pub struct Bucket<'a> {
 /// `NAME:BUCKET[/prefix]` split into the remote name and the path, or an error saying what a
 /// valid value looks like.
 pub fn parse_remote(remote: &str) -> Result<(&str, &str)> {
-    let problem = || {
-        anyhow::anyhow!("--remote {remote:?}: expected NAME:BUCKET or NAME:BUCKET/prefix, e.g. r2:boot-assets")
-    };
+    let problem =
+        || anyhow::anyhow!("--remote {remote:?}: expected NAME:BUCKET or NAME:BUCKET/prefix, e.g. r2:boot-assets");
     let (name, path) = remote.split_once(':').ok_or_else(problem)?;
     let name_ok = !name.is_empty()
         && name
@@ -95,7 +94,10 @@ impl<'a> Bucket<'a> {
             Ok(endpoint) if !endpoint.trim().is_empty() => {
                 for key in KEY_ENVS {
                     if std::env::var(key).map(|v| v.is_empty()).unwrap_or(true) {
-                        bail!("{ENDPOINT_ENV} is set, so the bucket's keys must be in {key} (and {}), which is not set", KEY_ENVS.join(" / "));
+                        bail!(
+                            "{ENDPOINT_ENV} is set, so the bucket's keys must be in {key} (and {}), which is not set",
+                            KEY_ENVS.join(" / ")
+                        );
                     }
                 }
                 let provider = std::env::var(PROVIDER_ENV).unwrap_or_else(|_| DEFAULT_PROVIDER.to_owned());
@@ -111,7 +113,10 @@ impl<'a> Bucket<'a> {
                 })
             }
             _ => {
-                let remotes = cmd!(sh, "rclone listremotes").quiet().read().context("rclone listremotes")?;
+                let remotes = cmd!(sh, "rclone listremotes")
+                    .quiet()
+                    .read()
+                    .context("rclone listremotes")?;
                 if !remotes.lines().any(|line| line.trim() == format!("{name}:")) {
                     bail!(
                         "--remote {remote}: rclone has no remote named {name:?}; set {ENDPOINT_ENV} (with {}) to define it, \
@@ -152,7 +157,11 @@ impl<'a> Bucket<'a> {
             .output()
             .with_context(|| format!("running rclone lsjson on {target}"))?;
         if !output.status.success() {
-            if output.status.code().is_some_and(|c| RCLONE_NOT_FOUND_CODES.contains(&c)) {
+            if output
+                .status
+                .code()
+                .is_some_and(|c| RCLONE_NOT_FOUND_CODES.contains(&c))
+            {
                 return Ok(None);
             }
             bail!(
@@ -225,9 +234,16 @@ impl<'a> Bucket<'a> {
         let target = self.target(relative);
         let local_text = local.to_string_lossy().into_owned();
         let header = format!("Cache-Control: {cache_control}");
-        self.rclone(&["copyto", "--ignore-times", "--header-upload", &header, &local_text, &target])
-            .run()
-            .with_context(|| format!("uploading {} to {target}", local.display()))
+        self.rclone(&[
+            "copyto",
+            "--ignore-times",
+            "--header-upload",
+            &header,
+            &local_text,
+            &target,
+        ])
+        .run()
+        .with_context(|| format!("uploading {} to {target}", local.display()))
     }
 
     /// The bytes of a small object, `None` when it does not exist.

@@ -63,8 +63,12 @@ pub fn parse_public_key(text: &str, source: &str) -> Result<PublicKey> {
 
 /// Reads a public key file.
 pub fn read_public_key(path: &Path) -> Result<(PublicKey, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading public key {} (make one with `cargo xtask keygen`)", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading public key {} (make one with `cargo xtask keygen`)",
+            path.display()
+        )
+    })?;
     let key = parse_public_key(&text, &path.display().to_string())?;
     Ok((key, text))
 }
@@ -88,7 +92,8 @@ pub fn parse_secret_key(text: &str, source: &str) -> Result<SecretKey> {
 /// neither is given.
 pub fn load_secret_key(file: Option<&Path>) -> Result<Option<SecretKey>> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--signing-key {}: cannot read it", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--signing-key {}: cannot read it", path.display()))?;
         return parse_secret_key(&text, &format!("--signing-key {}", path.display())).map(Some);
     }
     match std::env::var(SIGNING_KEY_ENV) {
@@ -176,13 +181,25 @@ mod tests {
     }
 
     #[test]
+    fn the_checked_in_public_key_parses() {
+        let path = crate::util::project_root().join("manifests/minisign.pub");
+        let (key, text) = read_public_key(&path).unwrap();
+        assert!(text.contains(&key_id(&key)), "{text}");
+    }
+
+    #[test]
     fn bad_key_text_names_its_source_and_not_its_content() {
         let err = parse_secret_key("untrusted comment: x\nc2VjcmV0LXN0dWZm\n", "BOOT_ASSETS_SIGNING_KEY")
             .err()
             .unwrap()
             .to_string();
         assert_eq!(err, "BOOT_ASSETS_SIGNING_KEY: not a minisign secret key file");
-        let err = parse_public_key("nope", "manifests/minisign.pub").unwrap_err().to_string();
-        assert!(err.starts_with("manifests/minisign.pub: not a minisign public key"), "{err}");
+        let err = parse_public_key("nope", "manifests/minisign.pub")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("manifests/minisign.pub: not a minisign public key"),
+            "{err}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use boot_assets::asset_manager::AssetManager;
 use boot_assets::{cdn, Arch, Manifest};
 
 use crate::live;
-use crate::publish_support::{build_release, keygen, sha256, Cdn, GhStandin, FIXTURE_BINARIES};
+use crate::publish_support::{build_release, keygen, sha256, Cdn, GhStandin, Nginx, FIXTURE_BINARIES};
 use crate::support::{require_tool, run_fails, run_ok, xtask};
 
 fn stderr_of(output: &std::process::Output) -> String {
@@ -246,6 +246,31 @@ fn an_older_version_never_moves_latest_back() {
 }
 
 #[test]
+fn a_release_the_cdn_does_not_serve_never_becomes_latest() {
+    let work = tempfile::tempdir().unwrap();
+    let cdn = Cdn::start();
+    let keys = keygen(work.path());
+    let dist = build_release(&work.path().join("r"), "0.2.0", 0, None);
+    // A CDN URL that serves something else than the bucket (a misconfigured origin).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let wrong_cdn = Nginx::start(elsewhere.path());
+    let err = run_fails(&mut cdn.publish_via(&dist, "0.2.0", &keys, &wrong_cdn.url()));
+    assert!(
+        err.contains(&format!(
+            "verifying v0.2.0 from {} (latest.json was not touched)",
+            wrong_cdn.url()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("HTTP status 404"), "{err}");
+    assert!(
+        cdn.object("asset/v0.2.0/manifest.json").is_some(),
+        "the objects were uploaded"
+    );
+    assert_eq!(cdn.latest(), None, "latest.json was written before verification passed");
+}
+
+#[test]
 fn sigkill_during_upload_leaves_latest_alone_and_the_rerun_completes() {
     let work = tempfile::tempdir().unwrap();
     let cdn = Cdn::start();
@@ -336,7 +361,7 @@ fn the_signing_key_comes_from_the_environment_and_is_never_printed() {
     let secret_line = secret.lines().nth(1).unwrap().to_owned();
 
     // Without any key, nothing is uploaded and the error says how to give one.
-    let err = run_fails(&mut cdn.publish_unsigned(&dist, "0.2.0", &keys));
+    let err = run_fails(&mut cdn.publish_unsigned(&dist, "0.2.0", &keys, &cdn.url()));
     assert!(
         err.contains("no signing key: pass --signing-key FILE or put the key file's text in BOOT_ASSETS_SIGNING_KEY"),
         "{err}"
@@ -344,7 +369,7 @@ fn the_signing_key_comes_from_the_environment_and_is_never_printed() {
     assert!(cdn.snapshot().is_empty());
 
     let output = run_ok(
-        cdn.publish_unsigned(&dist, "0.2.0", &keys)
+        cdn.publish_unsigned(&dist, "0.2.0", &keys, &cdn.url())
             .env("BOOT_ASSETS_SIGNING_KEY", &secret),
     );
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr_of(&output));
@@ -437,4 +462,19 @@ fn github_release_goes_through_gh_with_exact_calls_and_reruns_skip_existing_asse
         calls[2],
         ["release", "upload", "v0.2.0", "--repo", repo, &d("manifest.json")]
     );
+
+    // A pre-release becomes a GitHub pre-release, and users following latest.json never get it.
+    let rc = build_release(&work.path().join("rc"), "0.3.0-rc.1", 0, None);
+    let mut command = cdn.publish(&rc, "0.3.0-rc.1", &keys);
+    command.args(["--github-release", "--github-repo", repo]);
+    gh.apply(&mut command);
+    let log = stderr_of(&run_ok(&mut command));
+    assert!(
+        log.contains("latest.json is left alone: 0.3.0-rc.1 is a pre-release"),
+        "{log}"
+    );
+    assert_eq!(cdn.latest().as_deref(), Some("0.2.0"));
+    let calls = gh.take_calls();
+    assert_eq!(calls[2][..3], ["release", "create", "v0.3.0-rc.1"]);
+    assert_eq!(calls[2].last().unwrap(), "--prerelease", "{calls:?}");
 }

@@ -199,13 +199,18 @@ impl Cdn {
 
     /// `cargo xtask publish` against this bucket and CDN (keys in the environment, as in CI).
     pub fn publish(&self, dist: &Path, version: &str, keys: &Keys) -> Command {
-        let mut command = self.publish_unsigned(dist, version, keys);
+        self.publish_via(dist, version, keys, &self.url())
+    }
+
+    /// Like [`Cdn::publish`], verifying through another CDN URL.
+    pub fn publish_via(&self, dist: &Path, version: &str, keys: &Keys, cdn_url: &str) -> Command {
+        let mut command = self.publish_unsigned(dist, version, keys, cdn_url);
         command.arg("--signing-key").arg(&keys.secret);
         command
     }
 
-    /// Like [`Cdn::publish`], without `--signing-key`.
-    pub fn publish_unsigned(&self, dist: &Path, version: &str, keys: &Keys) -> Command {
+    /// Like [`Cdn::publish_via`], without `--signing-key`.
+    pub fn publish_unsigned(&self, dist: &Path, version: &str, keys: &Keys, cdn_url: &str) -> Command {
         let mut command = xtask();
         command
             .args([
@@ -217,7 +222,7 @@ impl Cdn {
             ])
             .arg("--dist")
             .arg(dist)
-            .args(["--cdn", &self.url()])
+            .args(["--cdn", cdn_url])
             .arg("--public-key")
             .arg(&keys.public)
             .env("BOOT_ASSETS_S3_ENDPOINT", self.s3.endpoint())

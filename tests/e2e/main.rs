@@ -3,4 +3,7 @@
 //! Run it with `cargo test --test e2e`. Tests drive the real `cargo xtask` binary and real tools;
 //! a missing tool fails the test with the line that installs it.
 
+mod cdn_fixture;
+mod fault_server;
+mod faults;
 mod support;

@@ -6,4 +6,7 @@
 mod cdn_fixture;
 mod fault_server;
 mod faults;
+mod fetch;
+mod nginx;
+mod signature;
 mod support;

@@ -19,6 +19,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -29,6 +30,10 @@ use super::{Phase, Progress, ProgressCallback};
 /// Size of one read from the body: large enough that syscalls are not the limit, small enough
 /// to stay in the CPU cache between hashing and writing, and to keep memory flat.
 const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Longest nap of the hashing thread when it has caught up with the writer (it is woken
+/// earlier by every write).
+const HASHER_IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// Bytes between two `Downloading` progress reports.
 const PROGRESS_EVERY_BYTES: u64 = 1024 * 1024;
@@ -297,23 +302,75 @@ fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressC
     install(job, file, partial).map_err(Failure::Permanent)
 }
 
-/// Reads the body chunk by chunk; each chunk is hashed and written while it is hot in the CPU
-/// cache, in one pass. Returns the bytes received and the hasher.
+/// Reads the body into the partial file while a second thread hashes what has been written,
+/// reading it back from the page cache. Returns the bytes received and the hasher.
 ///
-/// One thread on purpose: a two-thread pipeline (network reader, hashing writer, chunks handed
-/// over through channels) was measured with `cargo xtask bench fetch` and was 1.5-3x slower on
-/// a shared 2-core machine, where every hand-over waits for the scheduler.
+/// The two threads are coupled only through a counter of bytes written: the writer never waits
+/// for the hasher, and the hasher waits for the writer only when it has caught up. A tighter
+/// pipeline (chunks handed over through channels) was measured with `cargo xtask bench fetch`
+/// and was 1.5-3x slower on a shared 2-core machine, where every hand-over waits for the
+/// scheduler; hashing in the writer's own loop was slower than this by about the hashing time.
 #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the arguments.
 fn stream_body(
     mut reader: impl Read,
     file: &mut File,
-    mut hasher: Sha256,
+    hasher: Sha256,
     offset: u64,
     total: Option<u64>,
     job: &Job,
     progress: &ProgressCallback,
     partial: &Path,
 ) -> Result<(u64, Sha256), Failure> {
+    let written = AtomicU64::new(0);
+    let finished = AtomicBool::new(false);
+    let mut reading_back = File::open(partial).map_err(|source| {
+        Failure::Permanent(AssetError::Io {
+            step: "opening for hashing",
+            path: partial.to_path_buf(),
+            source,
+        })
+    })?;
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| hash_behind_writer(&mut reading_back, hasher, offset, &written, &finished));
+        let result = write_body(
+            &mut reader,
+            file,
+            offset,
+            total,
+            job,
+            progress,
+            partial,
+            &written,
+            &hashing,
+        );
+        finished.store(true, Ordering::Release);
+        hashing.thread().unpark();
+        let hasher = hashing.join().expect("the hashing thread does not panic");
+        let received = result?;
+        let hasher = hasher.map_err(|source| {
+            Failure::Permanent(AssetError::Io {
+                step: "reading back for hashing",
+                path: partial.to_path_buf(),
+                source,
+            })
+        })?;
+        Ok((received, hasher))
+    })
+}
+
+/// The writer's side of [`stream_body`]: body to file, publishing the count of bytes written.
+#[allow(clippy::too_many_arguments)] // Private helper of stream_body, same arguments.
+fn write_body<T>(
+    reader: &mut impl Read,
+    file: &mut File,
+    offset: u64,
+    total: Option<u64>,
+    job: &Job,
+    progress: &ProgressCallback,
+    partial: &Path,
+    written: &AtomicU64,
+    hashing: &std::thread::ScopedJoinHandle<'_, T>,
+) -> Result<u64, Failure> {
     let mut buffer = vec![0u8; CHUNK_BYTES];
     let mut writeback = Writeback::new(offset);
     let mut received = 0u64;
@@ -321,7 +378,7 @@ fn stream_body(
     report(progress, job, Phase::Downloading, offset, total);
     loop {
         let length = match reader.read(&mut buffer) {
-            Ok(0) => return Ok((received, hasher)),
+            Ok(0) => return Ok(received),
             Ok(length) => length,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             // What did arrive is on disk already: a valid prefix to resume from.
@@ -332,7 +389,6 @@ fn stream_body(
                 )))
             }
         };
-        hasher.update(&buffer[..length]);
         file.write_all(&buffer[..length]).map_err(|source| {
             Failure::Permanent(AssetError::Io {
                 step: "writing",
@@ -342,10 +398,42 @@ fn stream_body(
         })?;
         writeback.wrote(file, length);
         received += length as u64;
+        written.store(received, Ordering::Release);
+        hashing.thread().unpark();
         if received - reported_at >= PROGRESS_EVERY_BYTES {
             reported_at = received;
             report(progress, job, Phase::Downloading, offset + received, total);
         }
+    }
+}
+
+/// The hasher's side of [`stream_body`]: hashes the file from `offset` as far as it has been
+/// written, until the writer has finished and everything written is hashed.
+fn hash_behind_writer(
+    file: &mut File,
+    mut hasher: Sha256,
+    offset: u64,
+    written: &AtomicU64,
+    finished: &AtomicBool,
+) -> std::io::Result<Sha256> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut hashed = 0u64;
+    loop {
+        // Read `finished` before `written`: once finished is seen, `written` is final.
+        let done = finished.load(Ordering::Acquire);
+        let available = written.load(Ordering::Acquire) - hashed;
+        if available == 0 {
+            if done {
+                return Ok(hasher);
+            }
+            std::thread::park_timeout(HASHER_IDLE_WAIT);
+            continue;
+        }
+        let want = available.min(CHUNK_BYTES as u64) as usize;
+        file.read_exact(&mut buffer[..want])?;
+        hasher.update(&buffer[..want]);
+        hashed += want as u64;
     }
 }
 

@@ -3,12 +3,18 @@
 //! Run it with `cargo test --test e2e`. Tests drive the real `cargo xtask` binary and real tools;
 //! a missing tool fails the test with the line that installs it.
 
+mod cdn_fixture;
 mod contract;
+mod fault_server;
+mod faults;
+mod fetch;
 mod fex;
 mod fixtures;
 mod live;
+mod nginx;
 mod publish;
 mod publish_support;
 mod reproducible;
+mod signature;
 mod support;
 mod workflows;

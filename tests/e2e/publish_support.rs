@@ -1,5 +1,5 @@
 //! Helpers of the publish tests: a real S3-compatible server (`rclone serve s3`) over a temporary
-//! directory, nginx serving the bucket folder of that directory as the CDN, two-arch releases
+//! directory, nginx (`nginx.rs`) serving the bucket folder of that directory as the CDN, two-arch releases
 //! built with the real `cargo xtask release` + `merge-manifest` from small fixture files, and the
 //! `gh` stand-in (GitHub is unreachable from the test machines).
 
@@ -16,6 +16,7 @@ use boot_assets::{cdn, Arch};
 use sha2::{Digest, Sha256};
 
 use crate::fixtures;
+pub use crate::nginx::Nginx;
 use crate::support::{self, require_tool, run_ok, xtask};
 
 /// The bucket the tests publish into (a folder of the S3 server's directory).
@@ -91,51 +92,6 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// nginx serving one directory on loopback; stopped by the pid it wrote when dropped.
-pub struct Nginx {
-    state: tempfile::TempDir,
-    pub port: u16,
-}
-
-impl Nginx {
-    pub fn start(root: &Path) -> Nginx {
-        require_tool("nginx", "apt-get install -y nginx");
-        let state = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let s = state.path().display();
-        let config = format!(
-            "user root;\ndaemon on;\nworker_processes 1;\npid {s}/nginx.pid;\nerror_log {s}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; default_type application/octet-stream;\n\
-               client_body_temp_path {s}/body; proxy_temp_path {s}/proxy; fastcgi_temp_path {s}/fastcgi;\n\
-               uwsgi_temp_path {s}/uwsgi; scgi_temp_path {s}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
-            root = root.display()
-        );
-        let config_path = state.path().join("nginx.conf");
-        std::fs::write(&config_path, config).unwrap();
-        run_ok(Command::new("nginx").arg("-c").arg(&config_path));
-        wait_for_port(port, "nginx");
-        Nginx { state, port }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.state.path().join("nginx.pid"))
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) on the pid this nginx wrote.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
     }
 }
 

@@ -1,0 +1,254 @@
+//! Contract over HTTP: the real `cargo xtask release` (both arches) + `merge-manifest` +
+//! `cdn-tree`, served by a real nginx on loopback, installed by the real `cargo xtask fetch`.
+//! Checks `latest.json` resolution, the installed kernel, rootfs, manifest and binaries (bytes,
+//! digests, modes), the `install_dir` rule, and that a warm fetch makes no request at all.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use boot_assets::{cdn, Arch, Binary, FileEntry, Manifest};
+
+use crate::cdn_fixture::{random_bytes, sha256};
+use crate::nginx::Nginx;
+use crate::support::{run_ok, xtask};
+
+/// The version the fixture release carries.
+const RELEASE_VERSION: &str = "0.9.1";
+
+/// The kernel version the fixture kernels announce.
+const FIXTURE_KERNEL_VERSION: &str = "6.1.0";
+
+/// A fixed SOURCE_DATE_EPOCH (2026-03-03T12:00:00Z).
+const EPOCH: &str = "1772539200";
+
+/// A fake bzImage: `HdrS` at 0x202 and a version pointer at 0x20E that, plus 0x200, leads to the
+/// version string, as the x86 boot protocol lays them out.
+fn fake_bzimage() -> Vec<u8> {
+    let mut image = random_bytes(96 * 1024);
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    let string_at = 0x1000usize;
+    let pointer = (string_at - 0x200) as u16;
+    image[0x20e..0x210].copy_from_slice(&pointer.to_le_bytes());
+    let version = format!("{FIXTURE_KERNEL_VERSION} (test@fixture) #1 SMP\0");
+    image[string_at..string_at + version.len()].copy_from_slice(version.as_bytes());
+    image
+}
+
+/// A fake arm64 Image: random bytes around a `Linux version …` banner.
+fn fake_arm64_image() -> Vec<u8> {
+    let mut image = random_bytes(80 * 1024);
+    let banner = format!("Linux version {FIXTURE_KERNEL_VERSION} (test@fixture) #1 SMP PREEMPT\0");
+    image[0x3000..0x3000 + banner.len()].copy_from_slice(banner.as_bytes());
+    image
+}
+
+/// The release inputs of one arch.
+struct ArchInputs {
+    kernel: Vec<u8>,
+    rootfs: Vec<u8>,
+}
+
+/// Fixture binaries: (name, version, install_dir, arches).
+const FIXTURE_BINARIES: [(&str, &str, Option<&str>, &[Arch]); 3] = [
+    ("dockerd", "27.5.1", None, &[Arch::Arm64, Arch::X86_64]),
+    (
+        "docker-init",
+        "0.19.0",
+        Some("libexec/docker"),
+        &[Arch::Arm64, Arch::X86_64],
+    ),
+    ("FEX", "2508+abc", None, &[Arch::Arm64]),
+];
+
+/// Writes the binaries fragment and stages the binary files under `dist/bin/…`; returns the
+/// fragment path and every binary's bytes by (name, arch).
+fn stage_binaries(work: &Path, dist: &Path) -> (PathBuf, BTreeMap<(String, Arch), Vec<u8>>) {
+    let mut fragment = Vec::new();
+    let mut contents = BTreeMap::new();
+    for (name, version, install_dir, arches) in FIXTURE_BINARIES {
+        let mut targets = BTreeMap::new();
+        for &arch in arches {
+            let bytes = [
+                format!("#!/bin/sh\necho {name} {arch}\n").into_bytes(),
+                random_bytes(4096),
+            ]
+            .concat();
+            let path = cdn::binary_path(name, version, arch);
+            let staged = dist.join(&path);
+            std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+            std::fs::write(&staged, &bytes).unwrap();
+            targets.insert(
+                arch,
+                FileEntry {
+                    path,
+                    sha256: sha256(&bytes),
+                },
+            );
+            contents.insert((name.to_owned(), arch), bytes);
+        }
+        fragment.push(Binary {
+            name: name.into(),
+            version: version.into(),
+            install_dir: install_dir.map(str::to_owned),
+            targets,
+        });
+    }
+    let fragment_path = work.join("binaries.json");
+    std::fs::write(&fragment_path, serde_json::to_vec_pretty(&fragment).unwrap()).unwrap();
+    (fragment_path, contents)
+}
+
+fn file_mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn release_outputs_served_by_nginx_install_per_the_contract() {
+    let work = tempfile::tempdir().unwrap();
+    let dist = work.path().join("dist");
+    let cdn_root = work.path().join("cdn");
+    let inputs: BTreeMap<Arch, ArchInputs> = [
+        (
+            Arch::X86_64,
+            ArchInputs {
+                kernel: fake_bzimage(),
+                rootfs: random_bytes(512 * 1024),
+            },
+        ),
+        (
+            Arch::Arm64,
+            ArchInputs {
+                kernel: fake_arm64_image(),
+                rootfs: random_bytes(384 * 1024),
+            },
+        ),
+    ]
+    .into();
+    let (fragment, binaries) = stage_binaries(work.path(), &dist);
+
+    // The real pipeline: release per arch, merge, lay out as a CDN tree.
+    for (arch, input) in &inputs {
+        let kernel = work.path().join(format!("kernel-{arch}"));
+        let rootfs = work.path().join(format!("rootfs-{arch}.erofs"));
+        std::fs::write(&kernel, &input.kernel).unwrap();
+        std::fs::write(&rootfs, &input.rootfs).unwrap();
+        run_ok(
+            xtask()
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args(["release", "--version", RELEASE_VERSION, "--arch", arch.as_str()])
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--rootfs")
+                .arg(&rootfs)
+                .arg("--binaries-json")
+                .arg(&fragment)
+                .arg("--output-dir")
+                .arg(&dist),
+        );
+    }
+    run_ok(
+        xtask()
+            .arg("merge-manifest")
+            .arg(dist.join("arm64/manifest.json"))
+            .arg(dist.join("x86_64/manifest.json"))
+            .arg("--output")
+            .arg(dist.join("manifest.json")),
+    );
+    run_ok(
+        xtask()
+            .args(["cdn-tree", "--dist"])
+            .arg(&dist)
+            .arg("--output")
+            .arg(&cdn_root),
+    );
+    let manifest_bytes = std::fs::read(dist.join("manifest.json")).unwrap();
+    let manifest = Manifest::from_json_validated(&manifest_bytes).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cdn_root.join(cdn::LATEST_PATH)).unwrap(),
+        format!("{{\n  \"version\": \"{RELEASE_VERSION}\"\n}}\n")
+    );
+    assert!(
+        cdn_root.join("bin/FEX/2508-abc/arm64/FEX").is_file(),
+        "safe_version turns + into -"
+    );
+
+    let server = Nginx::start(&cdn_root);
+    for (arch, input) in &inputs {
+        let home = work.path().join(format!("home-{arch}"));
+        let cache = home.join(".arcbox/boot");
+        let bin_dir = home.join(".arcbox/runtime/bin");
+        let fetch = |version: &str| {
+            let output = run_ok(
+                xtask()
+                    .args([
+                        "fetch",
+                        "--cdn",
+                        &server.url(),
+                        "--version",
+                        version,
+                        "--arch",
+                        arch.as_str(),
+                    ])
+                    .arg("--dest")
+                    .arg(&cache)
+                    .arg("--binaries")
+                    .arg(&bin_dir),
+            );
+            String::from_utf8(output.stdout).unwrap()
+        };
+
+        // `latest` resolves through latest.json.
+        let stdout = fetch("latest");
+        assert!(stdout.starts_with(&format!("version\t{RELEASE_VERSION}\n")), "{stdout}");
+        let version_dir = cache.join(RELEASE_VERSION);
+        let target = &manifest.targets[arch];
+        let kernel = std::fs::read(version_dir.join(cdn::KERNEL_FILE)).unwrap();
+        let rootfs = std::fs::read(version_dir.join(cdn::ROOTFS_FILE)).unwrap();
+        assert!(kernel == input.kernel, "{arch} kernel bytes differ");
+        assert!(rootfs == input.rootfs, "{arch} rootfs bytes differ");
+        assert_eq!(sha256(&kernel), target.kernel.sha256);
+        assert_eq!(sha256(&rootfs), target.rootfs.sha256);
+        assert_eq!(target.kernel.version, FIXTURE_KERNEL_VERSION);
+        assert_eq!(
+            std::fs::read(version_dir.join(cdn::MANIFEST_FILE)).unwrap(),
+            manifest_bytes
+        );
+        assert!(stdout.contains(&format!("kernel_cmdline\t{}\n", arch.default_kernel_cmdline())));
+
+        for (name, _, install_dir, arches) in FIXTURE_BINARIES {
+            let dir = match install_dir {
+                None => bin_dir.clone(),
+                Some(dir) => home.join(".arcbox/runtime").join(dir),
+            };
+            let path = dir.join(name);
+            if !arches.contains(arch) {
+                assert!(!path.exists(), "{name} has no {arch} build but was installed");
+                continue;
+            }
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                binaries[&(name.to_owned(), *arch)],
+                "{name}"
+            );
+            assert_eq!(file_mode(&path), 0o755, "{}", path.display());
+            assert!(stdout.contains(&format!("{name}\t{}\n", path.display())), "{stdout}");
+        }
+        assert_eq!(file_mode(&version_dir.join(cdn::ROOTFS_FILE)), 0o644);
+
+        // Warm, with an explicit version: everything is verified, nginx sees no request.
+        let before = server.requests();
+        let warm = fetch(RELEASE_VERSION);
+        assert_eq!(warm, stdout);
+        assert_eq!(server.requests(), before, "a warm fetch made requests");
+    }
+    let requests = server.requests();
+    assert!(
+        requests.contains(&"GET /latest.json HTTP/1.1".to_owned()),
+        "{requests:?}"
+    );
+}

@@ -1,0 +1,172 @@
+//! Signature interop: manifests signed with Debian's `minisign` CLI verify in the AssetManager;
+//! a flipped byte in the manifest or in the signature, a different key, or no signature at all
+//! is refused before any asset is requested.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use boot_assets::asset_manager::AssetError;
+use boot_assets::cdn;
+
+use crate::cdn_fixture::{rootfs_path, Fixture, ARCH, VERSION};
+use crate::support::{self, run_ok};
+
+/// A minisign key pair made by the real CLI, without a password.
+struct KeyPair {
+    public: PathBuf,
+    secret: PathBuf,
+}
+
+fn minisign() -> PathBuf {
+    support::require_tool("minisign", "apt-get install -y minisign")
+}
+
+fn key_pair(dir: &Path, name: &str) -> KeyPair {
+    let pair = KeyPair {
+        public: dir.join(format!("{name}.pub")),
+        secret: dir.join(format!("{name}.key")),
+    };
+    run_ok(
+        Command::new(minisign())
+            .args(["-G", "-W", "-p"])
+            .arg(&pair.public)
+            .arg("-s")
+            .arg(&pair.secret)
+            .stdin(std::process::Stdio::null()),
+    );
+    pair
+}
+
+/// Signs `bytes` with the CLI and returns the `.minisig` text.
+fn sign(pair: &KeyPair, bytes: &[u8], dir: &Path) -> String {
+    let file = dir.join(cdn::MANIFEST_FILE);
+    std::fs::write(&file, bytes).unwrap();
+    run_ok(
+        Command::new(minisign())
+            .args(["-S", "-s"])
+            .arg(&pair.secret)
+            .arg("-m")
+            .arg(&file)
+            .stdin(std::process::Stdio::null()),
+    );
+    std::fs::read_to_string(dir.join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX))).unwrap()
+}
+
+fn signature_path() -> String {
+    format!("{}{}", cdn::manifest_path(VERSION), cdn::SIGNATURE_SUFFIX)
+}
+
+/// A fixture whose manifest is signed by `pair`; returns the manifest bytes and signature.
+fn signed_fixture(pair: &KeyPair, dir: &Path) -> (Fixture, String, String) {
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest.to_json_pretty();
+    let signature = sign(pair, manifest.as_bytes(), dir);
+    fixture.server.put(&signature_path(), signature.clone());
+    (fixture, manifest, signature)
+}
+
+fn prepare_with_key(fixture: &Fixture, pair: &KeyPair) -> Result<(), AssetError> {
+    let key = std::fs::read_to_string(&pair.public).unwrap();
+    fixture.builder().trusted_public_key(key).build()?.prepare().map(|_| ())
+}
+
+fn assert_refused(fixture: &Fixture, error: AssetError, reason: &str) {
+    assert!(matches!(error, AssetError::Signature { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains(reason), "{text:?} does not contain {reason:?}");
+    assert!(
+        fixture.server.requests_for(&rootfs_path()).is_empty(),
+        "an asset was requested"
+    );
+    assert!(
+        !fixture.version_dir().join(cdn::MANIFEST_FILE).exists(),
+        "a refused manifest was kept"
+    );
+}
+
+#[test]
+fn manifest_signed_by_the_cli_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = key_pair(dir.path(), "release");
+    let (fixture, _, signature) = signed_fixture(&pair, dir.path());
+    prepare_with_key(&fixture, &pair).unwrap();
+    fixture.assert_installed();
+    let kept = fixture
+        .version_dir()
+        .join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX));
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), signature);
+
+    // Warm, the stored signature is checked again and nothing is fetched.
+    let before = fixture.server.requests().len();
+    prepare_with_key(&fixture, &pair).unwrap();
+    assert_eq!(fixture.server.requests().len(), before);
+
+    // The CLI takes the key file as it is.
+    let fresh = tempfile::tempdir().unwrap();
+    let output = run_ok(
+        support::xtask()
+            .args([
+                "fetch",
+                "--quiet",
+                "--cdn",
+                &fixture.server.url(),
+                "--version",
+                VERSION,
+                "--arch",
+            ])
+            .arg(ARCH.as_str())
+            .arg("--dest")
+            .arg(fresh.path())
+            .arg("--public-key")
+            .arg(&pair.public),
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("version\t{VERSION}")));
+}
+
+#[test]
+fn a_flipped_byte_in_the_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = key_pair(dir.path(), "release");
+    let (fixture, manifest, _) = signed_fixture(&pair, dir.path());
+    // Still a valid manifest, so only the signature can refuse it.
+    let tampered = manifest.replacen("2026-03-03", "2027-03-03", 1);
+    assert_ne!(tampered, manifest);
+    fixture.serve_manifest_text(&tampered);
+    let error = prepare_with_key(&fixture, &pair).unwrap_err();
+    assert_refused(&fixture, error, "not signed by any of the 1 trusted key(s)");
+}
+
+#[test]
+fn a_flipped_byte_in_the_signature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = key_pair(dir.path(), "release");
+    let (fixture, _, signature) = signed_fixture(&pair, dir.path());
+    let mut lines: Vec<String> = signature.lines().map(str::to_owned).collect();
+    // Line 2 is the signature itself; change one base64 digit in its Ed25519 part.
+    let mut digits: Vec<char> = lines[1].chars().collect();
+    let at = 40;
+    digits[at] = if digits[at] == 'A' { 'B' } else { 'A' };
+    lines[1] = digits.into_iter().collect();
+    fixture.server.put(&signature_path(), lines.join("\n") + "\n");
+    let error = prepare_with_key(&fixture, &pair).unwrap_err();
+    assert_refused(&fixture, error, "signature of");
+}
+
+#[test]
+fn a_signature_by_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = key_pair(dir.path(), "signer");
+    let trusted = key_pair(dir.path(), "trusted");
+    let (fixture, _, _) = signed_fixture(&signer, dir.path());
+    let error = prepare_with_key(&fixture, &trusted).unwrap_err();
+    assert_refused(&fixture, error, "not signed by any of the 1 trusted key(s)");
+}
+
+#[test]
+fn a_missing_signature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = key_pair(dir.path(), "release");
+    let fixture = Fixture::new();
+    let error = prepare_with_key(&fixture, &pair).unwrap_err();
+    assert_refused(&fixture, error, "HTTP status 404");
+}

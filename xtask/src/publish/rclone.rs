@@ -275,6 +275,26 @@ mod tests {
     }
 
     #[test]
+    fn publishing_never_syncs_moves_or_deletes() {
+        // Upstream lost releases to `sync --delete` and size-only syncs: only per-object
+        // commands that cannot remove anything may appear here.
+        let source = include_str!("rclone.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        for forbidden in [
+            "\"sync\"",
+            "\"move\"",
+            "\"moveto\"",
+            "\"delete\"",
+            "\"deletefile\"",
+            "\"purge\"",
+            "--size-only",
+        ] {
+            assert!(!code.contains(forbidden), "publish must never use rclone {forbidden}");
+        }
+        assert!(code.contains("\"copyto\""));
+    }
+
+    #[test]
     fn generated_config_holds_no_secret() {
         let config = s3_config("r2", "https://acct.r2.example", "Cloudflare", "auto");
         assert!(config.starts_with("[r2]\ntype = s3\nprovider = Cloudflare\nenv_auth = true\n"));

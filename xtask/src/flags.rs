@@ -295,10 +295,13 @@ pub struct BenchFetch {
     pub work_dir: Option<PathBuf>,
 }
 
-/// Publish a release: stage the CDN tree from `dist/`, sign the manifest, upload every object
-/// to an S3-compatible bucket (skip what is there with the same sha256, refuse what differs,
-/// delete nothing), verify it from the CDN with the AssetManager, then move `latest.json`
-/// forward and, optionally, fill the GitHub release. Safe to re-run after any interruption.
+/// Publish a release to an S3-compatible bucket and its CDN: signed, immutable, verified before
+/// latest.json moves.
+///
+/// Stages the CDN tree from `dist/`, signs the manifest, uploads every object (skips what is
+/// there with the same sha256, refuses what differs, deletes nothing), verifies it from the CDN
+/// with the AssetManager, then moves `latest.json` forward and, optionally, fills the GitHub
+/// release. Safe to re-run after any interruption.
 ///
 /// S3 access: with BOOT_ASSETS_S3_ENDPOINT set, the remote NAME of `--remote NAME:BUCKET` is
 /// defined for this run as an S3 remote at that endpoint, with the keys from AWS_ACCESS_KEY_ID
@@ -343,8 +346,9 @@ pub struct Publish {
     pub dry_run: bool,
 }
 
-/// Generate a minisign key pair for signing releases: `PREFIX.key` (secret, unencrypted,
-/// mode 0600) and `PREFIX.pub`. Existing files are never overwritten.
+/// Generate the minisign key pair that signs published manifests.
+///
+/// Writes `PREFIX.key` (secret, unencrypted, mode 0600) and `PREFIX.pub`; never overwrites.
 #[derive(Debug, clap::Args)]
 pub struct Keygen {
     /// Path prefix of the two files, e.g. `~/keys/boot-assets`.
@@ -352,9 +356,11 @@ pub struct Keygen {
     pub output: PathBuf,
 }
 
-/// Verify a published release from its CDN exactly as a user would: the AssetManager installs
-/// every arch (or one) and every binary into a temporary directory, checking every digest and
-/// the manifest signature; with `--boot`, each arch is booted with `cargo xtask boot`.
+/// Verify a published release from its CDN exactly as a user would.
+///
+/// The AssetManager installs every arch (or one) and every binary into a temporary directory,
+/// checking every digest and the manifest signature; with `--boot`, each arch is booted with
+/// `cargo xtask boot`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyPublished {
     /// CDN base URL (https, or http to a loopback host).

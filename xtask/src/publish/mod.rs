@@ -314,8 +314,11 @@ fn github_assets(dist: &Path, manifest: &boot_assets::Manifest, signature: &Path
     let mut files = Vec::new();
     for arch in manifest.targets.keys() {
         let tarball = cdn::tarball_name(&manifest.asset_version, *arch);
-        files.push(dist.join(arch.as_str()).join(&tarball));
-        files.push(dist.join(arch.as_str()).join(format!("{tarball}.sha256")));
+        let tarball_path = dist.join(arch.as_str()).join(&tarball);
+        let sidecar_path = dist.join(arch.as_str()).join(format!("{tarball}.sha256"));
+        check_sidecar(&tarball_path, &sidecar_path)?;
+        files.push(tarball_path);
+        files.push(sidecar_path);
     }
     files.push(dist.join(cdn::MANIFEST_FILE));
     files.push(signature.to_path_buf());
@@ -332,9 +335,46 @@ fn github_assets(dist: &Path, manifest: &boot_assets::Manifest, signature: &Path
         .collect()
 }
 
+/// A sidecar must name its tarball and hold its digest, or users who check it would reject
+/// the release.
+fn check_sidecar(tarball: &Path, sidecar: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(sidecar).with_context(|| format!("reading {}", sidecar.display()))?;
+    let (sha256, name) = boot_assets::sidecar::parse(&text).with_context(|| format!("{}", sidecar.display()))?;
+    let file_name = tarball
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let actual = util::sha256_file(tarball)?;
+    if name != file_name || sha256 != actual {
+        bail!(
+            "{} says {sha256}  {name}, but {} has sha256 {actual}: rebuild the release",
+            sidecar.display(),
+            tarball.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_sidecar_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = dir.path().join("t.tar.gz");
+        let sidecar = dir.path().join("t.tar.gz.sha256");
+        std::fs::write(&tarball, b"abc").unwrap();
+        std::fs::write(
+            &sidecar,
+            boot_assets::sidecar::format(&util::sha256_bytes(b"abc"), "t.tar.gz"),
+        )
+        .unwrap();
+        check_sidecar(&tarball, &sidecar).unwrap();
+        std::fs::write(&tarball, b"abd").unwrap();
+        let err = check_sidecar(&tarball, &sidecar).unwrap_err().to_string();
+        assert!(err.contains("rebuild the release"), "{err}");
+    }
 
     #[test]
     fn latest_lines_say_what_happened() {

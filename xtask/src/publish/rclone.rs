@@ -200,6 +200,7 @@ impl<'a> Bucket<'a> {
                     .next()
                     .filter(|h| h.len() == 64)
                     .with_context(|| format!("rclone hashsum {target}: unexpected output {text:?}"))?;
+                eprintln!("publish: {relative} has no sha256 metadata: downloaded it to hash it ({sha256})");
                 Ok(Remote::Present {
                     sha256: sha256.to_ascii_lowercase(),
                 })

@@ -16,7 +16,6 @@ mod schema;
 mod setup;
 mod sync_binaries;
 mod test;
-#[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;
 
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ pub fn project_root() -> PathBuf {
 /// Where expensive, deterministic outputs (kernel builds, package files) are cached between runs:
 /// `$BOOT_ASSETS_CACHE_DIR`, else `$XDG_CACHE_HOME/boot-assets`, else `~/.cache/boot-assets`.
 /// Entries inside are keyed by a hash of all their inputs, so a stale entry is never reused.
+#[allow(dead_code)] // The first users (rootfs, kernel, sync-binaries caches) are landing.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BOOT_ASSETS_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
@@ -76,7 +77,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// SHA-256 of bytes as 64 lowercase hex digits.
-#[allow(dead_code)] // Used by the commands that land next (rootfs, kernel cache keys).
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }

@@ -8,6 +8,7 @@ mod flags;
 mod kernel_version;
 mod merge_manifest;
 mod release;
+mod rootfs;
 mod schema;
 #[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;
@@ -35,5 +36,6 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Release(cmd) => cmd.run(sh),
         flags::Command::MergeManifest(cmd) => cmd.run(sh),
         flags::Command::Schema(cmd) => cmd.run(sh),
+        flags::Command::Rootfs(cmd) => cmd.run(sh),
     }
 }

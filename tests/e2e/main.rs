@@ -4,3 +4,4 @@
 //! a missing tool fails the test with the line that installs it.
 
 mod support;
+mod rootfs;

@@ -345,12 +345,35 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
     }
 }
 
+/// Owner, group and timestamp as recorded in the image itself (an extraction as root would
+/// hide a non-root owner).
+fn check_inode_metadata(image: &Path) {
+    let dump = require_tool("dump.erofs", "apt-get install -y erofs-utils");
+    for path in [
+        "/sbin/init",
+        "/bin/busybox",
+        "/cacerts/ca-certificates.crt",
+        "/etc",
+        "/sbin/iptables",
+    ] {
+        let output = run_ok(Command::new(&dump).arg(format!("--path={path}")).arg(image));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("Uid: 0   Gid: 0"), "{path} is not root-owned:\n{text}");
+        // SOURCE_DATE_EPOCH 1700000000 is 2023-11-14 22:13:20 UTC; dump.erofs prints local time.
+        assert!(
+            text.contains("Timestamp: 2023-11-1"),
+            "{path} does not carry SOURCE_DATE_EPOCH:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn both_arches_build_from_empty_caches_and_hold_every_contract_path() {
     for (arch, triplet, machine) in ARCHES {
         let build = &first_builds()[arch];
         let size = std::fs::metadata(&build.image).unwrap().len();
         assert!(size > 1_000_000, "{arch} image is only {size} bytes");
+        check_inode_metadata(&build.image);
         let extracted = extract(&build.image);
         check_contract(&extracted.path().join("root"), triplet, machine);
     }
@@ -708,4 +731,39 @@ fn the_rootfs_help_documents_every_flag() {
     for flag in ["--arch", "--output", "--update-lock", "--recipe", "--lock"] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
+}
+
+/// `release` without `--rootfs` builds `build/{arch}/rootfs.erofs` itself and ships it.
+#[test]
+fn release_without_rootfs_builds_the_image_first() {
+    let dir = warm_cache_copy();
+    let kernel = dir.path().join("kernel");
+    std::fs::write(&kernel, b"not a real kernel").unwrap();
+    let dist = dir.path().join("dist");
+    {
+        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        run_ok(
+            xtask()
+                .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("cache"))
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args([
+                    "release",
+                    "--version",
+                    "0.2.0",
+                    "--arch",
+                    "x86_64",
+                    "--kernel-version",
+                    "6.1.0",
+                ])
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--output-dir")
+                .arg(&dist),
+        );
+    }
+    let built = project_root().join("build/x86_64/rootfs.erofs");
+    assert_eq!(sha256_of(&built), sha256_of(&first_builds()["x86_64"].image));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dist.join("x86_64/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["targets"]["x86_64"]["rootfs"]["sha256"], sha256_of(&built));
 }

@@ -1,8 +1,10 @@
 //! `cargo xtask release`: assembles one arch's release under `{output-dir}/{arch}/`.
 //!
-//! Reads the kernel image, the rootfs image and (optionally) the binaries fragment; writes the
-//! per-arch `manifest.json`, the tarball `boot-assets-{arch}-v{version}.tar.gz` (members
-//! `kernel`, `manifest.json`, `rootfs.erofs`) and its `.sha256` sidecar, each atomically.
+//! Reads the kernel image, the rootfs image (built by `cargo xtask rootfs` into
+//! `build/{arch}/rootfs.erofs` when `--rootfs` is not given) and (optionally) the binaries
+//! fragment; writes the per-arch `manifest.json`, the tarball
+//! `boot-assets-{arch}-v{version}.tar.gz` (members `kernel`, `manifest.json`, `rootfs.erofs`)
+//! and its `.sha256` sidecar, each atomically.
 
 use std::path::{Path, PathBuf};
 

@@ -177,14 +177,15 @@ pub fn locked_from_stanza(fields: &BTreeMap<String, String>, for_arch: &str) -> 
 
 /// The package files of `entries`, from the cache or downloaded, each verified against its
 /// locked sha256 before it is returned.
-pub fn fetch_locked(sh: &Shell, apt: &Apt, entries: &[LockedPackage]) -> Result<Vec<Vec<u8>>> {
+/// `update_hint` is the command that refreshes the lock, quoted in errors.
+pub fn fetch_locked(sh: &Shell, apt: &Apt, entries: &[LockedPackage], update_hint: &str) -> Result<Vec<Vec<u8>>> {
     let debs_dir = util::cache_dir().join(DEBS_CACHE_SUBDIR);
     std::fs::create_dir_all(&debs_dir).with_context(|| format!("creating {}", debs_dir.display()))?;
     let cached_path = |entry: &LockedPackage| debs_dir.join(format!("{}.deb", entry.sha256));
 
     let missing: Vec<&LockedPackage> = entries.iter().filter(|entry| !cached_path(entry).exists()).collect();
     if !missing.is_empty() {
-        download_into_cache(sh, apt, &missing, &debs_dir)?;
+        download_into_cache(sh, apt, &missing, &debs_dir, update_hint)?;
     }
 
     let mut files = Vec::new();
@@ -207,7 +208,13 @@ pub fn fetch_locked(sh: &Shell, apt: &Apt, entries: &[LockedPackage]) -> Result<
     Ok(files)
 }
 
-fn download_into_cache(sh: &Shell, apt: &Apt, missing: &[&LockedPackage], debs_dir: &Path) -> Result<()> {
+fn download_into_cache(
+    sh: &Shell,
+    apt: &Apt,
+    missing: &[&LockedPackage],
+    debs_dir: &Path,
+    update_hint: &str,
+) -> Result<()> {
     let download_dir = tempfile::tempdir_in(debs_dir)
         .with_context(|| format!("creating a download directory in {}", debs_dir.display()))?;
     let names: Vec<String> = missing.iter().map(|entry| entry.describe()).collect();
@@ -226,7 +233,7 @@ fn download_into_cache(sh: &Shell, apt: &Apt, missing: &[&LockedPackage], debs_d
         apt.download(sh, missing, download_dir.path()).with_context(|| {
             format!(
                 "cannot download the locked package files {} with apt-get: if the archive no longer has \
-                 these versions, run `cargo xtask rootfs --arch <arch> --update-lock`",
+                 these versions, run `{update_hint}`",
                 names.join(", ")
             )
         })?;
@@ -248,7 +255,7 @@ fn download_into_cache(sh: &Shell, apt: &Apt, missing: &[&LockedPackage], debs_d
         let Some(path) = by_digest.get(&entry.sha256) else {
             bail!(
                 "package {}: apt-get downloaded no file with the locked sha256 {} (got: {}); the lock entry \
-                 is wrong or the archive changed: run `cargo xtask rootfs --arch <arch> --update-lock` and review the diff",
+                 is wrong or the archive changed: run `{update_hint}` and review the diff",
                 entry.describe(),
                 entry.sha256,
                 downloaded.join(", ")

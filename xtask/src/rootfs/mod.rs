@@ -141,7 +141,7 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
         .entries_for(&params.deb_arch, &recipe.package_names(), &update_hint)
         .with_context(|| format!("lock file {}", options.lock.display()))?;
 
-    let files = fetch::fetch_locked(sh, &apt, &locked)?;
+    let files = fetch::fetch_locked(sh, &apt, &locked, &update_hint)?;
     let mut packages = Vec::new();
     for (entry, bytes) in locked.into_iter().zip(files) {
         let contents = deb::unpack_deb(&bytes).with_context(|| format!("unpacking package {}", entry.describe()))?;

@@ -767,3 +767,49 @@ fn release_without_rootfs_builds_the_image_first() {
         serde_json::from_slice(&std::fs::read(dist.join("x86_64/manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["targets"]["x86_64"]["rootfs"]["sha256"], sha256_of(&built));
 }
+
+/// The arm64 image's programs run under user-mode QEMU with the extracted tree as their root
+/// for path lookups (`-L`): the loader, libraries and iptables extensions all come from the
+/// image. (The strict "nothing from outside" closure check is the static one above; the
+/// x86_64 chroot test is the strict run.)
+#[test]
+fn arm64_programs_and_iptables_extensions_run_under_qemu_user() {
+    let qemu = require_tool("qemu-aarch64", "apt-get install -y --no-install-recommends qemu-user");
+    let extracted = extract(&first_builds()["arm64"].image);
+    let root = extracted.path().join("root");
+    let run = |argv0: &str, program: &str, args: &[&str]| {
+        let output = run_ok(
+            Command::new(&qemu)
+                .arg("-L")
+                .arg(&root)
+                .args(["-0", argv0])
+                .arg(root.join(program))
+                .args(args),
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    assert!(run("ethtool", "sbin/ethtool", &["--version"]).contains("ethtool version"));
+    assert!(run("socat", "sbin/socat", &["-V"]).contains("socat version"));
+    assert!(run("mkfs.btrfs", "sbin/mkfs.btrfs", &["--version"]).contains("btrfs-progs"));
+    assert!(run("ebtables", "sbin/ebtables", &["-V"]).contains("legacy"));
+    for name in IPTABLES_NAMES {
+        assert!(
+            run(name, "sbin/xtables-legacy-multi", &["--version"]).contains("(legacy)"),
+            "{name}"
+        );
+    }
+    for (extension, heading) in DOCKER_EXTENSIONS {
+        let mut args: Vec<&str> = extension.split(' ').collect();
+        args.push("-h");
+        let text = run("iptables", "sbin/xtables-legacy-multi", &args);
+        assert!(
+            text.contains(heading),
+            "iptables {extension} -h did not load it:\n{text}"
+        );
+    }
+    assert!(run("sh", "bin/busybox", &["-c", "echo shell-ok"]).contains("shell-ok"));
+}

@@ -19,6 +19,24 @@ use crate::util;
 const DEBS_CACHE_SUBDIR: &str = "rootfs/debs";
 /// Where the private apt state of each arch lives, below the cache directory.
 const APT_STATE_SUBDIR: &str = "rootfs/apt";
+/// A private apt configuration file read after the host's: it drops the host's hooks (which
+/// would refresh the host's AppStream and PackageKit caches, or clean its archive cache, on
+/// our behalf) and the index targets the build does not need (AppStream metadata, translations).
+const PRIVATE_APT_CONF: &str = "\
+#clear APT::Update::Pre-Invoke;
+#clear APT::Update::Post-Invoke;
+#clear APT::Update::Post-Invoke-Success;
+#clear DPkg::Pre-Invoke;
+#clear DPkg::Post-Invoke;
+#clear DPkg::Pre-Install-Pkgs;
+#clear Acquire::IndexTargets::deb::DEP-11;
+#clear Acquire::IndexTargets::deb::DEP-11-icons;
+#clear Acquire::IndexTargets::deb::DEP-11-icons-hidpi;
+#clear Acquire::IndexTargets::deb::DEP-11-icons-large;
+#clear Acquire::IndexTargets::deb::DEP-11-icons-large-hidpi;
+#clear Acquire::IndexTargets::deb::DEP-11-icons-small;
+#clear Acquire::IndexTargets::deb::Translations;
+";
 
 /// Private apt state for one Debian architecture.
 pub struct Apt {
@@ -38,6 +56,7 @@ impl Apt {
         if !status.exists() {
             std::fs::write(&status, b"").with_context(|| format!("creating {}", status.display()))?;
         }
+        util::write_atomic(&root.join("apt.conf"), PRIVATE_APT_CONF.as_bytes())?;
         Ok(Apt {
             deb_arch: deb_arch.to_owned(),
             root,
@@ -56,9 +75,14 @@ impl Apt {
             // Root downloads straight into our directories; this silences the sandbox warning.
             ("APT::Sandbox::User", "root".to_owned()),
         ];
-        settings
-            .iter()
-            .flat_map(|(key, value)| ["-o".to_owned(), format!("{key}={value}")])
+        let private_conf = ["-c".to_owned(), self.root.join("apt.conf").display().to_string()];
+        private_conf
+            .into_iter()
+            .chain(
+                settings
+                    .iter()
+                    .flat_map(|(key, value)| ["-o".to_owned(), format!("{key}={value}")]),
+            )
             .collect()
     }
 
@@ -301,6 +325,22 @@ Version: 1:6.0-1
         assert_eq!(entry.filename, "ethtool_6.1-1_arm64.deb");
         assert_eq!(entry.size, 190644);
         assert_eq!(entry.describe(), "ethtool 1:6.1-1 (arm64)");
+    }
+
+    #[test]
+    fn apt_options_keep_every_state_path_private() {
+        let apt = Apt {
+            deb_arch: "arm64".into(),
+            root: PathBuf::from("/cache/rootfs/apt/arm64"),
+        };
+        let options = apt.options().join(" ");
+        assert_eq!(
+            options,
+            "-c /cache/rootfs/apt/arm64/apt.conf -o APT::Architecture=arm64 -o APT::Architectures=arm64 \
+             -o Dir::State=/cache/rootfs/apt/arm64/state -o Dir::State::status=/cache/rootfs/apt/arm64/state/status \
+             -o Dir::Cache=/cache/rootfs/apt/arm64/cache -o APT::Sandbox::User=root"
+        );
+        assert!(PRIVATE_APT_CONF.contains("#clear APT::Update::Post-Invoke-Success;"));
     }
 
     #[test]

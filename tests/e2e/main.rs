@@ -3,5 +3,5 @@
 //! Run it with `cargo test --test e2e`. Tests drive the real `cargo xtask` binary and real tools;
 //! a missing tool fails the test with the line that installs it.
 
-mod support;
 mod rootfs;
+mod support;

@@ -958,3 +958,60 @@ fn init_powers_off_with_a_message_when_the_agent_cannot_start() {
     );
     assert!(!output.contains("starting agent"), "{output}");
 }
+
+/// A lock missing an entry fails with the command that fixes it; `--update-lock` re-resolves
+/// the arch's entries (leaving the other arch's alone) and the build then succeeds.
+#[test]
+fn update_lock_fills_a_missing_entry_and_leaves_the_other_arch_alone() {
+    let dir = warm_cache_copy();
+    let lock_path = dir.path().join("rootfs.lock");
+    let lock = std::fs::read_to_string(project_root().join("manifests/rootfs.lock")).unwrap();
+    let blocks: Vec<&str> = lock.split("[[package]]").collect();
+    let kept: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|block| !(block.contains("name = \"ethtool\"") && block.contains("for_arch = \"amd64\"")))
+        .collect();
+    assert_eq!(kept.len() + 1, blocks.len(), "the lock has one ethtool entry for amd64");
+    std::fs::write(&lock_path, kept.join("[[package]]")).unwrap();
+    let arm64_blocks = |text: &str| -> Vec<String> {
+        text.split("[[package]]")
+            .filter(|block| block.contains("for_arch = \"arm64\""))
+            .map(|block| block.trim().to_owned())
+            .collect()
+    };
+
+    let stderr = build_fails(dir.path(), &["--lock", lock_path.to_str().unwrap()]);
+    assert!(
+        stderr.contains(
+            "the lock has no entry for ethtool on amd64: run `cargo xtask rootfs --arch x86_64 --update-lock`"
+        ),
+        "{stderr}"
+    );
+
+    let output = dir.path().join("out/rootfs.erofs");
+    {
+        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        run_ok(
+            xtask()
+                .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("cache"))
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args(["rootfs", "--arch", "x86_64", "--update-lock", "--lock"])
+                .arg(&lock_path)
+                .arg("--output")
+                .arg(&output),
+        );
+    }
+    let updated = std::fs::read_to_string(&lock_path).unwrap();
+    let ethtool = updated
+        .split("[[package]]")
+        .find(|block| block.contains("name = \"ethtool\"") && block.contains("for_arch = \"amd64\""))
+        .expect("--update-lock added ethtool for amd64");
+    assert!(ethtool.contains("filename = \"ethtool_"), "{ethtool}");
+    assert_eq!(
+        arm64_blocks(&updated),
+        arm64_blocks(&lock),
+        "the arm64 entries must not change"
+    );
+    assert!(output.exists());
+}

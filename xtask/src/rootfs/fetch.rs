@@ -105,20 +105,42 @@ impl Apt {
             .with_context(|| format!("apt-get update for {} failed", self.deb_arch))
     }
 
-    /// The candidate version of a package, as a lock entry.
-    pub fn resolve(&self, sh: &Shell, name: &str) -> Result<LockedPackage> {
+    /// The candidate version of each package, as lock entries in the order of `names`, with one
+    /// apt-cache call; an unknown name is an error naming it.
+    pub fn resolve_all(&self, sh: &Shell, names: &[String]) -> Result<Vec<LockedPackage>> {
         let options = self.options();
-        let text = cmd!(sh, "apt-cache {options...} show --no-all-versions {name}")
+        let text = cmd!(sh, "apt-cache {options...} show --no-all-versions {names...}")
             .quiet()
             .ignore_stderr()
-            .read()
-            .with_context(|| {
-                format!(
-                    "package {name} is not available for {}: check its name in manifests/rootfs.toml",
-                    self.deb_arch
-                )
-            })?;
-        locked_from_stanza(&parse_stanza(&text), &self.deb_arch).with_context(|| format!("package {name}"))
+            .read();
+        let Ok(text) = text else {
+            // Find the name apt does not know, for the error.
+            for name in names {
+                let options = self.options();
+                cmd!(sh, "apt-cache {options...} show --no-all-versions {name}")
+                    .quiet()
+                    .ignore_stderr()
+                    .read()
+                    .with_context(|| {
+                        format!(
+                            "package {name} is not available for {}: check its name in the recipe",
+                            self.deb_arch
+                        )
+                    })?;
+            }
+            bail!("apt-cache show failed for {}", names.join(" "));
+        };
+        let stanzas: Vec<BTreeMap<String, String>> = text.split("\n\n").map(parse_stanza).collect();
+        names
+            .iter()
+            .map(|name| {
+                let stanza = stanzas
+                    .iter()
+                    .find(|fields| fields.get("Package") == Some(name))
+                    .with_context(|| format!("apt-cache show printed no stanza for package {name}"))?;
+                locked_from_stanza(stanza, &self.deb_arch).with_context(|| format!("package {name}"))
+            })
+            .collect()
     }
 
     /// Downloads `name=version` for each entry into `dir` with one apt-get call.

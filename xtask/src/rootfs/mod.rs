@@ -119,10 +119,7 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
     let mut lock = Lock::load(&options.lock, options.update_lock)?;
     if options.update_lock {
         apt.update(sh)?;
-        let mut entries = Vec::new();
-        for name in recipe.package_names() {
-            entries.push(apt.resolve(sh, &name)?);
-        }
+        let entries = apt.resolve_all(sh, &recipe.package_names())?;
         report_lock_changes(&lock, &params.deb_arch, &entries);
         lock.replace_arch(&params.deb_arch, entries);
         util::write_atomic(&options.lock, lock.render().as_bytes())?;
@@ -235,6 +232,8 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
 
 /// Prints what `--update-lock` changed for one arch: the diff a reviewer reads, in short.
 fn report_lock_changes(old: &Lock, deb_arch: &str, new: &[lock::LockedPackage]) {
+    let unchanged = new.iter().filter(|entry| old.packages.contains(entry)).count();
+    eprintln!("rootfs: lock {deb_arch}: {} packages, {unchanged} unchanged", new.len());
     for entry in new {
         match old
             .packages

@@ -109,35 +109,14 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
             bail!("`{tool}` is not on PATH: the rootfs build needs it ({install})");
         }
     }
-    let arch = options.arch;
     let recipe = Recipe::load(&options.recipe)?;
-    let params = recipe.arch_params(arch).clone();
-    let epoch = util::source_date_epoch()?.unwrap_or(0);
+    let params = recipe.arch_params(options.arch).clone();
     let apt = fetch::Apt::new(&params.deb_arch)?;
-    let update_hint = format!("cargo xtask rootfs --arch {arch} --update-lock");
+    let update_hint = format!("cargo xtask rootfs --arch {} --update-lock", options.arch);
 
-    let mut lock = Lock::load(&options.lock, options.update_lock)?;
-    if options.update_lock {
-        apt.update(sh)?;
-        let entries = apt.resolve_all(sh, &recipe.package_names())?;
-        report_lock_changes(&lock, &params.deb_arch, &entries);
-        lock.replace_arch(&params.deb_arch, entries);
-        util::write_atomic(&options.lock, lock.render().as_bytes())?;
-        eprintln!("rootfs: wrote {}", options.lock.display());
-    }
-    let stale = lock.stale_entries(&params.deb_arch, &recipe.package_names());
-    if !stale.is_empty() {
-        eprintln!(
-            "rootfs: warning: {} locks {} for {}, which the recipe no longer names: run `{update_hint}`",
-            options.lock.display(),
-            stale.join(", "),
-            params.deb_arch
-        );
-    }
-    let locked = lock
-        .entries_for(&params.deb_arch, &recipe.package_names(), &update_hint)
-        .with_context(|| format!("lock file {}", options.lock.display()))?;
-
+    // 1. The pinned package files (re-resolved first with --update-lock).
+    let locked = pinned_packages(sh, options, &recipe, &params, &apt, &update_hint)?;
+    // 2. Fetched (or taken from the cache), digest-checked, unpacked in memory.
     let files = fetch::fetch_locked(sh, &apt, &locked, &update_hint)?;
     let mut packages = Vec::new();
     for (entry, bytes) in locked.into_iter().zip(files) {
@@ -152,11 +131,11 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
         packages.len(),
         started.elapsed()
     );
-
+    // 3. The image tree: recipe rules, local files and overlay, library closure, then checks.
     let local_inputs = read_local_inputs(&recipe)?;
     let mut tree = assemble::assemble(&recipe, &params, &packages, &local_inputs)?;
     closure::add_library_closure(&mut tree, &params, &packages, &elf::elf_info)?;
-    let machine = match arch {
+    let machine = match options.arch {
         Arch::Arm64 => Machine::Aarch64,
         Arch::X86_64 => Machine::X86_64,
     };
@@ -167,7 +146,57 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
         &recipe.busybox.path,
         &elf::elf_info,
     )?;
+    // 4. The image and its SBOM, moved into place only when everything passed.
+    write_outputs(sh, options, &recipe, &tree, &packages)?;
+    eprintln!("rootfs: done in {:.1?}", started.elapsed());
+    Ok(BuildOutputs {
+        image: options.output.clone(),
+    })
+}
 
+/// The lock entries of every recipe package for this arch; with `--update-lock`, re-resolved
+/// with apt and written back to the lock file first.
+fn pinned_packages(
+    sh: &Shell,
+    options: &BuildOptions,
+    recipe: &Recipe,
+    params: &recipe::ArchParams,
+    apt: &fetch::Apt,
+    update_hint: &str,
+) -> Result<Vec<lock::LockedPackage>> {
+    let names = recipe.package_names();
+    let mut lock = Lock::load(&options.lock, options.update_lock)?;
+    if options.update_lock {
+        apt.update(sh)?;
+        let entries = apt.resolve_all(sh, &names)?;
+        report_lock_changes(&lock, &params.deb_arch, &entries);
+        lock.replace_arch(&params.deb_arch, entries);
+        util::write_atomic(&options.lock, lock.render().as_bytes())?;
+        eprintln!("rootfs: wrote {}", options.lock.display());
+    }
+    let stale = lock.stale_entries(&params.deb_arch, &names);
+    if !stale.is_empty() {
+        eprintln!(
+            "rootfs: warning: {} locks {} for {}, which the recipe no longer names: run `{update_hint}`",
+            options.lock.display(),
+            stale.join(", "),
+            params.deb_arch
+        );
+    }
+    lock.entries_for(&params.deb_arch, &names, update_hint)
+        .with_context(|| format!("lock file {}", options.lock.display()))
+}
+
+/// Stages the tree, runs mkfs.erofs into a temporary file beside the output, enforces the
+/// budget, renders the SBOM, and only then moves both into place.
+fn write_outputs(
+    sh: &Shell,
+    options: &BuildOptions,
+    recipe: &Recipe,
+    tree: &tree::ImageTree,
+    packages: &[Package],
+) -> Result<()> {
+    let epoch = util::source_date_epoch()?.unwrap_or(0);
     let output_dir = match options.output.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         Some(dir) => dir.to_path_buf(),
         None => PathBuf::from("."),
@@ -176,10 +205,9 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
     let staging = tempfile::tempdir().context("creating a staging directory")?;
     let staging_root = staging.path().join("root");
     std::fs::create_dir(&staging_root).with_context(|| format!("creating {}", staging_root.display()))?;
-    image::write_staging(&tree, &staging_root)?;
+    image::write_staging(tree, &staging_root)?;
 
-    let uuid = image::derive_uuid(&tree);
-    let mkfs_flags = image::mkfs_flags(epoch, &uuid);
+    let mkfs_flags = image::mkfs_flags(epoch, &image::derive_uuid(tree));
     let image_temp = tempfile::Builder::new()
         .prefix(".rootfs-")
         .suffix(".erofs.tmp")
@@ -191,25 +219,24 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
         .len();
     eprint!(
         "rootfs: {}",
-        image::size_report(&tree, image_bytes, recipe.size_budget_bytes)
+        image::size_report(tree, image_bytes, recipe.size_budget_bytes)
     );
-    image::check_budget(&tree, image_bytes, recipe.size_budget_bytes)?;
+    image::check_budget(tree, image_bytes, recipe.size_budget_bytes)?;
     let image_sha256 = util::sha256_file(image_temp.path())?;
 
-    let contributors = contributors(&tree, &packages);
     let image_file_name = options
         .output
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| IMAGE_FILE_NAME.to_owned());
     let sbom_text = sbom::render(&sbom::SbomInput {
-        arch: arch.as_str(),
+        arch: options.arch.as_str(),
         image_file_name: &image_file_name,
         image_sha256: &image_sha256,
         created: &format_utc_timestamp(epoch),
         mkfs_version: &mkfs_version,
         mkfs_flags: &mkfs_flags,
-        contributors: &contributors,
+        contributors: &contributors(tree, packages),
     });
 
     let sbom_path = PathBuf::from(format!("{}{SBOM_SUFFIX}", options.output.display()));
@@ -220,14 +247,11 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
         .with_context(|| format!("writing {}", options.output.display()))?;
     util::write_atomic(&sbom_path, sbom_text.as_bytes())?;
     eprintln!(
-        "rootfs: wrote {} (sha256 {image_sha256}) and {} in {:.1?}",
+        "rootfs: wrote {} (sha256 {image_sha256}) and {}",
         options.output.display(),
-        sbom_path.display(),
-        started.elapsed()
+        sbom_path.display()
     );
-    Ok(BuildOutputs {
-        image: options.output.clone(),
-    })
+    Ok(())
 }
 
 /// Prints what `--update-lock` changed for one arch: the diff a reviewer reads, in short.

@@ -7,4 +7,5 @@ mod contract;
 mod fex;
 mod fixtures;
 mod reproducible;
+mod rootfs;
 mod support;

@@ -12,6 +12,7 @@ mod flags;
 mod kernel_version;
 mod merge_manifest;
 mod release;
+mod rootfs;
 mod schema;
 mod setup;
 mod sync_binaries;
@@ -45,5 +46,6 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Setup(cmd) => cmd.run(sh),
         flags::Command::Test(cmd) => cmd.run(sh),
         flags::Command::Fex(cmd) => cmd.run(sh),
+        flags::Command::Rootfs(cmd) => cmd.run(sh),
     }
 }

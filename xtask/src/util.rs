@@ -21,7 +21,6 @@ pub fn project_root() -> PathBuf {
 /// Where expensive, deterministic outputs (kernel builds, package files) are cached between runs:
 /// `$BOOT_ASSETS_CACHE_DIR`, else `$XDG_CACHE_HOME/boot-assets`, else `~/.cache/boot-assets`.
 /// Entries inside are keyed by a hash of all their inputs, so a stale entry is never reused.
-#[allow(dead_code)] // The first users (rootfs, kernel, sync-binaries caches) are landing.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BOOT_ASSETS_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);

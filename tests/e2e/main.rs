@@ -15,6 +15,7 @@ mod nginx;
 mod publish;
 mod publish_support;
 mod reproducible;
+mod rootfs;
 mod signature;
 mod support;
 mod workflows;

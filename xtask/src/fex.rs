@@ -90,7 +90,8 @@ impl flags::Fex {
         let built = build.join(&settings.output);
         let bytes =
             std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        let info = elf::parse(&bytes, &built.display().to_string())?;
+        let info =
+            elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
         elf::require_static(
             &info,
             FEX_ARCH,

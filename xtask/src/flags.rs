@@ -32,6 +32,7 @@ pub enum Command {
     Publish(Publish),
     Keygen(Keygen),
     VerifyPublished(VerifyPublished),
+    Rootfs(Rootfs),
 }
 
 /// A top-level job, for which `setup` installs host packages.
@@ -125,7 +126,8 @@ pub struct Release {
     /// Kernel image to ship (a bzImage on x86_64, an Image on arm64).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// EROFS root filesystem image to ship.
+    /// EROFS root filesystem image to ship; without it, `cargo xtask rootfs` builds
+    /// build/{arch}/rootfs.erofs first.
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
     /// Linux version of the kernel; read from the image itself when not given.
@@ -378,4 +380,30 @@ pub struct VerifyPublished {
     /// Also boot each verified arch with `cargo xtask boot`.
     #[arg(long)]
     pub boot: bool,
+}
+
+/// Build the EROFS root filesystem for one arch from the pinned Debian packages of
+/// manifests/rootfs.lock, with its SPDX SBOM beside it (`{output}.spdx.json`).
+///
+/// The same recipe, lock, init/ and rootfs-overlay/ under the same SOURCE_DATE_EPOCH give the
+/// same bytes, on any Debian/Ubuntu host, for either arch.
+#[derive(Debug, clap::Args)]
+pub struct Rootfs {
+    /// Guest architecture.
+    #[arg(long)]
+    pub arch: ArchFlag,
+    /// Where the image is written [default: build/{arch}/rootfs.erofs].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Re-resolve every package of the recipe with apt and rewrite this arch's lock entries
+    /// before building; review the lock diff.
+    #[arg(long)]
+    pub update_lock: bool,
+    /// The recipe [default: manifests/rootfs.toml]; its relative paths are taken from the
+    /// repository root.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// The lock file [default: manifests/rootfs.lock].
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
 }

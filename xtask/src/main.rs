@@ -18,11 +18,11 @@ mod merge_manifest;
 mod nginx;
 mod publish;
 mod release;
+mod rootfs;
 mod schema;
 mod setup;
 mod sync_binaries;
 mod test;
-#[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
 mod util;
 mod verify_published;
 
@@ -59,5 +59,6 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Publish(cmd) => cmd.run(sh),
         flags::Command::Keygen(cmd) => cmd.run(sh),
         flags::Command::VerifyPublished(cmd) => cmd.run(sh),
+        flags::Command::Rootfs(cmd) => cmd.run(sh),
     }
 }

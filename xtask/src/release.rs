@@ -1,8 +1,10 @@
 //! `cargo xtask release`: assembles one arch's release under `{output-dir}/{arch}/`.
 //!
-//! Reads the kernel image, the rootfs image and (optionally) the binaries fragment; writes the
-//! per-arch `manifest.json`, the tarball `boot-assets-{arch}-v{version}.tar.gz` (members
-//! `kernel`, `manifest.json`, `rootfs.erofs`) and its `.sha256` sidecar, each atomically.
+//! Reads the kernel image, the rootfs image (built by `cargo xtask rootfs` into
+//! `build/{arch}/rootfs.erofs` when `--rootfs` is not given) and (optionally) the binaries
+//! fragment; writes the per-arch `manifest.json`, the tarball
+//! `boot-assets-{arch}-v{version}.tar.gz` (members `kernel`, `manifest.json`, `rootfs.erofs`)
+//! and its `.sha256` sidecar, each atomically.
 
 use std::path::{Path, PathBuf};
 
@@ -12,10 +14,10 @@ use boot_assets::{cdn, sidecar, Arch, FileEntry, KernelEntry, Manifest, Target};
 use xshell::Shell;
 
 use crate::archive::{self, Member};
-use crate::{binaries, flags, kernel_version, util};
+use crate::{binaries, flags, kernel_version, rootfs, util};
 
 impl flags::Release {
-    pub fn run(self, _sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell) -> Result<()> {
         let arch: Arch = self.arch.into();
         let version = semver::Version::parse(&self.version).with_context(|| {
             format!(
@@ -27,10 +29,11 @@ impl flags::Release {
         let kernel = self.kernel.clone().with_context(|| {
             format!("--kernel is required: pass the {arch} kernel image (a bzImage on x86_64, an Image on arm64)")
         })?;
-        let rootfs = self
-            .rootfs
-            .clone()
-            .with_context(|| format!("--rootfs is required: pass the {arch} rootfs.erofs image"))?;
+        let rootfs = match self.rootfs.clone() {
+            Some(path) => path,
+            // Without --rootfs, build it from the checked-in recipe and lock.
+            None => rootfs::build(sh, &rootfs::BuildOptions::defaults(arch))?.image,
+        };
         util::require_file(&kernel, "--kernel")?;
         util::require_file(&rootfs, "--rootfs")?;
 

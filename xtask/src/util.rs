@@ -76,7 +76,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// SHA-256 of bytes as 64 lowercase hex digits.
-#[allow(dead_code)] // Used by the commands that land next (rootfs, kernel cache keys).
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }

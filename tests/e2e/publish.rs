@@ -361,6 +361,14 @@ fn the_signing_key_comes_from_the_environment_and_is_never_printed() {
     let secret = std::fs::read_to_string(&keys.secret).unwrap();
     let secret_line = secret.lines().nth(1).unwrap().to_owned();
 
+    // A CDN URL users could not download from is refused before anything is uploaded.
+    let err = run_fails(&mut cdn.publish_via(&dist, "0.2.0", &keys, "http://cdn.example.com"));
+    assert!(
+        err.contains("--cdn http://cdn.example.com: refusing plain-http URL"),
+        "{err}"
+    );
+    assert!(cdn.snapshot().is_empty());
+
     // Without any key, nothing is uploaded and the error says how to give one.
     let err = run_fails(&mut cdn.publish_unsigned(&dist, "0.2.0", &keys, &cdn.url()));
     assert!(

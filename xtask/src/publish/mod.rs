@@ -77,6 +77,12 @@ impl flags::Publish {
                 manifest_file.display()
             );
         }
+        // A CDN URL the AssetManager would refuse (plain http to a remote host, a typo) must
+        // stop the run before anything is uploaded, not at the verification step.
+        boot_assets::asset_manager::AssetManager::builder(&self.cdn)
+            .cache_dir(std::env::temp_dir())
+            .build()
+            .with_context(|| format!("--cdn {}", self.cdn))?;
         let (public_key, _) = signing::read_public_key(&self.public_key)?;
         let secret_key = signing::load_secret_key(self.signing_key.as_deref())?;
         let bucket = Bucket::connect(sh, &self.remote)?;

@@ -106,19 +106,7 @@ impl flags::Publish {
             .filter(|p| p.as_str() != cdn::LATEST_PATH && **p != signature_object && **p != manifest_object)
             .collect();
         ordered.push(&manifest_object);
-        let mut planned = Vec::new();
-        for path in ordered {
-            let local = staging.path().join(path);
-            let sha256 = util::sha256_file(&local)?;
-            let remote = bucket.content(path)?;
-            let action = plan::object_action(path, &sha256, &remote)?;
-            planned.push(PlannedObject {
-                path: path.clone(),
-                local,
-                sha256,
-                action,
-            });
-        }
+        let planned = compare_with_bucket(&bucket, staging.path(), &ordered)?;
         // Sign (or adopt a signature that already verifies); after the comparison, so that a
         // release with other bytes is refused by naming the object that differs.
         let manifest_bytes =
@@ -152,16 +140,7 @@ impl flags::Publish {
             "publish{dry}: {uploads} object(s) to upload, {} already published with the same sha256",
             planned.len() + 1 - uploads
         );
-        for object in &planned {
-            match object.action {
-                Action::Skip => eprintln!("publish{dry}: skip {} (same sha256 {})", object.path, object.sha256),
-                Action::Upload if self.dry_run => eprintln!("publish{dry}: would upload {}", object.path),
-                Action::Upload => {
-                    eprintln!("publish: upload {} (sha256 {})", object.path, object.sha256);
-                    bucket.upload(&object.local, &object.path, &object.sha256, IMMUTABLE_CACHE_CONTROL)?;
-                }
-            }
-        }
+        upload_missing(&bucket, &planned, self.dry_run)?;
         match (upload_signature, self.dry_run) {
             (false, _) => eprintln!("publish{dry}: skip {signature_object} (already published, verifies)"),
             (true, true) => eprintln!("publish{dry}: would upload {signature_object}"),
@@ -172,22 +151,8 @@ impl flags::Publish {
             }
         }
 
-        // 5 (decided now, so a dry run can say it).
-        let current_latest = match bucket.read(cdn::LATEST_PATH)? {
-            None => None,
-            Some(bytes) => Some(
-                Latest::from_json(&bytes)
-                    .with_context(|| {
-                        format!(
-                            "{} in the bucket is not valid: fix it by hand",
-                            bucket.target(cdn::LATEST_PATH)
-                        )
-                    })?
-                    .version,
-            ),
-        };
-        let latest = plan::latest_action(current_latest.as_deref(), &self.version)?;
         if self.dry_run {
+            let latest = latest_action(&bucket, &self.version)?;
             eprintln!(
                 "publish{dry}: would verify {} and then: {}",
                 self.cdn,
@@ -219,7 +184,8 @@ impl flags::Publish {
             verified.binary_files
         );
 
-        // 5. Move latest.json forward only.
+        // 5. Move latest.json forward only, judged on what it names now, after the verification.
+        let latest = latest_action(&bucket, &self.version)?;
         if latest == LatestAction::Write {
             bucket.replace(
                 &staging.path().join(cdn::LATEST_PATH),
@@ -249,6 +215,59 @@ impl flags::Publish {
         }
         Ok(())
     }
+}
+
+/// Step 2: the action for every staged object, in order; the first object that differs from
+/// what the bucket holds is an error.
+fn compare_with_bucket(bucket: &Bucket<'_>, staging: &Path, paths: &[&String]) -> Result<Vec<PlannedObject>> {
+    let mut planned = Vec::new();
+    for path in paths {
+        let local = staging.join(path);
+        let sha256 = util::sha256_file(&local)?;
+        let remote = bucket.content(path)?;
+        let action = plan::object_action(path, &sha256, &remote)?;
+        planned.push(PlannedObject {
+            path: path.to_string(),
+            local,
+            sha256,
+            action,
+        });
+    }
+    Ok(planned)
+}
+
+/// Step 3 for the immutable objects: uploads those the bucket lacks, in order (a dry run only
+/// says which).
+fn upload_missing(bucket: &Bucket<'_>, planned: &[PlannedObject], dry_run: bool) -> Result<()> {
+    for object in planned {
+        match object.action {
+            Action::Skip => eprintln!("publish: skip {} (same sha256 {})", object.path, object.sha256),
+            Action::Upload if dry_run => eprintln!("publish (dry run): would upload {}", object.path),
+            Action::Upload => {
+                eprintln!("publish: upload {} (sha256 {})", object.path, object.sha256);
+                bucket.upload(&object.local, &object.path, &object.sha256, IMMUTABLE_CACHE_CONTROL)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What to do with `latest.json`, given what the bucket's copy names right now.
+fn latest_action(bucket: &Bucket<'_>, version: &str) -> Result<LatestAction> {
+    let current = match bucket.read(cdn::LATEST_PATH)? {
+        None => None,
+        Some(bytes) => Some(
+            Latest::from_json(&bytes)
+                .with_context(|| {
+                    format!(
+                        "{} in the bucket is not valid: fix it by hand",
+                        bucket.target(cdn::LATEST_PATH)
+                    )
+                })?
+                .version,
+        ),
+    };
+    plan::latest_action(current.as_deref(), version)
 }
 
 /// The signature to publish: the one already in the bucket (it must verify), else the one in

@@ -21,6 +21,7 @@
 
 mod cache;
 mod download;
+mod downloader;
 mod error;
 mod lock;
 mod signature;
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub use downloader::Downloader;
 pub use error::AssetError;
 
 use crate::manifest::{Arch, Latest, Manifest};

@@ -18,4 +18,5 @@ mod reproducible;
 mod rootfs;
 mod signature;
 mod support;
+mod sync_binaries;
 mod workflows;

@@ -33,6 +33,7 @@ pub enum Command {
     Keygen(Keygen),
     VerifyPublished(VerifyPublished),
     Rootfs(Rootfs),
+    SyncBinaries(SyncBinaries),
 }
 
 /// A top-level job, for which `setup` installs host packages.
@@ -406,4 +407,28 @@ pub struct Rootfs {
     /// The lock file [default: manifests/rootfs.lock].
     #[arg(long)]
     pub lock: Option<PathBuf>,
+}
+
+/// Download, check, extract and stage the runtime binaries of manifests/binaries.toml, and write
+/// the binaries fragment that `release --binaries-json` embeds.
+///
+/// Every upstream file must have a pinned sha256; `--pin` fills in the missing ones.
+#[derive(Debug, clap::Args)]
+pub struct SyncBinaries {
+    /// The binaries config [default: manifests/binaries.toml].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Arches to sync (repeat or comma-separate); all of them when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub arch: Vec<ArchFlag>,
+    /// Staging directory: `{output}/{name}/{safe_version}/{arch}/{name}`.
+    #[arg(long, default_value = "dist/bin")]
+    pub output: PathBuf,
+    /// The fragment to write [default: {output}/binaries.json].
+    #[arg(long)]
+    pub binaries_json: Option<PathBuf>,
+    /// Download the upstream files that have no sha256 yet and write their digests into the
+    /// config file (review the diff before committing it).
+    #[arg(long)]
+    pub pin: bool,
 }

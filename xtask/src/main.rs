@@ -60,5 +60,6 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Keygen(cmd) => cmd.run(sh),
         flags::Command::VerifyPublished(cmd) => cmd.run(sh),
         flags::Command::Rootfs(cmd) => cmd.run(sh),
+        flags::Command::SyncBinaries(cmd) => cmd.run(sh),
     }
 }

@@ -1,11 +1,304 @@
 //! `cargo xtask sync-binaries`: downloads the pinned upstream files of the runtime binaries,
 //! extracts and stages them, and writes the binaries fragment.
 //!
-//! - `config`: `manifests/binaries.toml` parsing, validation and pinning.
-//! - `extract`: one member out of a `.tgz`, streamed.
-
-// The command itself is wired to the library's downloader when it lands.
-#![allow(dead_code)]
+//! Reads `manifests/binaries.toml` (`config`) and the existing fragment; downloads each upstream
+//! file once into `{cache}/downloads/{sha256}` with the library's [`Downloader`] (resume,
+//! retries, digest checked while writing); extracts the named `.tgz` member while streaming
+//! (`extract`) or takes the file as is; writes `{output}/{name}/{safe_version}/{arch}/{name}`
+//! (0755) and the fragment, each atomically. A binary already staged with the digest the fragment
+//! records is skipped without any download. With `--pin`, missing digests are downloaded,
+//! computed and written into the config file first.
 
 mod config;
 mod extract;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use boot_assets::asset_manager::Downloader;
+use boot_assets::{cdn, Arch, Binary, FileEntry};
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::{binaries, flags, util};
+use config::{Config, Format, Source};
+
+/// The config file, relative to the repository root.
+const DEFAULT_CONFIG_PATH: &str = "manifests/binaries.toml";
+
+/// Folder of the download cache inside the cache directory; files are named by their sha256.
+const DOWNLOAD_CACHE_DIR: &str = "downloads";
+
+/// Mode of a cached upstream file (data, not yet a staged program).
+const CACHED_FILE_MODE: u32 = 0o644;
+
+impl flags::SyncBinaries {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        let config_path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| util::project_root().join(DEFAULT_CONFIG_PATH));
+        let origin = config_path.display().to_string();
+        let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {origin}"))?;
+        let mut config = config::parse(&text, &origin)?;
+        let arches: Vec<Arch> = if self.arch.is_empty() {
+            Arch::ALL.to_vec()
+        } else {
+            self.arch.iter().map(|a| Arch::from(*a)).collect()
+        };
+        let downloads = util::cache_dir().join(DOWNLOAD_CACHE_DIR);
+
+        if self.pin {
+            config = pin(&config_path, &text, &config, &arches, &downloads)?;
+        }
+        let unpinned: Vec<String> = selected(&config, &arches)
+            .filter(|(_, _, source)| source.sha256.is_empty())
+            .map(|(binary, arch, _)| format!("{} ({arch})", binary.name))
+            .collect();
+        if !unpinned.is_empty() {
+            bail!(
+                "{origin}: no sha256 pinned for {}; run `cargo xtask sync-binaries --pin` to download the upstream \
+                 files and write their digests into the file (then review the diff)",
+                unpinned.join(", ")
+            );
+        }
+
+        let fragment_path = self
+            .binaries_json
+            .clone()
+            .unwrap_or_else(|| self.output.join("binaries.json"));
+        let previous = binaries::read_fragment_or_empty(&fragment_path)?;
+        let downloader = Downloader::new();
+        let mut staged: BTreeMap<(String, Arch), String> = BTreeMap::new();
+        let mut pending = Vec::new();
+        for (binary, arch, source) in selected(&config, &arches) {
+            let relative = cdn::binary_relative_path(&binary.name, &binary.version, arch);
+            if let Some(digest) = already_staged(&previous, binary, arch, &self.output.join(&relative))? {
+                eprintln!(
+                    "sync-binaries: {} ({arch}) {} is already staged",
+                    binary.name, binary.version
+                );
+                staged.insert((binary.name.clone(), arch), digest);
+                continue;
+            }
+            let upstream = fetch_upstream(&downloader, &downloads, &binary.name, arch, source)?;
+            pending.push((binary, arch, source, upstream, relative));
+        }
+
+        // Extract everything into a staging folder first, so a failure leaves the output as it was.
+        let parent = self
+            .output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let staging = tempfile::tempdir_in(parent)
+            .with_context(|| format!("creating a staging folder in {}", parent.display()))?;
+        let mut ready = Vec::new();
+        for (binary, arch, source, upstream, relative) in pending {
+            let target = staging.path().join(&relative);
+            let digest = match (source.format, &source.extract) {
+                (Format::Tgz, Some(member)) => extract::extract_member(&upstream, member, &target)
+                    .with_context(|| format!("{} ({arch})", binary.name))?,
+                _ => copy_executable(&upstream, &target)?,
+            };
+            eprintln!("sync-binaries: staged {} ({arch}) {}", binary.name, binary.version);
+            staged.insert((binary.name.clone(), arch), digest);
+            ready.push((target, self.output.join(&relative)));
+        }
+        for (from, to) in ready {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::rename(&from, &to).with_context(|| format!("moving {} into place", to.display()))?;
+        }
+
+        let fragment = fragment_entries(&config, &previous, &staged);
+        binaries::write_fragment(&fragment_path, &fragment)?;
+        eprintln!(
+            "sync-binaries: {} binaries under {}; fragment {}",
+            fragment.len(),
+            self.output.display(),
+            fragment_path.display()
+        );
+        Ok(())
+    }
+}
+
+/// Every (binary, arch, source) of the selected arches, in file order.
+fn selected<'a>(
+    config: &'a Config,
+    arches: &'a [Arch],
+) -> impl Iterator<Item = (&'a config::BinarySpec, Arch, &'a Source)> {
+    config.binaries.iter().flat_map(move |binary| {
+        binary
+            .source
+            .iter()
+            .filter(|(arch, _)| arches.contains(arch))
+            .map(move |(arch, source)| (binary, *arch, source))
+    })
+}
+
+/// The digest of a binary the fragment already records at this version and path, when the
+/// staged file still has it.
+fn already_staged(
+    previous: &[Binary],
+    binary: &config::BinarySpec,
+    arch: Arch,
+    staged: &Path,
+) -> Result<Option<String>> {
+    let recorded = previous
+        .iter()
+        .find(|b| b.name == binary.name && b.version == binary.version && b.install_dir == binary.install_dir)
+        .and_then(|b| b.targets.get(&arch));
+    match recorded {
+        Some(entry) if staged.is_file() && util::sha256_file(staged)? == entry.sha256 => Ok(Some(entry.sha256.clone())),
+        _ => Ok(None),
+    }
+}
+
+/// The verified upstream file in the download cache, downloaded when it is not there yet.
+fn fetch_upstream(
+    downloader: &Downloader,
+    downloads: &Path,
+    name: &str,
+    arch: Arch,
+    source: &Source,
+) -> Result<PathBuf> {
+    let cached = downloads.join(&source.sha256);
+    if cached.is_file() && util::sha256_file(&cached)? == source.sha256 {
+        return Ok(cached);
+    }
+    std::fs::create_dir_all(downloads).with_context(|| format!("creating {}", downloads.display()))?;
+    eprintln!("sync-binaries: downloading {}", source.url);
+    downloader
+        .download(
+            &format!("{name} ({arch}) upstream file"),
+            &source.url,
+            &source.sha256,
+            &cached,
+            CACHED_FILE_MODE,
+        )
+        .with_context(|| format!("{name} ({arch}): fetching the pinned upstream file"))?;
+    Ok(cached)
+}
+
+/// Copies a direct-binary download to `target` (0755, atomically) and returns its sha256.
+fn copy_executable(from: &Path, target: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut source = std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    let mut hasher = Sha256::new();
+    boot_assets::fsutil::write_atomic_with(target, |file| {
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let read = source.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            file.write_all(&buffer[..read])?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))
+    })
+    .with_context(|| format!("writing {}", target.display()))?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// The fragment after this run: each configured binary with the files staged now, plus the files
+/// of other arches the previous fragment recorded for the same version.
+fn fragment_entries(config: &Config, previous: &[Binary], staged: &BTreeMap<(String, Arch), String>) -> Vec<Binary> {
+    let mut entries: Vec<Binary> = previous
+        .iter()
+        .filter(|b| !config.binaries.iter().any(|spec| spec.name == b.name))
+        .cloned()
+        .collect();
+    for spec in &config.binaries {
+        let mut targets: BTreeMap<Arch, FileEntry> = previous
+            .iter()
+            .find(|b| b.name == spec.name && b.version == spec.version && b.install_dir == spec.install_dir)
+            .map(|b| b.targets.clone())
+            .unwrap_or_default();
+        for ((name, arch), sha256) in staged {
+            if *name == spec.name {
+                targets.insert(
+                    *arch,
+                    FileEntry {
+                        path: cdn::binary_path(name, &spec.version, *arch),
+                        sha256: sha256.clone(),
+                    },
+                );
+            }
+        }
+        if !targets.is_empty() {
+            entries.push(Binary {
+                name: spec.name.clone(),
+                version: spec.version.clone(),
+                install_dir: spec.install_dir.clone(),
+                targets,
+            });
+        }
+    }
+    entries
+}
+
+/// Downloads every selected source that has no digest yet, writes the digests into the config
+/// file (keeping its comments), and returns the pinned config.
+fn pin(path: &Path, text: &str, config: &Config, arches: &[Arch], downloads: &Path) -> Result<Config> {
+    let mut by_url: BTreeMap<&str, String> = BTreeMap::new();
+    let mut digests = BTreeMap::new();
+    for (binary, arch, source) in selected(config, arches).filter(|(_, _, s)| s.sha256.is_empty()) {
+        let digest = match by_url.get(source.url.as_str()) {
+            Some(digest) => digest.clone(),
+            None => {
+                let digest = download_unpinned(&source.url, downloads)?;
+                by_url.insert(&source.url, digest.clone());
+                digest
+            }
+        };
+        digests.insert((binary.name.clone(), arch), digest);
+    }
+    if digests.is_empty() {
+        eprintln!("sync-binaries: --pin: every selected source already has a digest");
+        return Ok(config.clone());
+    }
+    let pinned = config::pin_digests(text, &digests)?;
+    util::write_atomic(path, pinned.as_bytes())?;
+    eprintln!(
+        "sync-binaries: --pin wrote {} digest(s) into {}; review and commit the diff",
+        digests.len(),
+        path.display()
+    );
+    config::parse(&pinned, &path.display().to_string())
+}
+
+/// Downloads a file whose digest is not known yet into the download cache; returns its sha256.
+///
+/// Only `--pin` does this, once per upstream file, on a maintainer's machine; every other
+/// download goes through the library's verified downloader.
+fn download_unpinned(url: &str, downloads: &Path) -> Result<String> {
+    eprintln!("sync-binaries: --pin: downloading {url}");
+    std::fs::create_dir_all(downloads).with_context(|| format!("creating {}", downloads.display()))?;
+    let response = ureq::get(url).call().with_context(|| format!("GET {url}"))?;
+    let mut body = response.into_body().into_reader();
+    let mut temp = tempfile::NamedTempFile::new_in(downloads)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = body.read(&mut buffer).with_context(|| format!("reading {url}"))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        temp.write_all(&buffer[..read])?;
+    }
+    let digest = format!("{:x}", hasher.finalize());
+    temp.persist(downloads.join(&digest))
+        .map_err(|e| e.error)
+        .context("storing the download in the cache")?;
+    Ok(digest)
+}

@@ -1,0 +1,286 @@
+//! `cargo xtask sync-binaries` end to end against a real nginx on loopback: a Docker-style
+//! `.tgz` and a direct binary are downloaded through the library's downloader, checked against
+//! their pins, extracted and staged, and recorded in the binaries fragment; every refusal leaves
+//! nothing at the output path.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use boot_assets::{cdn, Arch, Binary};
+use sha2::{Digest, Sha256};
+
+use crate::nginx::Nginx;
+use crate::support::{run_fails, run_ok, xtask};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// A served directory with `docker.tgz` (two programs, a symlink, a `../evil` member) and a
+/// direct binary `tool`.
+struct Upstream {
+    dir: tempfile::TempDir,
+    tgz_sha256: String,
+    tool_sha256: String,
+}
+
+fn upstream() -> Upstream {
+    let dir = tempfile::tempdir().unwrap();
+    let tgz = dir.path().join("docker.tgz");
+    let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, body) in [
+        ("docker/dockerd", &b"\x7fELF dockerd"[..]),
+        ("docker/runc", b"\x7fELF runc"),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        tar.append_data(&mut header, name, body).unwrap();
+    }
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    tar.append_link(&mut link, "docker/docker-link", "dockerd").unwrap();
+    let mut evil = tar::Header::new_gnu();
+    evil.set_size(4);
+    evil.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../evil\0\0");
+    evil.set_cksum();
+    tar.append(&evil, &b"evil"[..]).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    std::fs::write(dir.path().join("tool"), b"\x7fELF tool").unwrap();
+    Upstream {
+        tgz_sha256: sha256_hex(&std::fs::read(&tgz).unwrap()),
+        tool_sha256: sha256_hex(b"\x7fELF tool"),
+        dir,
+    }
+}
+
+/// A config with dockerd and runc from the tgz (arm64 and x86_64) and `tool` as a direct binary.
+fn config(base: &str, tgz_sha256: &str, tool_sha256: &str, dockerd_member: &str) -> String {
+    let mut text = String::new();
+    for (name, member) in [("dockerd", dockerd_member), ("runc", "docker/runc")] {
+        text.push_str(&format!("[[binary]]\nname = \"{name}\"\nversion = \"27.5.1\"\n"));
+        for arch in ["arm64", "x86_64"] {
+            text.push_str(&format!(
+                "[binary.source.{arch}]\nformat = \"tgz\"\nurl = \"{base}/docker.tgz\"\nextract = \"{member}\"\nsha256 = \"{tgz_sha256}\"\n"
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "[[binary]]\nname = \"tool\"\nversion = \"1.0+build.7\"\ninstall_dir = \"libexec\"\n\
+         [binary.source.arm64]\nformat = \"binary\"\nurl = \"{base}/tool\"\nsha256 = \"{tool_sha256}\"\n"
+    ));
+    text
+}
+
+struct Run {
+    work: tempfile::TempDir,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn output(&self) -> PathBuf {
+        self.work.path().join("dist/bin")
+    }
+    fn fragment(&self) -> PathBuf {
+        self.work.path().join("dist/binaries.json")
+    }
+    fn command(&self, config_text: &str) -> std::process::Command {
+        let config = self.work.path().join("binaries.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut command = xtask();
+        command
+            .arg("sync-binaries")
+            .arg("--config")
+            .arg(&config)
+            .arg("--output")
+            .arg(self.output())
+            .arg("--binaries-json")
+            .arg(self.fragment())
+            .env("BOOT_ASSETS_CACHE_DIR", self.work.path().join("cache"));
+        command
+    }
+    fn assert_nothing_written(&self) {
+        assert!(
+            !self.output().exists(),
+            "nothing may be staged at {}",
+            self.output().display()
+        );
+        assert!(!self.fragment().exists(), "the fragment must not be written");
+    }
+}
+
+fn staged(output: &Path, name: &str, version: &str, arch: Arch) -> PathBuf {
+    output.join(cdn::binary_relative_path(name, version, arch))
+}
+
+#[test]
+fn stages_tgz_members_and_direct_binaries_then_a_second_run_downloads_nothing() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let text = config(
+        &nginx.url(),
+        &upstream.tgz_sha256,
+        &upstream.tool_sha256,
+        "docker/dockerd",
+    );
+    run_ok(&mut run.command(&text));
+
+    let fragment: Vec<Binary> = serde_json::from_slice(&std::fs::read(run.fragment()).unwrap()).unwrap();
+    let names: Vec<&str> = fragment.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["dockerd", "runc", "tool"]);
+    for (binary, body) in [(&fragment[0], &b"\x7fELF dockerd"[..]), (&fragment[1], b"\x7fELF runc")] {
+        assert_eq!(binary.targets.len(), 2);
+        for arch in Arch::ALL {
+            let file = staged(&run.output(), &binary.name, "27.5.1", arch);
+            assert_eq!(std::fs::read(&file).unwrap(), body);
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o755);
+            assert_eq!(binary.targets[&arch].sha256, sha256_hex(body));
+            assert_eq!(
+                binary.targets[&arch].path,
+                cdn::binary_path(&binary.name, "27.5.1", arch)
+            );
+        }
+    }
+    let tool = &fragment[2];
+    assert_eq!(tool.install_dir.as_deref(), Some("libexec"));
+    assert_eq!(tool.targets[&Arch::Arm64].path, "bin/tool/1.0-build.7/arm64/tool");
+    assert_eq!(tool.targets[&Arch::Arm64].sha256, upstream.tool_sha256);
+    assert!(staged(&run.output(), "tool", "1.0+build.7", Arch::Arm64).is_file());
+
+    // The shared archive was downloaded once for both arches (same file, same pin).
+    let first = nginx.requests();
+    assert_eq!(
+        first.iter().filter(|r| r.contains("/docker.tgz")).count(),
+        1,
+        "{first:#?}"
+    );
+    assert_eq!(first.iter().filter(|r| r.contains("/tool")).count(), 1, "{first:#?}");
+
+    // A second run, even with an empty download cache, finds everything staged.
+    std::fs::remove_dir_all(run.work.path().join("cache")).unwrap();
+    let before = std::fs::read(run.fragment()).unwrap();
+    run_ok(&mut run.command(&text));
+    assert_eq!(
+        nginx.requests().len(),
+        first.len(),
+        "the second run must download nothing"
+    );
+    assert_eq!(std::fs::read(run.fragment()).unwrap(), before);
+}
+
+#[test]
+fn wrong_pin_is_refused_naming_both_digests() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let wrong = "0".repeat(64);
+    let stderr = run_fails(&mut run.command(&config(&nginx.url(), &wrong, &upstream.tool_sha256, "docker/dockerd")));
+    assert!(stderr.contains("dockerd (arm64)"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("expected {wrong}")) && stderr.contains(&upstream.tgz_sha256),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
+}
+
+#[test]
+fn missing_member_lists_the_closest_ones() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let stderr = run_fails(&mut run.command(&config(
+        &nginx.url(),
+        &upstream.tgz_sha256,
+        &upstream.tool_sha256,
+        "docker/dockrd",
+    )));
+    assert!(
+        stderr.contains("no member \"docker/dockrd\"; closest members: \"docker/dockerd\""),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
+}
+
+#[test]
+fn traversal_and_symlink_members_are_refused() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let stderr = run_fails(&mut run.command(&config(
+        &nginx.url(),
+        &upstream.tgz_sha256,
+        &upstream.tool_sha256,
+        "../evil",
+    )));
+    assert!(
+        stderr.contains("binary \"dockerd\" (arm64): extract \"../evil\" has a `..` component"),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
+
+    let stderr = run_fails(&mut run.command(&config(
+        &nginx.url(),
+        &upstream.tgz_sha256,
+        &upstream.tool_sha256,
+        "docker/docker-link",
+    )));
+    assert!(
+        stderr.contains("member \"docker/docker-link\" is a link, not a regular file"),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
+}
+
+#[test]
+fn not_found_names_the_url() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let text = config(
+        &nginx.url(),
+        &upstream.tgz_sha256,
+        &upstream.tool_sha256,
+        "docker/dockerd",
+    )
+    .replace("/tool\"", "/no-such-tool\"");
+    let stderr = run_fails(&mut run.command(&text));
+    assert!(
+        stderr.contains(&format!("GET {}/no-such-tool: HTTP status 404", nginx.url())),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
+}
+
+#[test]
+fn unpinned_entries_are_refused_until_pin_fills_them_in() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let text = config(&nginx.url(), "", "", "docker/dockerd").replace("sha256 = \"\"\n", "sha256 = \"\"   # to pin\n");
+    let stderr = run_fails(&mut run.command(&text));
+    assert!(stderr.contains("no sha256 pinned for dockerd (arm64)"), "{stderr}");
+    assert!(stderr.contains("cargo xtask sync-binaries --pin"), "{stderr}");
+    run.assert_nothing_written();
+
+    let mut command = run.command(&text);
+    let output = run_ok(command.arg("--pin"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--pin wrote 5 digest(s)"));
+    let pinned = std::fs::read_to_string(run.work.path().join("binaries.toml")).unwrap();
+    assert!(
+        pinned.contains(&format!("sha256 = \"{}\"", upstream.tgz_sha256)),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains(&format!("sha256 = \"{}\"", upstream.tool_sha256)),
+        "{pinned}"
+    );
+    assert!(run.fragment().is_file() && staged(&run.output(), "runc", "27.5.1", Arch::X86_64).is_file());
+}

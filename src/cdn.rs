@@ -46,9 +46,18 @@ pub fn safe_version(version: &str) -> String {
     version.replace('+', "-")
 }
 
+/// The folder that holds every runtime binary on the CDN.
+pub const BINARIES_DIR: &str = "bin";
+
 /// A runtime binary: `bin/{name}/{safe_version}/{arch}/{name}`.
 pub fn binary_path(name: &str, version: &str, arch: Arch) -> String {
-    format!("bin/{name}/{}/{arch}/{name}", safe_version(version))
+    format!("{BINARIES_DIR}/{}", binary_relative_path(name, version, arch))
+}
+
+/// A runtime binary below the binaries folder: `{name}/{safe_version}/{arch}/{name}`, the layout
+/// of a staging directory such as `dist/bin`.
+pub fn binary_relative_path(name: &str, version: &str, arch: Arch) -> String {
+    format!("{name}/{}/{arch}/{name}", safe_version(version))
 }
 
 /// The release tarball's file name: `boot-assets-{arch}-v{version}.tar.gz`.

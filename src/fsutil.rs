@@ -14,6 +14,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Creates `path` atomically from whatever `fill` writes into the temporary file.
+///
+/// The file starts with mode 0644; `fill` may set another mode before it is renamed into place.
 pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
@@ -26,8 +28,9 @@ pub fn write_atomic_with(
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(|e| with_path(e, "creating a temporary file in", dir))?;
-    fill(temp.as_file_mut()).map_err(|e| with_path(e, "writing", temp.path()))?;
+    // The default mode first, so that `fill` may still choose another (0755 for programs).
     set_mode_0644(temp.as_file())?;
+    fill(temp.as_file_mut()).map_err(|e| with_path(e, "writing", temp.path()))?;
     temp.as_file().sync_all()?;
     temp.persist(path)
         .map_err(|e| with_path(e.error, "renaming into place", path))?;

@@ -104,6 +104,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha: Option<String>,
     /// Boot assets per guest arch.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::arch_map::<Target>"))]
     pub targets: BTreeMap<Arch, Target>,
     /// Host-side runtime binaries, each with per-arch files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -165,6 +166,7 @@ pub struct Binary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_dir: Option<String>,
     /// The file per arch.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::arch_map::<FileEntry>"))]
     pub targets: BTreeMap<Arch, FileEntry>,
 }
 
@@ -312,50 +314,7 @@ impl Manifest {
             }
         }
 
-        let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
-        for (index, binary) in self.binaries.iter().enumerate() {
-            let at = format!("binaries[{index}]");
-            if !is_safe_file_name(&binary.name) {
-                problem(
-                    format!("{at}.name"),
-                    format!(
-                        "{:?} is not safe as a file name (letters, digits, `._+-`, not starting with `.`)",
-                        binary.name
-                    ),
-                );
-            }
-            if let Some(first) = seen_names.insert(&binary.name, index) {
-                problem(
-                    format!("{at}.name"),
-                    format!(
-                        "{:?} is already used by binaries[{first}]; names must be unique",
-                        binary.name
-                    ),
-                );
-            }
-            if !is_safe_file_name(&binary.version) {
-                problem(
-                    format!("{at}.version"),
-                    format!(
-                        "{:?} is not safe as a path component (letters, digits, `._+-`)",
-                        binary.version
-                    ),
-                );
-            }
-            if let Some(dir) = &binary.install_dir {
-                check_relative_path(&format!("{at}.install_dir"), dir, &mut problem);
-            }
-            if binary.targets.is_empty() {
-                problem(
-                    format!("{at}.targets"),
-                    format!("binary {:?} has no target arch", binary.name),
-                );
-            }
-            for (arch, file) in &binary.targets {
-                check_relative_path(&format!("{at}.targets.{arch}.path"), &file.path, &mut problem);
-                check_sha256(&format!("{at}.targets.{arch}.sha256"), &file.sha256, &mut problem);
-            }
-        }
+        check_binaries(&self.binaries, &mut problem);
 
         if problems.is_empty() {
             Ok(())
@@ -398,6 +357,24 @@ impl Latest {
         let mut text = serde_json::to_string_pretty(self).expect("latest.json always serializes");
         text.push('\n');
         text
+    }
+}
+
+#[cfg(feature = "schema")]
+mod schema {
+    /// An object keyed only by the contract's arch names, with at least one of them.
+    pub fn arch_map<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let value = generator.subschema_for::<T>();
+        let properties: serde_json::Map<String, serde_json::Value> = super::Arch::ALL
+            .iter()
+            .map(|arch| (arch.as_str().to_owned(), value.clone().into()))
+            .collect();
+        schemars::json_schema!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+            "minProperties": 1
+        })
     }
 }
 
@@ -446,6 +423,67 @@ pub fn relative_path_problem(path: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Checks a list of runtime binaries: unique, file-name-safe names, safe versions and
+/// install dirs, at least one target each, relative paths and well-formed digests.
+pub fn validate_binaries(binaries: &[Binary]) -> Result<(), ManifestError> {
+    let mut problems = Vec::new();
+    check_binaries(binaries, &mut |field, message| {
+        problems.push(Problem { field, message })
+    });
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ManifestError::Invalid(problems))
+    }
+}
+
+fn check_binaries(binaries: &[Binary], problem: &mut impl FnMut(String, String)) {
+    let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, binary) in binaries.iter().enumerate() {
+        let at = format!("binaries[{index}]");
+        if !is_safe_file_name(&binary.name) {
+            problem(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not safe as a file name (letters, digits, `._+-`, not starting with `.`)",
+                    binary.name
+                ),
+            );
+        }
+        if let Some(first) = seen_names.insert(&binary.name, index) {
+            problem(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is already used by binaries[{first}]; names must be unique",
+                    binary.name
+                ),
+            );
+        }
+        if !is_safe_file_name(&binary.version) {
+            problem(
+                format!("{at}.version"),
+                format!(
+                    "{:?} is not safe as a path component (letters, digits, `._+-`)",
+                    binary.version
+                ),
+            );
+        }
+        if let Some(dir) = &binary.install_dir {
+            check_relative_path(&format!("{at}.install_dir"), dir, problem);
+        }
+        if binary.targets.is_empty() {
+            problem(
+                format!("{at}.targets"),
+                format!("binary {:?} has no target arch", binary.name),
+            );
+        }
+        for (arch, file) in &binary.targets {
+            check_relative_path(&format!("{at}.targets.{arch}.path"), &file.path, problem);
+            check_sha256(&format!("{at}.targets.{arch}.sha256"), &file.sha256, problem);
+        }
+    }
 }
 
 fn check_relative_path(field: &str, path: &str, problem: &mut impl FnMut(String, String)) {

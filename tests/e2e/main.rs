@@ -4,9 +4,14 @@
 //! a missing tool fails the test with the line that installs it.
 
 mod cdn_fixture;
+mod contract;
 mod fault_server;
 mod faults;
 mod fetch;
+mod fex;
+mod fixtures;
 mod nginx;
+mod reproducible;
+mod rootfs;
 mod signature;
 mod support;

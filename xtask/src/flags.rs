@@ -18,13 +18,73 @@ pub struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Dist(Dist),
     Release(Release),
     MergeManifest(MergeManifest),
     Schema(Schema),
+    Setup(Setup),
+    Test(Test),
+    Fex(Fex),
+    Rootfs(Rootfs),
     Fetch(Fetch),
     #[command(hide = true)]
     CdnTree(CdnTree),
     Bench(Bench),
+}
+
+/// A top-level job, for which `setup` installs host packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Job {
+    /// Building a release (`dist`): kernel and rootfs builders.
+    Release,
+    /// The full test suite (`test`): the release tools plus QEMU, nginx, minisign, ….
+    Test,
+}
+
+/// Build a whole release: kernel, rootfs and tarball for every arch, then the merged manifest.
+///
+/// The main job of a release engineer. Installs missing host packages first (as root).
+#[derive(Debug, clap::Args)]
+pub struct Dist {
+    /// Asset version, a semantic version such as 0.2.0 (no leading `v`).
+    #[arg(long)]
+    pub version: String,
+    /// Arches to build (repeat or comma-separate); all of them when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub arch: Vec<ArchFlag>,
+    /// Repository the kernel was built from (recorded as `source_repo`).
+    #[arg(long)]
+    pub source_repo: Option<String>,
+    /// Git ref of the kernel source (recorded as `source_ref`).
+    #[arg(long)]
+    pub source_ref: Option<String>,
+    /// Git commit of the kernel source (recorded as `source_sha`).
+    #[arg(long)]
+    pub source_sha: Option<String>,
+    /// JSON array of runtime binaries to list in the manifests (from `sync-binaries` / `fex`).
+    #[arg(long)]
+    pub binaries_json: Option<PathBuf>,
+    /// Where `{arch}/…` and the merged `manifest.json` are written.
+    #[arg(long, default_value = "dist")]
+    pub output_dir: PathBuf,
+}
+
+/// Install the host packages a job needs (Debian/Ubuntu; apt-get as root, pip).
+///
+/// The lists live in manifests/host-packages.toml. Only missing packages are installed.
+#[derive(Debug, clap::Args)]
+pub struct Setup {
+    /// Which job to prepare for.
+    #[arg(long, value_enum, default_value = "test")]
+    pub job: Job,
+}
+
+/// Run the full test suite as CI does: setup, `cargo fmt --check`, clippy, `cargo test --workspace`.
+#[derive(Debug, clap::Args)]
+pub struct Test {
+    /// Passed to the test binaries, e.g. a test name filter or `--nocapture`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub filter: Vec<String>,
 }
 
 /// The guest architecture, spelled as in the contract.
@@ -63,7 +123,8 @@ pub struct Release {
     /// Kernel image to ship (a bzImage on x86_64, an Image on arm64).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// EROFS root filesystem image to ship.
+    /// EROFS root filesystem image to ship; without it, `cargo xtask rootfs` builds
+    /// build/{arch}/rootfs.erofs first.
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
     /// Linux version of the kernel; read from the image itself when not given.
@@ -110,6 +171,68 @@ pub struct Schema {
     /// Do not write; fail if the checked-in schema differs from the types.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Build FEX's x86-64 interpreter for arm64 as a static-pie executable and stage it.
+///
+/// Writes `{output}/FEX/{safe_version}/arm64/FEX` and replaces the FEX entry of the binaries
+/// fragment. A binary with PT_INTERP or DT_NEEDED, or not for aarch64, is refused.
+#[derive(Debug, clap::Args)]
+pub struct Fex {
+    /// A local FEX source tree (or any CMake tree with the same target and output path).
+    #[arg(long, conflicts_with = "repo")]
+    pub source: Option<PathBuf>,
+    /// Git URL to clone (shallow, with submodules) instead of --source.
+    #[arg(long, requires = "git_ref")]
+    pub repo: Option<String>,
+    /// Tag or branch to clone with --repo; also the prefix of the default version.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Directory of `*.patch` files, applied in name order before building.
+    #[arg(long)]
+    pub patches_dir: Option<PathBuf>,
+    /// Version key of this build; default `{ref}+{UTC time}`, unique per build because FEX
+    /// builds are not reproducible.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Extra CMake cache entry `KEY=VALUE` (repeatable); overrides manifests/fex/build.toml.
+    #[arg(long)]
+    pub cmake_define: Vec<String>,
+    /// Work directory for the clone and the CMake build; default build/fex.
+    #[arg(long)]
+    pub build_dir: Option<PathBuf>,
+    /// Staging directory of runtime binaries.
+    #[arg(long, default_value = "dist/bin")]
+    pub output: PathBuf,
+    /// The binaries fragment to update (created when missing).
+    #[arg(long)]
+    pub binaries_json: PathBuf,
+}
+
+/// Build the EROFS root filesystem for one arch from the pinned Debian packages of
+/// manifests/rootfs.lock, with its SPDX SBOM beside it (`{output}.spdx.json`).
+///
+/// The same recipe, lock, init/ and rootfs-overlay/ under the same SOURCE_DATE_EPOCH give the
+/// same bytes, on any Debian/Ubuntu host, for either arch.
+#[derive(Debug, clap::Args)]
+pub struct Rootfs {
+    /// Guest architecture.
+    #[arg(long)]
+    pub arch: ArchFlag,
+    /// Where the image is written [default: build/{arch}/rootfs.erofs].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Re-resolve every package of the recipe with apt and rewrite this arch's lock entries
+    /// before building; review the lock diff.
+    #[arg(long)]
+    pub update_lock: bool,
+    /// The recipe [default: manifests/rootfs.toml]; its relative paths are taken from the
+    /// repository root.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// The lock file [default: manifests/rootfs.lock].
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
 }
 
 /// Fetch, verify and install one asset version from a CDN with the AssetManager library, as the

@@ -5,15 +5,22 @@
 
 mod archive;
 mod bench;
+mod binaries;
 mod cdn_tree;
+mod dist;
+mod elf;
 mod fetch;
+mod fex;
 mod flags;
 mod kernel_version;
 mod merge_manifest;
 mod nginx;
 mod release;
+mod rootfs;
 mod schema;
-#[allow(dead_code)] // Helpers shared by commands; not every command uses every one.
+mod setup;
+mod sync_binaries;
+mod test;
 mod util;
 
 use std::process::ExitCode;
@@ -36,9 +43,14 @@ fn main() -> ExitCode {
 
 fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
     match flags.command {
+        flags::Command::Dist(cmd) => cmd.run(sh),
         flags::Command::Release(cmd) => cmd.run(sh),
         flags::Command::MergeManifest(cmd) => cmd.run(sh),
         flags::Command::Schema(cmd) => cmd.run(sh),
+        flags::Command::Setup(cmd) => cmd.run(sh),
+        flags::Command::Test(cmd) => cmd.run(sh),
+        flags::Command::Fex(cmd) => cmd.run(sh),
+        flags::Command::Rootfs(cmd) => cmd.run(sh),
         flags::Command::Fetch(cmd) => cmd.run(sh),
         flags::Command::CdnTree(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),

@@ -1,21 +1,23 @@
 //! `cargo xtask release`: assembles one arch's release under `{output-dir}/{arch}/`.
 //!
-//! Reads the kernel image, the rootfs image and (optionally) the binaries fragment; writes the
-//! per-arch `manifest.json`, the tarball `boot-assets-{arch}-v{version}.tar.gz` (members
-//! `kernel`, `manifest.json`, `rootfs.erofs`) and its `.sha256` sidecar, each atomically.
+//! Reads the kernel image, the rootfs image (built by `cargo xtask rootfs` into
+//! `build/{arch}/rootfs.erofs` when `--rootfs` is not given) and (optionally) the binaries
+//! fragment; writes the per-arch `manifest.json`, the tarball
+//! `boot-assets-{arch}-v{version}.tar.gz` (members `kernel`, `manifest.json`, `rootfs.erofs`)
+//! and its `.sha256` sidecar, each atomically.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use boot_assets::manifest::format_utc_timestamp;
-use boot_assets::{cdn, sidecar, Arch, Binary, FileEntry, KernelEntry, Manifest, Target};
+use boot_assets::{cdn, sidecar, Arch, FileEntry, KernelEntry, Manifest, Target};
 use xshell::Shell;
 
 use crate::archive::{self, Member};
-use crate::{flags, kernel_version, util};
+use crate::{binaries, flags, kernel_version, rootfs, util};
 
 impl flags::Release {
-    pub fn run(self, _sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell) -> Result<()> {
         let arch: Arch = self.arch.into();
         let version = semver::Version::parse(&self.version).with_context(|| {
             format!(
@@ -27,10 +29,11 @@ impl flags::Release {
         let kernel = self.kernel.clone().with_context(|| {
             format!("--kernel is required: pass the {arch} kernel image (a bzImage on x86_64, an Image on arm64)")
         })?;
-        let rootfs = self
-            .rootfs
-            .clone()
-            .with_context(|| format!("--rootfs is required: pass the {arch} rootfs.erofs image"))?;
+        let rootfs = match self.rootfs.clone() {
+            Some(path) => path,
+            // Without --rootfs, build it from the checked-in recipe and lock.
+            None => rootfs::build(sh, &rootfs::BuildOptions::defaults(arch))?.image,
+        };
         util::require_file(&kernel, "--kernel")?;
         util::require_file(&rootfs, "--rootfs")?;
 
@@ -39,7 +42,7 @@ impl flags::Release {
             None => read_kernel_version(&kernel)?,
         };
         let binaries = match &self.binaries_json {
-            Some(path) => Manifest::binaries_for(&read_binaries_json(path)?, arch),
+            Some(path) => Manifest::binaries_for(&binaries::read_fragment(path)?, arch),
             None => Vec::new(),
         };
         let built_at = format_utc_timestamp(util::source_date_epoch()?.unwrap_or_else(util::now_epoch));
@@ -157,18 +160,4 @@ fn read_kernel_version(kernel: &Path) -> Result<String> {
             kernel.display()
         ),
     }
-}
-
-/// Reads a binaries fragment: a JSON array of manifest `binaries` entries.
-pub fn read_binaries_json(path: &Path) -> Result<Vec<Binary>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading binaries fragment {}", path.display()))?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not a JSON array of manifest binaries at `{}`: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        )
-    })
 }

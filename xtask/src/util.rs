@@ -76,7 +76,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// SHA-256 of bytes as 64 lowercase hex digits.
-#[allow(dead_code)] // Used by the commands that land next (rootfs, kernel cache keys).
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
@@ -87,6 +86,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     }
     boot_assets::fsutil::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes an executable atomically: like [`write_atomic`], then mode 0755 before the rename.
+pub fn write_executable_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    }
+    boot_assets::fsutil::write_atomic_with(path, |file| {
+        file.write_all(bytes)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A regular file that must exist, or an error naming the flag that supplied it.

@@ -325,3 +325,6 @@ mod tests {
         assert!(merge(&[]).unwrap_err().to_string().starts_with("no manifests to merge"));
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -1,0 +1,295 @@
+//! Turns the recipe and the unpacked packages into an [`ImageTree`]: package files, directory
+//! picks, generated bundles, busybox applet links, symlinks, mount points, local files (`init/`)
+//! and the overlay.
+//!
+//! Pure: the packages and local files arrive as values; errors name the package or file and the
+//! recipe rule that asked for it.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+use super::deb::{resolve, DebContents, DebNode};
+use super::lock::LockedPackage;
+use super::recipe::{ArchParams, Recipe};
+use super::tree::{ImageTree, Node};
+
+/// The origin recorded for entries the recipe itself creates (links, mount points).
+pub const RECIPE_ORIGIN: &str = "recipe";
+
+/// One package: its lock entry and its unpacked files.
+pub struct Package {
+    pub locked: LockedPackage,
+    pub contents: DebContents,
+}
+
+/// A file from this repository (a local file or an overlay file), read by the caller.
+#[derive(Debug, Clone)]
+pub struct LocalInput {
+    /// Repository path, for errors and provenance (`init/init`).
+    pub source: String,
+    /// Image path.
+    pub to: String,
+    pub node: Node,
+}
+
+/// Builds the image tree (without the library closure) for one arch.
+pub fn assemble(
+    recipe: &Recipe,
+    params: &ArchParams,
+    packages: &[Package],
+    local_inputs: &[LocalInput],
+) -> Result<ImageTree> {
+    let by_name: BTreeMap<&str, &Package> = packages
+        .iter()
+        .map(|package| (package.locked.name.as_str(), package))
+        .collect();
+    let mut tree = ImageTree::default();
+
+    for mount_point in &recipe.mount_points {
+        tree.add(mount_point, Node::Dir, RECIPE_ORIGIN)?;
+    }
+
+    for rule_set in &recipe.packages {
+        let package = by_name
+            .get(rule_set.name.as_str())
+            .with_context(|| format!("package {} was not fetched", rule_set.name))?;
+        let who = package.locked.describe();
+        let name = &package.locked.name;
+
+        for rule in &rule_set.files {
+            let from = params.expand(&rule.from);
+            let found = resolve(&package.contents.entries, &from).with_context(|| {
+                format!("package {who} has no file /{from} (asked for by its `files` rule in the recipe)")
+            })?;
+            tree.add(&params.expand(&rule.to), file_node(found.bytes, found.mode), name)?;
+        }
+
+        for rule in &rule_set.dirs {
+            let from = params.expand(&rule.from);
+            let to = params.expand(&rule.to);
+            for entry_name in &rule.names {
+                let path = format!("{from}/{entry_name}");
+                let node = match package.contents.entries.get(&path) {
+                    Some(DebNode::Symlink { target }) => Node::Symlink { target: target.clone() },
+                    Some(DebNode::File { bytes, mode }) => file_node(bytes, *mode),
+                    _ => bail!("package {who} has no file /{path} (named in its `dirs` rule in the recipe)"),
+                };
+                tree.add(&format!("{to}/{entry_name}"), node, name)?;
+            }
+        }
+
+        for rule in &rule_set.bundles {
+            let from_dir = params.expand(&rule.from_dir);
+            let prefix = format!("{from_dir}/");
+            let mut bundle = Vec::new();
+            let mut count = 0;
+            // BTreeMap order is byte order of the names: deterministic, like a sorted `ls`.
+            for (path, node) in package.contents.entries.range(prefix.clone()..) {
+                if !path.starts_with(&prefix) {
+                    break;
+                }
+                let name_part = &path[prefix.len()..];
+                if name_part.contains('/') || !name_part.ends_with(&rule.suffix) {
+                    continue;
+                }
+                if let DebNode::File { bytes, .. } = node {
+                    bundle.extend_from_slice(bytes);
+                    if !bytes.ends_with(b"\n") {
+                        bundle.push(b'\n');
+                    }
+                    count += 1;
+                }
+            }
+            if count == 0 {
+                bail!(
+                    "package {who} has no *{} file in /{from_dir} (named in its `bundles` rule in the recipe)",
+                    rule.suffix
+                );
+            }
+            tree.add(
+                &params.expand(&rule.to),
+                Node::File {
+                    bytes: bundle,
+                    executable: false,
+                },
+                name,
+            )?;
+        }
+    }
+
+    let busybox_target = applet_target(&recipe.busybox.path, &recipe.busybox.applets_dir);
+    for applet in &recipe.busybox.applets {
+        let path = format!("{}/{applet}", recipe.busybox.applets_dir);
+        if path == recipe.busybox.path {
+            continue;
+        }
+        tree.add(
+            &path,
+            Node::Symlink {
+                target: busybox_target.clone(),
+            },
+            RECIPE_ORIGIN,
+        )?;
+    }
+
+    for link in &recipe.symlinks {
+        tree.add(
+            &params.expand(&link.path),
+            Node::Symlink {
+                target: params.expand(&link.target),
+            },
+            RECIPE_ORIGIN,
+        )?;
+    }
+
+    for input in local_inputs {
+        tree.add(&input.to, input.node.clone(), &input.source)?;
+    }
+    Ok(tree)
+}
+
+/// A package file as an image file: executable when the package made it so.
+fn file_node(bytes: &[u8], mode: u32) -> Node {
+    Node::File {
+        bytes: bytes.to_vec(),
+        executable: mode & 0o111 != 0,
+    }
+}
+
+/// The symlink target for an applet: the bare name when busybox sits in the same directory.
+fn applet_target(busybox_path: &str, applets_dir: &str) -> String {
+    match busybox_path.rsplit_once('/') {
+        Some((dir, name)) if dir == applets_dir => name.to_owned(),
+        _ => format!("/{busybox_path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPE: &str = r#"
+size_budget_bytes = 1000
+mount_points = ["proc", "arcbox"]
+library_packages = []
+overlay_dir = "rootfs-overlay"
+busybox = { path = "bin/busybox", applets_dir = "bin", applets = ["sh", "mount"] }
+
+[arch.arm64]
+deb_arch = "arm64"
+triplet = "aarch64-linux-gnu"
+
+[arch.x86_64]
+deb_arch = "amd64"
+triplet = "x86_64-linux-gnu"
+
+[[package]]
+name = "tools"
+files = [{ from = "bin/busybox", to = "bin/busybox" }]
+dirs = [{ from = "usr/lib/{triplet}/xtables", to = "usr/lib/{triplet}/xtables", names = ["libxt_NAT.so", "libxt_DNAT.so"] }]
+bundles = [{ from_dir = "usr/share/certs", suffix = ".crt", to = "cacerts/ca-certificates.crt" }]
+
+[[symlink]]
+path = "sbin/iptables"
+target = "xtables-legacy-multi"
+"#;
+
+    fn package() -> Package {
+        let mut entries = BTreeMap::new();
+        let file = |bytes: &[u8], mode| DebNode::File {
+            bytes: bytes.to_vec(),
+            mode,
+        };
+        entries.insert("bin/busybox".to_owned(), file(b"\x7fELF busybox", 0o755));
+        let xtables = "usr/lib/aarch64-linux-gnu/xtables";
+        entries.insert(format!("{xtables}/libxt_NAT.so"), file(b"nat", 0o644));
+        entries.insert(
+            format!("{xtables}/libxt_DNAT.so"),
+            DebNode::Symlink {
+                target: "libxt_NAT.so".into(),
+            },
+        );
+        entries.insert("usr/share/certs/b.crt".to_owned(), file(b"B", 0o644));
+        entries.insert("usr/share/certs/a.crt".to_owned(), file(b"A\n", 0o644));
+        entries.insert("usr/share/certs/readme".to_owned(), file(b"no", 0o644));
+        Package {
+            locked: LockedPackage {
+                name: "tools".into(),
+                arch: "arm64".into(),
+                for_arch: "arm64".into(),
+                version: "1".into(),
+                filename: "tools_1_arm64.deb".into(),
+                size: 1,
+                sha256: "00".repeat(32),
+            },
+            contents: DebContents { entries },
+        }
+    }
+
+    #[test]
+    fn builds_the_tree_from_rules() {
+        let recipe = Recipe::parse(RECIPE).unwrap();
+        let params = recipe.arch_params(boot_assets::Arch::Arm64);
+        let local = LocalInput {
+            source: "init/init".into(),
+            to: "sbin/init".into(),
+            node: Node::File {
+                bytes: b"#!/bin/sh\n".to_vec(),
+                executable: true,
+            },
+        };
+        let tree = assemble(&recipe, params, &[package()], &[local]).unwrap();
+        let entries = &tree.entries;
+        assert_eq!(entries["proc"].node, Node::Dir);
+        assert_eq!(
+            entries["bin/sh"].node,
+            Node::Symlink {
+                target: "busybox".into()
+            }
+        );
+        assert_eq!(entries["bin/sh"].origin, RECIPE_ORIGIN);
+        assert!(matches!(
+            &entries["bin/busybox"].node,
+            Node::File { executable: true, .. }
+        ));
+        assert_eq!(
+            entries["usr/lib/aarch64-linux-gnu/xtables/libxt_DNAT.so"].node,
+            Node::Symlink {
+                target: "libxt_NAT.so".into()
+            }
+        );
+        assert_eq!(
+            entries["cacerts/ca-certificates.crt"].node,
+            Node::File {
+                bytes: b"A\nB\n".to_vec(),
+                executable: false
+            }
+        );
+        assert_eq!(entries["sbin/init"].origin, "init/init");
+    }
+
+    #[test]
+    fn a_missing_package_file_names_package_and_file() {
+        let recipe = Recipe::parse(&RECIPE.replace("from = \"bin/busybox\"", "from = \"bin/busybox-nope\"")).unwrap();
+        let params = recipe.arch_params(boot_assets::Arch::Arm64);
+        let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "package tools 1 (arm64) has no file /bin/busybox-nope (asked for by its `files` rule in the recipe)"
+        );
+        let recipe = Recipe::parse(&RECIPE.replace("\"libxt_DNAT.so\"", "\"libxt_FOO.so\"")).unwrap();
+        let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "package tools 1 (arm64) has no file /usr/lib/aarch64-linux-gnu/xtables/libxt_FOO.so (named in its \
+             `dirs` rule in the recipe)"
+        );
+    }
+
+    #[test]
+    fn applet_links_are_relative_only_beside_busybox() {
+        assert_eq!(applet_target("bin/busybox", "bin"), "busybox");
+        assert_eq!(applet_target("bin/busybox", "sbin"), "/bin/busybox");
+    }
+}

@@ -1,0 +1,223 @@
+//! The image's SBOM, `rootfs.erofs.spdx.json` (SPDX 2.3, JSON): the image as the described
+//! package (its sha256, the mkfs.erofs version and flags) and every package that contributed
+//! files (name, version, arch, package-file sha256, declared license or NOASSERTION).
+//!
+//! Pure: builds the JSON text from values; the caller writes it next to the image.
+
+use serde_json::{json, Value};
+
+use super::lock::LockedPackage;
+
+/// The SPDX version this document follows.
+const SPDX_VERSION: &str = "SPDX-2.3";
+/// The license of SPDX documents themselves, required by the spec.
+const SPDX_DATA_LICENSE: &str = "CC0-1.0";
+/// Prefix of the document namespace; the image digest makes it unique per image.
+const NAMESPACE_PREFIX: &str = "https://spdx.org/spdxdocs/boot-assets-rootfs";
+/// The tool named as the document's creator.
+const CREATOR_TOOL: &str = "Tool: boot-assets-xtask-rootfs";
+/// SPDX identifier of the image package.
+const IMAGE_SPDX_ID: &str = "SPDXRef-Package-rootfs-image";
+
+/// One package that put files into the image.
+pub struct Contributor {
+    pub locked: LockedPackage,
+    /// SPDX license expression, `None` for NOASSERTION.
+    pub license: Option<String>,
+}
+
+/// Everything the SBOM records.
+pub struct SbomInput<'a> {
+    /// The contract arch (`arm64`, `x86_64`).
+    pub arch: &'a str,
+    pub image_file_name: &'a str,
+    pub image_sha256: &'a str,
+    /// `created`, `%Y-%m-%dT%H:%M:%SZ` (from SOURCE_DATE_EPOCH for reproducible builds).
+    pub created: &'a str,
+    pub mkfs_version: &'a str,
+    pub mkfs_flags: &'a [String],
+    pub contributors: &'a [Contributor],
+}
+
+/// An SPDX identifier from free text: only letters, digits, `.` and `-` are allowed.
+pub fn spdx_id(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The SBOM as pretty JSON text with a trailing newline; same input, same bytes.
+pub fn render(input: &SbomInput<'_>) -> String {
+    let mut contributors: Vec<&Contributor> = input.contributors.iter().collect();
+    contributors.sort_by(|a, b| a.locked.name.cmp(&b.locked.name));
+
+    let mut packages = vec![json!({
+        "SPDXID": IMAGE_SPDX_ID,
+        "name": format!("boot-assets-rootfs-{}", input.arch),
+        "packageFileName": input.image_file_name,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "checksums": [{ "algorithm": "SHA256", "checksumValue": input.image_sha256 }],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "comment": format!(
+            "EROFS root filesystem for {}, built with mkfs.erofs {} {}",
+            input.arch,
+            input.mkfs_version,
+            input.mkfs_flags.join(" ")
+        ),
+    })];
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": IMAGE_SPDX_ID,
+    })];
+    for contributor in contributors {
+        let locked = &contributor.locked;
+        let id = format!(
+            "SPDXRef-Package-deb-{}-{}",
+            spdx_id(&locked.name),
+            spdx_id(&locked.arch)
+        );
+        let license = contributor.license.clone().unwrap_or_else(|| "NOASSERTION".to_owned());
+        packages.push(json!({
+            "SPDXID": id,
+            "name": locked.name,
+            "versionInfo": locked.version,
+            "packageFileName": locked.filename,
+            "supplier": "Organization: Debian",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{ "algorithm": "SHA256", "checksumValue": locked.sha256 }],
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": license,
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!(
+                    "pkg:deb/debian/{}@{}?arch={}",
+                    locked.name,
+                    percent_encode(&locked.version),
+                    locked.arch
+                ),
+            }],
+        }));
+        relationships.push(json!({
+            "spdxElementId": IMAGE_SPDX_ID,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+
+    let document = json!({
+        "spdxVersion": SPDX_VERSION,
+        "dataLicense": SPDX_DATA_LICENSE,
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("boot-assets-rootfs-{}", input.arch),
+        "documentNamespace": format!("{NAMESPACE_PREFIX}-{}-{}", input.arch, input.image_sha256),
+        "creationInfo": {
+            "created": input.created,
+            "creators": [CREATOR_TOOL, format!("Tool: mkfs.erofs-{}", input.mkfs_version)],
+        },
+        "documentDescribes": [IMAGE_SPDX_ID],
+        "packages": packages,
+        "relationships": relationships,
+    });
+    let mut text = serde_json::to_string_pretty(&sorted(document)).expect("JSON values always serialize");
+    text.push('\n');
+    text
+}
+
+/// Object keys in sorted order at every level, so the bytes never depend on insertion order.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let ordered: std::collections::BTreeMap<String, Value> =
+                map.into_iter().map(|(key, value)| (key, sorted(value))).collect();
+            Value::Object(ordered.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// Percent-encodes what a purl version may not hold literally (`:` of an epoch, `+`, `~`).
+fn percent_encode(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '-' | '_' => c.to_string(),
+            other => format!("%{:02X}", other as u32),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contributor(name: &str, license: Option<&str>) -> Contributor {
+        Contributor {
+            locked: LockedPackage {
+                name: name.into(),
+                arch: "arm64".into(),
+                for_arch: "arm64".into(),
+                version: "1:1.35.0-4+b1".into(),
+                filename: format!("{name}_1.35.0-4+b1_arm64.deb"),
+                size: 1,
+                sha256: "ab".repeat(32),
+            },
+            license: license.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn records_image_packages_and_relationships() {
+        let flags = vec!["-zlz4hc,12".to_owned()];
+        let contributors = [
+            contributor("socat", None),
+            contributor("busybox-static", Some("GPL-2.0-only")),
+        ];
+        let input = SbomInput {
+            arch: "arm64",
+            image_file_name: "rootfs.erofs",
+            image_sha256: &"cd".repeat(32),
+            created: "2026-01-01T00:00:00Z",
+            mkfs_version: "1.5",
+            mkfs_flags: &flags,
+            contributors: &contributors,
+        };
+        let text = render(&input);
+        assert_eq!(text, render(&input), "same input, same bytes");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["spdxVersion"], "SPDX-2.3");
+        let packages = value["packages"].as_array().unwrap();
+        assert_eq!(packages[0]["checksums"][0]["checksumValue"], "cd".repeat(32));
+        assert_eq!(
+            packages[0]["comment"],
+            "EROFS root filesystem for arm64, built with mkfs.erofs 1.5 -zlz4hc,12"
+        );
+        assert_eq!(packages[1]["name"], "busybox-static");
+        assert_eq!(packages[1]["licenseDeclared"], "GPL-2.0-only");
+        assert_eq!(packages[1]["SPDXID"], "SPDXRef-Package-deb-busybox-static-arm64");
+        assert_eq!(
+            packages[1]["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/busybox-static@1%3A1.35.0-4%2Bb1?arch=arm64"
+        );
+        assert_eq!(packages[2]["licenseDeclared"], "NOASSERTION");
+        assert_eq!(value["relationships"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn spdx_ids_only_keep_allowed_characters() {
+        assert_eq!(spdx_id("libstdc++6"), "libstdc--6");
+    }
+}

@@ -1,0 +1,237 @@
+//! `manifests/binaries.toml`: which runtime binaries to ship and where each comes from.
+//!
+//! Pure parsing and validation over the file's text ([`parse`]), and the in-place rewrite of
+//! pinned digests that keeps comments and layout ([`pin_digests`]).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use boot_assets::manifest::{is_safe_file_name, is_sha256_hex, relative_path_problem};
+use boot_assets::Arch;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The binaries, in file order.
+    #[serde(default, rename = "binary")]
+    pub binaries: Vec<BinarySpec>,
+}
+
+/// One runtime binary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinarySpec {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub install_dir: Option<String>,
+    /// The upstream source per arch.
+    pub source: BTreeMap<Arch, Source>,
+}
+
+/// Where one arch's file comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub format: Format,
+    pub url: String,
+    /// The member to take from a `tgz`.
+    #[serde(default)]
+    pub extract: Option<String>,
+    /// SHA-256 of the downloaded upstream file; empty until pinned.
+    #[serde(default)]
+    pub sha256: String,
+}
+
+/// How the upstream file holds the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A gzip-compressed tar archive; `extract` names the member.
+    Tgz,
+    /// The executable itself.
+    Binary,
+}
+
+/// Parses and validates the file's text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config> {
+    let config: Config = toml::from_str(text).with_context(|| format!("parsing {origin}"))?;
+    let mut seen = BTreeMap::new();
+    for (index, binary) in config.binaries.iter().enumerate() {
+        let at = format!("{origin}: binary {:?}", binary.name);
+        if !is_safe_file_name(&binary.name) {
+            bail!(
+                "{origin}: binary #{index} name {:?} is not safe as a file name",
+                binary.name
+            );
+        }
+        if let Some(first) = seen.insert(binary.name.clone(), index) {
+            bail!("{at} is listed twice (entries #{first} and #{index})");
+        }
+        if !is_safe_file_name(&binary.version) {
+            bail!("{at}: version {:?} is not safe as a path component", binary.version);
+        }
+        if let Some(problem) = binary.install_dir.as_deref().and_then(relative_path_problem) {
+            bail!("{at}: install_dir {problem}");
+        }
+        if binary.source.is_empty() {
+            bail!("{at}: no [binary.source.<arch>] table; add one for arm64 and/or x86_64");
+        }
+        for (arch, source) in &binary.source {
+            let at = format!("{at} ({arch})");
+            if !(source.url.starts_with("https://") || source.url.starts_with("http://")) {
+                bail!("{at}: url {:?} is not an http(s) URL", source.url);
+            }
+            if !source.sha256.is_empty() && !is_sha256_hex(&source.sha256) {
+                bail!("{at}: sha256 {:?} is not 64 lowercase hex digits", source.sha256);
+            }
+            match (source.format, &source.extract) {
+                (Format::Tgz, None) => bail!("{at}: format \"tgz\" needs `extract = \"path/in/archive\"`"),
+                (Format::Tgz, Some(member)) => {
+                    if let Some(problem) = relative_path_problem(member) {
+                        bail!("{at}: extract {problem}");
+                    }
+                }
+                (Format::Binary, Some(_)) => bail!("{at}: format \"binary\" takes the URL as is; remove `extract`"),
+                (Format::Binary, None) => {}
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Sets `sha256` for every (binary, arch) in `digests`, keeping the rest of the text as it is.
+pub fn pin_digests(text: &str, digests: &BTreeMap<(String, Arch), String>) -> Result<String> {
+    let mut document: toml_edit::DocumentMut = text.parse().context("parsing binaries.toml for pinning")?;
+    let binaries = document
+        .get_mut("binary")
+        .and_then(|item| item.as_array_of_tables_mut())
+        .context("binaries.toml has no [[binary]] tables")?;
+    for table in binaries.iter_mut() {
+        let Some(name) = table.get("name").and_then(|v| v.as_str()).map(str::to_owned) else {
+            continue;
+        };
+        let Some(sources) = table.get_mut("source").and_then(|s| s.as_table_like_mut()) else {
+            continue;
+        };
+        for arch in Arch::ALL {
+            if let (Some(digest), Some(source)) = (
+                digests.get(&(name.clone(), arch)),
+                sources.get_mut(arch.as_str()).and_then(|s| s.as_table_like_mut()),
+            ) {
+                source.insert("sha256", toml_edit::value(digest.as_str()));
+            }
+        }
+    }
+    Ok(document.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        # comment kept by pinning
+        [[binary]]
+        name = "dockerd"
+        version = "27.5.1"
+        [binary.source.arm64]
+        format = "tgz"
+        url = "https://example.invalid/docker.tgz"
+        extract = "docker/dockerd"
+        sha256 = ""
+        [binary.source.x86_64]
+        format = "binary"
+        url = "https://example.invalid/dockerd"
+        sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    "#;
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text, "binaries.toml").unwrap_err())
+    }
+
+    #[test]
+    fn parses_both_formats() {
+        let config = parse(GOOD, "binaries.toml").unwrap();
+        let sources = &config.binaries[0].source;
+        assert_eq!(sources[&Arch::Arm64].format, Format::Tgz);
+        assert_eq!(sources[&Arch::X86_64].extract, None);
+    }
+
+    #[test]
+    fn tgz_needs_extract() {
+        let text = GOOD.replace("extract = \"docker/dockerd\"\n", "");
+        assert_eq!(
+            error(&text),
+            "binaries.toml: binary \"dockerd\" (arm64): format \"tgz\" needs `extract = \"path/in/archive\"`"
+        );
+    }
+
+    #[test]
+    fn binary_forbids_extract() {
+        let text = GOOD.replace("format = \"binary\"", "format = \"binary\"\nextract = \"x\"");
+        assert!(error(&text).ends_with("(x86_64): format \"binary\" takes the URL as is; remove `extract`"));
+    }
+
+    #[test]
+    fn traversal_in_extract_is_refused() {
+        let text = GOOD.replace("docker/dockerd", "../evil");
+        assert!(
+            error(&text).contains("extract \"../evil\" has a `..` component"),
+            "{}",
+            error(&text)
+        );
+        let text = GOOD.replace("docker/dockerd", "/etc/passwd");
+        assert!(error(&text).contains("is absolute"));
+    }
+
+    #[test]
+    fn bad_digest_and_duplicates_are_refused() {
+        let text = GOOD.replace("sha256 = \"\"", "sha256 = \"ABC\"");
+        assert!(error(&text).contains("(arm64): sha256 \"ABC\" is not 64 lowercase hex digits"));
+        let doubled = format!("{GOOD}\n{}", GOOD.replace("# comment kept by pinning", ""));
+        assert!(error(&doubled).contains("binary \"dockerd\" is listed twice"));
+    }
+
+    #[test]
+    fn unknown_arch_and_fields_are_refused() {
+        assert!(error(&GOOD.replace("source.x86_64", "source.riscv64")).contains("riscv64"));
+        assert!(
+            error(&GOOD.replace("version = \"27.5.1\"", "version = \"27.5.1\"\nsurprise = 1")).contains("surprise")
+        );
+    }
+
+    #[test]
+    fn pinning_keeps_comments_and_sets_digests() {
+        let digest = "b".repeat(64);
+        let pinned = pin_digests(
+            GOOD,
+            &BTreeMap::from([(("dockerd".to_owned(), Arch::Arm64), digest.clone())]),
+        )
+        .unwrap();
+        assert!(pinned.contains("# comment kept by pinning"));
+        let config = parse(&pinned, "pinned").unwrap();
+        assert_eq!(config.binaries[0].source[&Arch::Arm64].sha256, digest);
+        assert_eq!(config.binaries[0].source[&Arch::X86_64].sha256, "a".repeat(64));
+    }
+
+    #[test]
+    fn checked_in_file_parses() {
+        let path = crate::util::project_root().join("manifests/binaries.toml");
+        let config = parse(&std::fs::read_to_string(&path).unwrap(), "manifests/binaries.toml").unwrap();
+        let names: Vec<&str> = config.binaries.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dockerd",
+                "containerd",
+                "containerd-shim-runc-v2",
+                "runc",
+                "docker-init"
+            ]
+        );
+        assert!(config.binaries.iter().all(|b| b.source.len() == 2));
+    }
+}

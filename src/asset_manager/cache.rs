@@ -42,7 +42,7 @@ pub(crate) fn write_record(target: &Path, sha256: &str) -> Result<(), AssetError
     let stamp = stamp(target).ok_or_else(|| AssetError::Io {
         step: "reading metadata of",
         path: target.to_path_buf(),
-        source: std::io::Error::other("the file vanished right after it was installed"),
+        error: std::io::Error::other("the file vanished right after it was installed"),
     })?;
     let path = record_path(target);
     fsutil::write_atomic(&path, format_record(sha256, &stamp).as_bytes()).map_err(AssetError::io("writing", path))

@@ -230,7 +230,13 @@ pub(crate) fn partial_path(job: &Job) -> PathBuf {
 fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressCallback) -> Result<(), Failure> {
     let io_failure = |step: &'static str| {
         let path = partial.to_path_buf();
-        move |source| Failure::Permanent(AssetError::Io { step, path, source })
+        move |source| {
+            Failure::Permanent(AssetError::Io {
+                step,
+                path,
+                error: source,
+            })
+        }
     };
     let mut file = OpenOptions::new()
         .read(true)
@@ -327,7 +333,7 @@ fn stream_body(
         Failure::Permanent(AssetError::Io {
             step: "opening for hashing",
             path: partial.to_path_buf(),
-            source,
+            error: source,
         })
     })?;
     std::thread::scope(|scope| {
@@ -351,7 +357,7 @@ fn stream_body(
             Failure::Permanent(AssetError::Io {
                 step: "reading back for hashing",
                 path: partial.to_path_buf(),
-                source,
+                error: source,
             })
         })?;
         Ok((received, hasher))
@@ -393,7 +399,7 @@ fn write_body<T>(
             Failure::Permanent(AssetError::Io {
                 step: "writing",
                 path: partial.to_path_buf(),
-                source,
+                error: source,
             })
         })?;
         writeback.wrote(file, length);

@@ -1,5 +1,7 @@
 //! The AssetManager's error type: every variant names the object, URL or path it concerns and,
 //! for digests, the expected and the actual value, so a user can act on the message alone.
+//! Each message is complete on its own (the underlying error is part of it, not a separate
+//! `source()`), so a `{:#}` chain does not print the same cause twice.
 
 use std::path::PathBuf;
 
@@ -58,13 +60,12 @@ pub enum AssetError {
         actual: String,
     },
     /// `manifest.json` or `latest.json` is malformed or breaks a contract rule.
-    #[error("{url}: {source}")]
+    #[error("{url}: {error}")]
     Manifest {
         /// Where the document came from (a URL or a cached file).
         url: String,
         /// The parse or validation error, naming the field.
-        #[source]
-        source: ManifestError,
+        error: ManifestError,
     },
     /// The manifest fetched for one version declares another.
     #[error("{url}: declares asset_version {actual:?}, but version {expected:?} was requested")]
@@ -95,15 +96,14 @@ pub enum AssetError {
         reason: String,
     },
     /// A local file operation failed.
-    #[error("{step} {}: {source}", path.display())]
+    #[error("{step} {}: {error}", path.display())]
     Io {
         /// What was being done (`creating`, `renaming into place`, `locking`, …).
         step: &'static str,
         /// The file or directory concerned.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -111,6 +111,6 @@ impl AssetError {
     /// An [`AssetError::Io`] for `step` on `path`.
     pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AssetError {
         let path = path.into();
-        move |source| AssetError::Io { step, path, source }
+        move |error| AssetError::Io { step, path, error }
     }
 }

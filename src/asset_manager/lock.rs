@@ -35,7 +35,7 @@ pub(crate) fn try_lock_dir(dir: &Path) -> Result<Option<DirLock>, AssetError> {
         Err(fs4::TryLockError::Error(source)) => Err(AssetError::Io {
             step: "locking",
             path: lock_path(dir),
-            source,
+            error: source,
         }),
     }
 }

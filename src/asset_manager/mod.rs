@@ -322,7 +322,7 @@ impl AssetManager {
         }
         let url = cdn::join_url(&self.cdn_base_url, cdn::LATEST_PATH);
         let bytes = self.http.fetch_document(&url)?;
-        let latest = Latest::from_json(&bytes).map_err(|source| AssetError::Manifest { url, source })?;
+        let latest = Latest::from_json(&bytes).map_err(|error| AssetError::Manifest { url, error })?;
         Ok(self.resolved_version.get_or_init(|| latest.version).clone())
     }
 
@@ -492,9 +492,9 @@ impl AssetManager {
             })?;
             signature::verify(&self.public_keys, bytes, &signature, label)?;
         }
-        let manifest = Manifest::from_json_validated(bytes).map_err(|source| AssetError::Manifest {
+        let manifest = Manifest::from_json_validated(bytes).map_err(|error| AssetError::Manifest {
             url: label.to_owned(),
-            source,
+            error,
         })?;
         if manifest.asset_version != version {
             return Err(AssetError::VersionMismatch {

@@ -330,7 +330,7 @@ fn wrong_schema_version_and_missing_arch_are_clear_errors() {
 fn latest_is_resolved_and_assets_download_in_parallel() {
     let fixture = Fixture::new();
     // Slow enough that the kernel (300 KiB) is still on the wire when the rootfs starts.
-    fixture.server.throttle(Some(4 * 1024 * 1024));
+    fixture.server.throttle(Some(2 * 1024 * 1024));
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
     let prepared = fixture

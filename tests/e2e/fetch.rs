@@ -10,38 +10,15 @@ use std::path::{Path, PathBuf};
 use boot_assets::{cdn, Arch, Binary, FileEntry, Manifest};
 
 use crate::cdn_fixture::{random_bytes, sha256};
+use crate::fixtures::{fixture_kernel_bytes, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
 use crate::support::{run_ok, xtask};
 
 /// The version the fixture release carries.
 const RELEASE_VERSION: &str = "0.9.1";
 
-/// The kernel version the fixture kernels announce.
-const FIXTURE_KERNEL_VERSION: &str = "6.1.0";
-
 /// A fixed SOURCE_DATE_EPOCH (2026-03-03T12:00:00Z).
 const EPOCH: &str = "1772539200";
-
-/// A fake bzImage: `HdrS` at 0x202 and a version pointer at 0x20E that, plus 0x200, leads to the
-/// version string, as the x86 boot protocol lays them out.
-fn fake_bzimage() -> Vec<u8> {
-    let mut image = random_bytes(96 * 1024);
-    image[0x202..0x206].copy_from_slice(b"HdrS");
-    let string_at = 0x1000usize;
-    let pointer = (string_at - 0x200) as u16;
-    image[0x20e..0x210].copy_from_slice(&pointer.to_le_bytes());
-    let version = format!("{FIXTURE_KERNEL_VERSION} (test@fixture) #1 SMP\0");
-    image[string_at..string_at + version.len()].copy_from_slice(version.as_bytes());
-    image
-}
-
-/// A fake arm64 Image: random bytes around a `Linux version …` banner.
-fn fake_arm64_image() -> Vec<u8> {
-    let mut image = random_bytes(80 * 1024);
-    let banner = format!("Linux version {FIXTURE_KERNEL_VERSION} (test@fixture) #1 SMP PREEMPT\0");
-    image[0x3000..0x3000 + banner.len()].copy_from_slice(banner.as_bytes());
-    image
-}
 
 /// The release inputs of one arch.
 struct ArchInputs {
@@ -116,14 +93,14 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         (
             Arch::X86_64,
             ArchInputs {
-                kernel: fake_bzimage(),
+                kernel: fixture_kernel_bytes(Arch::X86_64),
                 rootfs: random_bytes(512 * 1024),
             },
         ),
         (
             Arch::Arm64,
             ArchInputs {
-                kernel: fake_arm64_image(),
+                kernel: fixture_kernel_bytes(Arch::Arm64),
                 rootfs: random_bytes(384 * 1024),
             },
         ),

@@ -283,8 +283,8 @@ pub enum BenchCommand {
 }
 
 /// Time an AssetManager install of a large asset from nginx on loopback against `curl -o`,
-/// `curl -o && sha256sum` and `openssl dgst -sha256`, alternating; print medians, ratios and
-/// the manager's peak RSS.
+/// `curl -o && sha256sum`, `openssl dgst -sha256` and `curl -o && sync` (the durable
+/// baseline), alternating; print medians, ratios and the manager's peak RSS.
 #[derive(Debug, clap::Args)]
 pub struct BenchFetch {
     /// Size of the served asset in MiB.

@@ -4,3 +4,6 @@
 //! a missing tool fails the test with the line that installs it.
 
 mod support;
+mod boot;
+mod boot_support;
+mod kernel;

@@ -4,7 +4,10 @@
 //! module named after it (`merge-manifest` → `merge_manifest.rs`).
 
 mod archive;
+mod bench;
+mod boot;
 mod flags;
+mod kernel;
 mod kernel_version;
 mod merge_manifest;
 mod release;
@@ -35,5 +38,8 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Release(cmd) => cmd.run(sh),
         flags::Command::MergeManifest(cmd) => cmd.run(sh),
         flags::Command::Schema(cmd) => cmd.run(sh),
+        flags::Command::Kernel(cmd) => cmd.run(sh),
+        flags::Command::Boot(cmd) => cmd.run(sh),
+        flags::Command::Bench(cmd) => cmd.run(sh),
     }
 }

@@ -12,10 +12,10 @@ use boot_assets::{cdn, sidecar, Arch, Binary, FileEntry, KernelEntry, Manifest, 
 use xshell::Shell;
 
 use crate::archive::{self, Member};
-use crate::{flags, kernel_version, util};
+use crate::{flags, kernel, kernel_version, util};
 
 impl flags::Release {
-    pub fn run(self, _sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell) -> Result<()> {
         let arch: Arch = self.arch.into();
         let version = semver::Version::parse(&self.version).with_context(|| {
             format!(
@@ -24,9 +24,14 @@ impl flags::Release {
             )
         })?;
 
-        let kernel = self.kernel.clone().with_context(|| {
-            format!("--kernel is required: pass the {arch} kernel image (a bzImage on x86_64, an Image on arm64)")
-        })?;
+        // Without --kernel, build it from source (a cache hit when nothing changed).
+        let (kernel, built_release) = match &self.kernel {
+            Some(kernel) => (kernel.clone(), None),
+            None => {
+                let built = kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?;
+                (built.image, Some(built.release))
+            }
+        };
         let rootfs = self
             .rootfs
             .clone()
@@ -34,9 +39,10 @@ impl flags::Release {
         util::require_file(&kernel, "--kernel")?;
         util::require_file(&rootfs, "--rootfs")?;
 
-        let kernel_version = match &self.kernel_version {
-            Some(given) => given.clone(),
-            None => read_kernel_version(&kernel)?,
+        let kernel_version = match (&self.kernel_version, built_release) {
+            (Some(given), _) => given.clone(),
+            (None, Some(built)) => built,
+            (None, None) => read_kernel_version(&kernel)?,
         };
         let binaries = match &self.binaries_json {
             Some(path) => Manifest::binaries_for(&read_binaries_json(path)?, arch),

@@ -136,9 +136,18 @@ if [ "$count" -ge 3 ]; then /bin/busybox poweroff -f; sleep 30; fi
 exit 1
 "#,
     );
-    let booted = boot::run_boot(&mut boot::boot_command(arch, &assets, Some(&agent), SHORT_BOOT_TIMEOUT_SECS));
+    let booted = boot::run_boot(&mut boot::boot_command(
+        arch,
+        &assets,
+        Some(&agent),
+        SHORT_BOOT_TIMEOUT_SECS,
+    ));
     let console = booted.console();
-    assert!(!booted.panicked(), "{arch}: the kernel panicked when the agent exited:\n{}", boot::tail(&console, 30));
+    assert!(
+        !booted.panicked(),
+        "{arch}: the kernel panicked when the agent exited:\n{}",
+        boot::tail(&console, 30)
+    );
     for run in 1..=3 {
         assert!(
             console.contains(&format!("arcbox-agent: run {run}")),
@@ -167,7 +176,11 @@ fn missing_agent_powers_off(arch: Arch) {
     let booted = boot::run_boot(&mut boot::boot_command(arch, &assets, None, SHORT_BOOT_TIMEOUT_SECS));
     let console = booted.console();
     booted.assert_success();
-    assert!(!booted.panicked(), "{arch}: kernel panic:\n{}", boot::tail(&console, 30));
+    assert!(
+        !booted.panicked(),
+        "{arch}: kernel panic:\n{}",
+        boot::tail(&console, 30)
+    );
     assert!(
         console
             .lines()
@@ -223,7 +236,10 @@ fn debug_console_gives_a_shell(arch: Arch) {
         "{arch}: no shell answered on the console with arcbox.debug_console:\n{}\n{report}",
         boot::tail(&seen.join("\n"), 40)
     );
-    assert!(status.success(), "{arch}: the boot did not end with a power-off: {report}");
+    assert!(
+        status.success(),
+        "{arch}: the boot did not end with a power-off: {report}"
+    );
 }
 
 #[test]
@@ -315,14 +331,31 @@ fn arm64_registers_fex_and_runs_x86_64_programs_through_it() {
         format!("magic {}", rule_field_hex(4)),
         format!("mask {}", rule_field_hex(5)),
     ];
-    assert_eq!(binfmt, expected, "the FEX-x86_64 entry differs from the contract's rule");
+    assert_eq!(
+        binfmt, expected,
+        "the FEX-x86_64 entry differs from the contract's rule"
+    );
     let ran = console
         .lines()
         .find(|line| line.contains(FEX_STANDIN_MARKER))
-        .unwrap_or_else(|| panic!("the x86-64 program did not run through FEX:\n{}", boot::tail(&console, 30)));
-    assert!(ran.contains("/arcbox/test/hello-x86_64"), "FEX was not given the program: {ran}");
-    assert!(ran.contains("[first-argument]"), "FEX was not given the program's arguments: {ran}");
-    assert!(!console.contains("x86-64 program ran natively"), "an x86-64 program cannot run natively on arm64");
+        .unwrap_or_else(|| {
+            panic!(
+                "the x86-64 program did not run through FEX:\n{}",
+                boot::tail(&console, 30)
+            )
+        });
+    assert!(
+        ran.contains("/arcbox/test/hello-x86_64"),
+        "FEX was not given the program: {ran}"
+    );
+    assert!(
+        ran.contains("[first-argument]"),
+        "FEX was not given the program's arguments: {ran}"
+    );
+    assert!(
+        !console.contains("x86-64 program ran natively"),
+        "an x86-64 program cannot run natively on arm64"
+    );
 }
 
 #[test]
@@ -333,11 +366,18 @@ fn arm64_without_fex_registers_no_x86_64_handler() {
     let dir = tempfile::tempdir().unwrap();
     let agent = fex_agent(dir.path());
     let _lock = boot::boot_lock();
-    let booted = boot::run_boot(&mut boot::boot_command(arch, &assets, Some(&agent), SHORT_BOOT_TIMEOUT_SECS));
+    let booted = boot::run_boot(&mut boot::boot_command(
+        arch,
+        &assets,
+        Some(&agent),
+        SHORT_BOOT_TIMEOUT_SECS,
+    ));
     booted.assert_success();
     let console = booted.console();
     assert!(
-        console.lines().any(|line| line.trim_end_matches('\r') == "BINFMT absent"),
+        console
+            .lines()
+            .any(|line| line.trim_end_matches('\r') == "BINFMT absent"),
         "an x86-64 handler exists without FEX:\n{}",
         boot::tail(&console, 30)
     );
@@ -363,10 +403,15 @@ fn boot_times_out_kills_qemu_and_shows_the_console() {
     assert!(!booted.output.status.success(), "a hung guest must fail the boot");
     let report = booted.report();
     assert!(
-        report.contains(&format!("the guest was still running after {timeout} s; QEMU and virtiofsd were killed")),
+        report.contains(&format!(
+            "the guest was still running after {timeout} s; QEMU and virtiofsd were killed"
+        )),
         "{report}"
     );
-    assert!(report.contains("arcbox-agent: hanging"), "the failure shows no console tail: {report}");
+    assert!(
+        report.contains("arcbox-agent: hanging"),
+        "the failure shows no console tail: {report}"
+    );
     assert!(
         booted.elapsed < Duration::from_secs(timeout + 20),
         "the boot command took {:?} with a {timeout} s timeout",
@@ -398,8 +443,17 @@ fn boot_takes_a_release_tarball() {
     };
     let agent = support::project_root().join("tests/fixtures/agent/hello-agent.sh");
     let _lock = boot::boot_lock();
-    let booted = boot::run_boot(&mut boot::boot_command(arch, &Assets::Tarball(tarball), Some(&agent), SHORT_BOOT_TIMEOUT_SECS));
+    let booted = boot::run_boot(&mut boot::boot_command(
+        arch,
+        &Assets::Tarball(tarball),
+        Some(&agent),
+        SHORT_BOOT_TIMEOUT_SECS,
+    ));
     booted.assert_success();
-    assert!(booted.console().contains("arcbox-agent: hello from x86_64"), "{}", boot::tail(&booted.console(), 20));
+    assert!(
+        booted.console().contains("arcbox-agent: hello from x86_64"),
+        "{}",
+        boot::tail(&booted.console(), 20)
+    );
     assert!(booted.report().contains("agent's first line: "), "{}", booted.report());
 }

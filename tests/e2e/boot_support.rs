@@ -55,7 +55,11 @@ impl Assets {
     pub fn args(&self) -> Vec<String> {
         match self {
             Assets::Tarball(path) => vec!["--tarball".into(), path.display().to_string()],
-            Assets::Files { kernel, rootfs, cmdline } => {
+            Assets::Files {
+                kernel,
+                rootfs,
+                cmdline,
+            } => {
                 let mut args = vec![
                     "--kernel".into(),
                     kernel.display().to_string(),
@@ -73,7 +77,9 @@ impl Assets {
     /// The kernel command line these assets boot with (before a test adds to it).
     pub fn cmdline(&self, arch: Arch) -> String {
         match self {
-            Assets::Files { cmdline: Some(cmdline), .. } => cmdline.clone(),
+            Assets::Files {
+                cmdline: Some(cmdline), ..
+            } => cmdline.clone(),
             _ => arch.default_kernel_cmdline().to_owned(),
         }
     }
@@ -83,7 +89,10 @@ impl Assets {
 pub fn assets(arch: Arch) -> Assets {
     static CACHE: Mutex<BTreeMap<&'static str, Assets>> = Mutex::new(BTreeMap::new());
     let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    cache.entry(arch.as_str()).or_insert_with(|| resolve_assets(arch)).clone()
+    cache
+        .entry(arch.as_str())
+        .or_insert_with(|| resolve_assets(arch))
+        .clone()
 }
 
 fn resolve_assets(arch: Arch) -> Assets {
@@ -129,22 +138,36 @@ pub fn build_assets(arch: Arch) -> (PathBuf, PathBuf) {
     let dir = work_dir().join(arch.as_str());
     let kernel = dir.join("kernel");
     let rootfs = dir.join("rootfs.erofs");
-    support::run_ok(xtask().args(["kernel", "--arch", arch.as_str(), "--output"]).arg(&kernel));
-    support::run_ok(xtask().args(["rootfs", "--arch", arch.as_str(), "--output"]).arg(&rootfs));
+    support::run_ok(
+        xtask()
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(&kernel),
+    );
+    support::run_ok(
+        xtask()
+            .args(["rootfs", "--arch", arch.as_str(), "--output"])
+            .arg(&rootfs),
+    );
     (kernel, rootfs)
 }
 
 /// Fails with the install line when a kernel build tool is missing.
 pub fn require_kernel_tools(arch: Arch) {
-    for (tool, package) in [("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc")] {
+    for (tool, package) in [
+        ("make", "make"),
+        ("gcc", "gcc"),
+        ("flex", "flex"),
+        ("bison", "bison"),
+        ("bc", "bc"),
+    ] {
         support::require_tool(tool, &format!("apt-get install -y {package}"));
     }
     if arch == Arch::Arm64 {
         support::require_tool("aarch64-linux-gnu-gcc", "apt-get install -y gcc-aarch64-linux-gnu");
     }
     assert!(
-        Path::new("/usr/src").read_dir().is_ok_and(|mut dir| dir.any(|entry| entry
-            .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("linux-source-")))),
+        Path::new("/usr/src").read_dir().is_ok_and(|mut dir| dir
+            .any(|entry| entry.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("linux-source-")))),
         "no /usr/src/linux-source-*.tar.xz: install it with `apt-get install -y linux-source-6.1`"
     );
 }
@@ -217,9 +240,7 @@ impl Booted {
 /// Runs a boot command to completion.
 pub fn run_boot(command: &mut Command) -> Booted {
     let started = Instant::now();
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
     Booted {
         output,
         elapsed: started.elapsed(),
@@ -237,10 +258,17 @@ pub fn parse_checks(console: &str) -> BTreeMap<String, (bool, String)> {
     let mut checks = BTreeMap::new();
     for line in console.lines() {
         let line = line.trim_end_matches('\r');
-        let Some(rest) = line.strip_prefix("CHECK ") else { continue };
+        let Some(rest) = line.strip_prefix("CHECK ") else {
+            continue;
+        };
         let mut parts = rest.splitn(3, ' ');
-        let (Some(name), Some(result)) = (parts.next(), parts.next()) else { continue };
-        checks.insert(name.to_owned(), (result == "ok", parts.next().unwrap_or_default().to_owned()));
+        let (Some(name), Some(result)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        checks.insert(
+            name.to_owned(),
+            (result == "ok", parts.next().unwrap_or_default().to_owned()),
+        );
     }
     checks
 }
@@ -272,7 +300,11 @@ pub fn expected_kernel_options(arch: Arch) -> String {
 pub fn script_agent(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\nexport PATH=/sbin:/bin:/usr/sbin:/usr/bin\n{body}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nexport PATH=/sbin:/bin:/usr/sbin:/usr/bin\n{body}"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }

@@ -29,7 +29,11 @@ fn build_and_recheck(arch: Arch) {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("kernel");
     // The first run builds (or finds an earlier run's build); the second must be a cache hit.
-    run_ok(xtask().args(["kernel", "--arch", arch.as_str(), "--output"]).arg(&output));
+    run_ok(
+        xtask()
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(&output),
+    );
     let image = std::fs::read(&output).unwrap();
     match arch {
         // A bzImage carries the "HdrS" boot protocol signature at 0x202.
@@ -39,16 +43,30 @@ fn build_and_recheck(arch: Arch) {
     }
     let config = std::fs::read_to_string(dir.path().join("kernel.config")).unwrap();
     for line in boot_support::expected_kernel_options(arch).lines() {
-        assert!(config.lines().any(|l| l == line), "{arch}: `{line}` missing from the final config");
+        assert!(
+            config.lines().any(|l| l == line),
+            "{arch}: `{line}` missing from the final config"
+        );
     }
 
     let started = Instant::now();
-    let again = run_ok(xtask().args(["kernel", "--arch", arch.as_str(), "--output"]).arg(&output));
+    let again = run_ok(
+        xtask()
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(&output),
+    );
     let elapsed = started.elapsed();
     let report = String::from_utf8_lossy(&again.stderr);
-    assert!(report.contains("from the cache"), "{arch}: the second run was not a cache hit:\n{report}");
+    assert!(
+        report.contains("from the cache"),
+        "{arch}: the second run was not a cache hit:\n{report}"
+    );
     assert!(elapsed < CACHED_RUN_LIMIT, "{arch}: a cached kernel took {elapsed:?}");
-    assert_eq!(std::fs::read(&output).unwrap(), image, "{arch}: the cached image differs");
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        image,
+        "{arch}: the cached image differs"
+    );
 }
 
 #[test]
@@ -83,8 +101,14 @@ fn a_fragment_option_the_kernel_cannot_satisfy_fails_naming_it() {
         "{stderr}"
     );
     assert!(stderr.contains("CONFIG_DRM_VIRTIO_GPU=y ("), "{stderr}");
-    assert!(stderr.contains("bogus.config:1"), "the error does not name the fragment line:\n{stderr}");
-    assert!(!stderr.contains("compiling"), "the check must fail before compiling:\n{stderr}");
+    assert!(
+        stderr.contains("bogus.config:1"),
+        "the error does not name the fragment line:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("compiling"),
+        "the check must fail before compiling:\n{stderr}"
+    );
     assert!(!dir.path().join("kernel").exists(), "a failed build wrote an image");
     eprintln!("bogus fragment rejected in {:?}", started.elapsed());
 }
@@ -107,14 +131,24 @@ fn a_changed_fragment_rebuilds() {
             .arg(&output),
     );
     let config = std::fs::read_to_string(dir.path().join("kernel.config")).unwrap();
-    assert!(config.lines().any(|l| l == "CONFIG_LOG_BUF_SHIFT=16"), "the extra fragment was not applied");
+    assert!(
+        config.lines().any(|l| l == "CONFIG_LOG_BUF_SHIFT=16"),
+        "the extra fragment was not applied"
+    );
     let report = String::from_utf8_lossy(&built.stderr);
     // Either this run built it, or an earlier run of this same test left it in the cache.
-    assert!(report.contains("built Linux") || report.contains("from the cache"), "{report}");
+    assert!(
+        report.contains("built Linux") || report.contains("from the cache"),
+        "{report}"
+    );
     let default_config = {
         let default_dir = tempfile::tempdir().unwrap();
         let default_output = default_dir.path().join("kernel");
-        run_ok(xtask().args(["kernel", "--arch", arch.as_str(), "--output"]).arg(&default_output));
+        run_ok(
+            xtask()
+                .args(["kernel", "--arch", arch.as_str(), "--output"])
+                .arg(&default_output),
+        );
         std::fs::read_to_string(default_dir.path().join("kernel.config")).unwrap()
     };
     assert_ne!(config, default_config, "a changed fragment produced the same config");
@@ -133,7 +167,9 @@ fn a_prebuilt_kernel_is_verified_before_use() {
 
     run_ok(
         xtask()
-            .args(["kernel", "--arch", "arm64", "--url", &url, "--sha256", &digest, "--output"])
+            .args([
+                "kernel", "--arch", "arm64", "--url", &url, "--sha256", &digest, "--output",
+            ])
             .arg(&output)
             .env("BOOT_ASSETS_CACHE_DIR", &cache),
     );
@@ -142,11 +178,16 @@ fn a_prebuilt_kernel_is_verified_before_use() {
     let wrong = "0".repeat(64);
     let stderr = run_fails(
         xtask()
-            .args(["kernel", "--arch", "arm64", "--url", &url, "--sha256", &wrong, "--output"])
+            .args([
+                "kernel", "--arch", "arm64", "--url", &url, "--sha256", &wrong, "--output",
+            ])
             .arg(dir.path().join("out/other"))
             .env("BOOT_ASSETS_CACHE_DIR", &cache),
     );
-    assert!(stderr.contains(&format!("the kernel downloaded from {url} has sha256 {digest}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the kernel downloaded from {url} has sha256 {digest}")),
+        "{stderr}"
+    );
     assert!(!dir.path().join("out/other").exists(), "a refused kernel was written");
 }
 

@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn a_panic_is_seen_and_nothing_is_invented() {
         let lines = console(&[
-            (10, "[    0.500000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000000"),
+            (
+                10,
+                "[    0.500000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000000",
+            ),
             (20, "[    0.500001] ---[ end Kernel panic - not syncing ]---"),
         ]);
         let found = milestones(&lines);

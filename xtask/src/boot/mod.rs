@@ -57,7 +57,12 @@ impl flags::Boot {
             .iter()
             .map(|spec| parse_share_file(spec))
             .collect::<Result<Vec<_>>>()?;
-        prepare_share(share.path(), self.agent.as_deref(), self.runtime_bin.as_deref(), &extra_files)?;
+        prepare_share(
+            share.path(),
+            self.agent.as_deref(),
+            self.runtime_bin.as_deref(),
+            &extra_files,
+        )?;
 
         let spec = VmSpec {
             arch,
@@ -74,7 +79,10 @@ impl flags::Boot {
             stream_console: true,
             forward_stdin: true,
         };
-        eprintln!("boot {arch}: starting QEMU (timeout {} s, command line `{}`)", self.timeout, spec.cmdline);
+        eprintln!(
+            "boot {arch}: starting QEMU (timeout {} s, command line `{}`)",
+            self.timeout, spec.cmdline
+        );
         let run = qemu::run_vm(&spec)?;
         report(arch, &run);
         verdict(&run, self.timeout)
@@ -85,8 +93,14 @@ impl flags::Boot {
 fn report(arch: Arch, run: &BootRun) {
     let found = &run.milestones;
     let seconds = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
-    eprintln!("boot {arch}: kernel start → /sbin/init: {} (kernel clock)", seconds(found.kernel_to_init));
-    eprintln!("boot {arch}: QEMU start → /sbin/init: {} (host clock)", seconds(found.init_seen));
+    eprintln!(
+        "boot {arch}: kernel start → /sbin/init: {} (kernel clock)",
+        seconds(found.kernel_to_init)
+    );
+    eprintln!(
+        "boot {arch}: QEMU start → /sbin/init: {} (host clock)",
+        seconds(found.init_seen)
+    );
     eprintln!(
         "boot {arch}: /sbin/init → agent's first line: {}{}",
         seconds(found.init_to_agent()),
@@ -185,7 +199,8 @@ pub fn prepare_share(
 /// Unpacks a release tarball's kernel and rootfs into `into`, and reads the arch's command line
 /// from its manifest.
 fn unpack_release(tarball: &Path, arch: Arch, into: &Path) -> Result<(PathBuf, PathBuf, String)> {
-    let file = std::fs::File::open(tarball).with_context(|| format!("--tarball {}: cannot open it", tarball.display()))?;
+    let file =
+        std::fs::File::open(tarball).with_context(|| format!("--tarball {}: cannot open it", tarball.display()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut manifest_bytes = None;
     let entries = archive
@@ -221,7 +236,11 @@ fn unpack_release(tarball: &Path, arch: Arch, into: &Path) -> Result<(PathBuf, P
             bail!("--tarball {}: no {member} member", tarball.display());
         }
     }
-    Ok((into.join(cdn::KERNEL_FILE), into.join(cdn::ROOTFS_FILE), target.kernel_cmdline.clone()))
+    Ok((
+        into.join(cdn::KERNEL_FILE),
+        into.join(cdn::ROOTFS_FILE),
+        target.kernel_cmdline.clone(),
+    ))
 }
 
 #[cfg(test)]
@@ -232,7 +251,11 @@ mod tests {
     fn share_file_destination_must_stay_inside() {
         assert!(parse_share_file("test/x=/tmp/x").is_ok());
         let err = parse_share_file("../x=/tmp/x").unwrap_err();
-        assert!(err.to_string().starts_with("--share-file \"../x=/tmp/x\": the destination"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("--share-file \"../x=/tmp/x\": the destination"),
+            "{err}"
+        );
         assert!(parse_share_file("nothing").is_err());
     }
 
@@ -247,7 +270,10 @@ mod tests {
         std::fs::write(runtime.join("FEX"), "x").unwrap();
         let share = dir.path().join("share");
         prepare_share(&share, Some(&agent), Some(&runtime), &[]).unwrap();
-        let mode = std::fs::metadata(share.join(SHARE_AGENT_PATH)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(share.join(SHARE_AGENT_PATH))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         assert!(share.join("runtime/bin/FEX").is_file());
     }

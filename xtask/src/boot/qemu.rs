@@ -138,19 +138,28 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
         Arch::X86_64 => "q35,memory-backend=mem",
         Arch::Arm64 => "virt,memory-backend=mem",
     };
-    push(&mut args, &["-M", machine, "-m", &memory, "-smp", &GUEST_CPUS.to_string()]);
+    push(
+        &mut args,
+        &["-M", machine, "-m", &memory, "-smp", &GUEST_CPUS.to_string()],
+    );
     match (arch, accel) {
         (_, Accel::Kvm) => push(&mut args, &["-accel", "kvm", "-cpu", "host"]),
         (Arch::X86_64, Accel::Tcg) => push(&mut args, &["-accel", "tcg"]),
         (Arch::Arm64, Accel::Tcg) => push(&mut args, &["-accel", "tcg", "-cpu", "cortex-a57"]),
     }
-    push(&mut args, &["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(
+        &mut args,
+        &["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
+    );
     push(&mut args, &["-chardev", "stdio,id=console,signal=off"]);
     match arch {
         // ttyS0: the 8250 UART on the ISA bus.
         Arch::X86_64 => push(&mut args, &["-serial", "chardev:console"]),
         // hvc0: a virtio console; the PL011 stays unconnected.
-        Arch::Arm64 => push(&mut args, &["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=console"]),
+        Arch::Arm64 => push(
+            &mut args,
+            &["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=console"],
+        ),
     }
     args.extend(["-kernel".into(), files.kernel.as_os_str().to_owned()]);
     push(&mut args, &["-append", &format!("{cmdline} {PANIC_ARGS}")]);
@@ -197,7 +206,10 @@ fn escape_qemu_option(path: &Path) -> OsString {
 /// Boots `spec` and returns its console; errors only when the machine could not be run at all.
 pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
     if spec.accel == Accel::Kvm && Arch::host() != Some(spec.arch) {
-        bail!("--accel kvm runs only a guest of the host's arch; use --accel tcg for {}", spec.arch);
+        bail!(
+            "--accel kvm runs only a guest of the host's arch; use --accel tcg for {}",
+            spec.arch
+        );
     }
     let qemu = spec
         .qemu
@@ -242,10 +254,17 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
     let waited = Instant::now();
     while !socket.exists() {
         if let Some(status) = virtiofsd_child.child.try_wait()? {
-            bail!("{} exited at start ({status}) serving {}", virtiofsd.display(), spec.share.display());
+            bail!(
+                "{} exited at start ({status}) serving {}",
+                virtiofsd.display(),
+                spec.share.display()
+            );
         }
         if waited.elapsed() > VIRTIOFSD_START_TIMEOUT {
-            bail!("{} did not create its socket within {VIRTIOFSD_START_TIMEOUT:?}", virtiofsd.display());
+            bail!(
+                "{} did not create its socket within {VIRTIOFSD_START_TIMEOUT:?}",
+                virtiofsd.display()
+            );
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -257,8 +276,8 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         virtiofs_socket: &socket,
         qmp_socket: &qmp_socket,
     };
-    let qemu_stderr = std::fs::File::create(&qemu_stderr_path)
-        .with_context(|| format!("creating {}", qemu_stderr_path.display()))?;
+    let qemu_stderr =
+        std::fs::File::create(&qemu_stderr_path).with_context(|| format!("creating {}", qemu_stderr_path.display()))?;
     let started = Instant::now();
     let mut qemu_child = ProcessGroup::spawn(
         Command::new(&qemu)
@@ -485,7 +504,10 @@ mod tests {
         let event = r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#;
         assert_eq!(shutdown_event_reason(event).as_deref(), Some("guest-shutdown"));
         assert_eq!(shutdown_event_reason(r#"{"return": {}}"#), None);
-        assert_eq!(shutdown_event_reason(r#"{"event": "RESET", "data": {"reason": "guest-reset"}}"#), None);
+        assert_eq!(
+            shutdown_event_reason(r#"{"event": "RESET", "data": {"reason": "guest-reset"}}"#),
+            None
+        );
         assert_eq!(shutdown_event_reason("not json"), None);
     }
 
@@ -508,10 +530,15 @@ mod tests {
     #[test]
     fn rootfs_is_the_first_disk_and_read_only_then_scratch_then_share() {
         let text = args_text(Arch::Arm64);
-        let rootfs = text.find("id=rootfs,format=raw,readonly=on,file=/r/root,,fs.erofs").unwrap();
+        let rootfs = text
+            .find("id=rootfs,format=raw,readonly=on,file=/r/root,,fs.erofs")
+            .unwrap();
         let scratch = text.find("id=scratch,format=raw,file=/t/scratch.img").unwrap();
         assert!(rootfs < scratch, "{text}");
         assert!(text.contains("vhost-user-fs-pci,chardev=virtiofs,tag=arcbox"), "{text}");
-        assert!(text.contains("memory-backend-memfd,id=mem,size=512M,share=on"), "{text}");
+        assert!(
+            text.contains("memory-backend-memfd,id=mem,size=512M,share=on"),
+            "{text}"
+        );
     }
 }

@@ -119,9 +119,8 @@ fn not_set_symbol(line: &str) -> Option<&str> {
 
 /// Whether `name` is a Kconfig symbol as `.config` spells it.
 fn is_symbol(name: &str) -> bool {
-    name.strip_prefix(SYMBOL_PREFIX).is_some_and(|rest| {
-        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    })
+    name.strip_prefix(SYMBOL_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
 }
 
 /// An option as a `.config` line would show it.
@@ -178,7 +177,10 @@ CONFIG_LOG_BUF_SHIFT=14
 
     #[test]
     fn a_fully_met_fragment_has_no_problems() {
-        assert_eq!(unmet_options(&fragment(), &parse_config(FINAL_CONFIG)), Vec::<String>::new());
+        assert_eq!(
+            unmet_options(&fragment(), &parse_config(FINAL_CONFIG)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -186,8 +188,10 @@ CONFIG_LOG_BUF_SHIFT=14
         let config = parse_config(&FINAL_CONFIG.replace("CONFIG_EROFS_FS=y", "# CONFIG_EROFS_FS is not set"));
         assert_eq!(
             unmet_options(&fragment(), &config),
-            ["CONFIG_EROFS_FS=y (common.config:3): the final .config has CONFIG_EROFS_FS not set instead \
-              (a dependency is off, or another option overrides it)"]
+            [
+                "CONFIG_EROFS_FS=y (common.config:3): the final .config has CONFIG_EROFS_FS not set instead \
+              (a dependency is off, or another option overrides it)"
+            ]
         );
     }
 
@@ -196,8 +200,10 @@ CONFIG_LOG_BUF_SHIFT=14
         let options = parse_fragment("extra.config", "CONFIG_NO_SUCH_THING=y\n").unwrap();
         assert_eq!(
             unmet_options(&options, &parse_config(FINAL_CONFIG)),
-            ["CONFIG_NO_SUCH_THING=y (extra.config:1): the final .config does not have CONFIG_NO_SUCH_THING \
-              at all (no such symbol in this kernel, or the menu that holds it is off)"]
+            [
+                "CONFIG_NO_SUCH_THING=y (extra.config:1): the final .config does not have CONFIG_NO_SUCH_THING \
+              at all (no such symbol in this kernel, or the menu that holds it is off)"
+            ]
         );
     }
 
@@ -226,7 +232,10 @@ CONFIG_LOG_BUF_SHIFT=14
         let config = parse_config(&FINAL_CONFIG.replace("# CONFIG_MODULES is not set", "CONFIG_MODULES=y"));
         let problems = unmet_options(&fragment(), &config);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("CONFIG_MODULES not set (common.config:4)"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("CONFIG_MODULES not set (common.config:4)"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -105,10 +105,16 @@ impl flags::Kernel {
             .clone()
             .unwrap_or_else(|| util::build_dir().join(arch.as_str()).join(CACHED_IMAGE));
         if let Some(url) = &self.url {
-            let sha256 = self.sha256.as_deref().context("--url needs --sha256 with the image's digest")?;
+            let sha256 = self
+                .sha256
+                .as_deref()
+                .context("--url needs --sha256 with the image's digest")?;
             let image = prebuilt::fetch(sh, url, sha256)?;
             copy_output(&image, &output)?;
-            eprintln!("kernel {arch}: {} (prebuilt from {url}, sha256 verified)", output.display());
+            eprintln!(
+                "kernel {arch}: {} (prebuilt from {url}, sha256 verified)",
+                output.display()
+            );
             return Ok(());
         }
         let built = build(
@@ -225,17 +231,22 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     let lock_path = kernel_cache.join(BUILD_LOCK_FILE);
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
-        eprintln!("kernel {arch}: waiting for another kernel build to finish ({})", lock_path.display());
-        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        eprintln!(
+            "kernel {arch}: waiting for another kernel build to finish ({})",
+            lock_path.display()
+        );
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
     }
     // Another process may have built the same entry while this one waited.
     if let Some(cached) = read_entry(&entry)? {
         return Ok(cached);
     }
 
-    let work = kernel_cache
-        .join("work")
-        .join(format!("{arch}-{}", &util::sha256_bytes(source.identity.as_bytes())[..16]));
+    let work = kernel_cache.join("work").join(format!(
+        "{arch}-{}",
+        &util::sha256_bytes(source.identity.as_bytes())[..16]
+    ));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let log = work.join(BUILD_LOG);
     std::fs::write(&log, format!("# cache key inputs\n{key_text}\n"))
@@ -252,18 +263,30 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         let tree = &source.tree;
         let output_dir = format!("O={}", work.display());
         let make_arch = format!("ARCH={}", recipe.make_arch);
-        let cross: Vec<String> = recipe.cross_compile.map(|c| format!("CROSS_COMPILE={c}")).into_iter().collect();
+        let cross: Vec<String> = recipe
+            .cross_compile
+            .map(|c| format!("CROSS_COMPILE={c}"))
+            .into_iter()
+            .collect();
         let jobs = format!("-j{}", request.jobs.max(1));
-        Ok(cmd!(sh, "make -C {tree} {output_dir} {make_arch} {cross...} {jobs} {target}")
-            .env("KBUILD_BUILD_TIMESTAMP", &timestamp)
-            .env("KBUILD_BUILD_USER", KBUILD_IDENTITY)
-            .env("KBUILD_BUILD_HOST", KBUILD_IDENTITY)
-            .env("KBUILD_BUILD_VERSION", KBUILD_VERSION)
-            .env("LC_ALL", "C")
-            .into())
+        Ok(
+            cmd!(sh, "make -C {tree} {output_dir} {make_arch} {cross...} {jobs} {target}")
+                .env("KBUILD_BUILD_TIMESTAMP", &timestamp)
+                .env("KBUILD_BUILD_USER", KBUILD_IDENTITY)
+                .env("KBUILD_BUILD_HOST", KBUILD_IDENTITY)
+                .env("KBUILD_BUILD_VERSION", KBUILD_VERSION)
+                .env("LC_ALL", "C")
+                .into(),
+        )
     };
 
-    progress::run_logged(&label, "configuring tinyconfig", make(BASE_CONFIG_TARGET)?, &log, started)?;
+    progress::run_logged(
+        &label,
+        "configuring tinyconfig",
+        make(BASE_CONFIG_TARGET)?,
+        &log,
+        started,
+    )?;
     let merge_script = source.tree.join("scripts/kconfig/merge_config.sh");
     let config = work.join(".config");
     let mut merge: std::process::Command = cmd!(sh, "{merge_script} -m -O {work} {config} {fragments...}")
@@ -311,8 +334,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     std::fs::write(staging.path().join(CACHED_RELEASE), &release).context("writing kernel.release")?;
     copy_file(&work.join(recipe.image), &staging.path().join(CACHED_IMAGE))?;
     let staged = staging.keep();
-    std::fs::rename(&staged, &entry)
-        .with_context(|| format!("moving {} to {}", staged.display(), entry.display()))?;
+    std::fs::rename(&staged, &entry).with_context(|| format!("moving {} to {}", staged.display(), entry.display()))?;
     eprintln!(
         "kernel {arch}: built Linux {release} in {}",
         progress::format_elapsed(started.elapsed())
@@ -379,8 +401,7 @@ fn check_tools(recipe: &ArchRecipe) -> Result<()> {
 
 /// Whether an executable named `tool` is on PATH.
 pub fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Copies a file, naming both ends on failure.
@@ -418,7 +439,12 @@ mod tests {
             }
             let modules = options.iter().find(|o| o.name == "CONFIG_MODULES").unwrap();
             assert_eq!(modules.value, None, "modules must stay off");
-            for wanted in ["CONFIG_EROFS_FS", "CONFIG_VIRTIO_FS", "CONFIG_BTRFS_FS", "CONFIG_IKCONFIG_PROC"] {
+            for wanted in [
+                "CONFIG_EROFS_FS",
+                "CONFIG_VIRTIO_FS",
+                "CONFIG_BTRFS_FS",
+                "CONFIG_IKCONFIG_PROC",
+            ] {
                 assert!(options.iter().any(|o| o.name == wanted), "{arch}: {wanted} missing");
             }
         }

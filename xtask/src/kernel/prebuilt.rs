@@ -30,10 +30,13 @@ pub fn fetch(sh: &Shell, url: &str, sha256: &str) -> Result<PathBuf> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let target = download.path();
     eprintln!("kernel: downloading {url}");
-    cmd!(sh, "curl --fail --location --silent --show-error --output {target} {url}")
-        .quiet()
-        .run()
-        .with_context(|| format!("downloading the kernel from {url}"))?;
+    cmd!(
+        sh,
+        "curl --fail --location --silent --show-error --output {target} {url}"
+    )
+    .quiet()
+    .run()
+    .with_context(|| format!("downloading the kernel from {url}"))?;
     let actual = util::sha256_file(target)?;
     if actual != sha256 {
         bail!("the kernel downloaded from {url} has sha256 {actual}, but --sha256 says {sha256}: refusing it");

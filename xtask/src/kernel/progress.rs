@@ -42,7 +42,10 @@ pub fn run_logged(label: &str, step: &str, mut command: Command, log: &Path, sta
         .with_context(|| format!("{step}: starting {command:?}"))?;
     let mut last_report = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("{step}: waiting for {command:?}"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("{step}: waiting for {command:?}"))?
+        {
             break status;
         }
         if last_report.elapsed() >= PROGRESS_INTERVAL {

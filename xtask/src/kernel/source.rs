@@ -76,8 +76,7 @@ pub fn resolve(sh: &Shell, source: Option<&Path>) -> Result<KernelSource> {
         Some(path) => path.to_path_buf(),
         None => distro_tarball()?,
     };
-    let metadata =
-        std::fs::metadata(&path).with_context(|| format!("--source {}: cannot read it", path.display()))?;
+    let metadata = std::fs::metadata(&path).with_context(|| format!("--source {}: cannot read it", path.display()))?;
     if metadata.is_dir() {
         let tree = path
             .canonicalize()
@@ -122,8 +121,7 @@ fn unpack_tarball(sh: &Shell, tarball: &Path, sha256: &str) -> Result<PathBuf> {
         std::fs::rename(&staged, &unpacked)
             .with_context(|| format!("moving {} to {}", staged.display(), unpacked.display()))?;
     }
-    single_tree_in(&unpacked)
-        .with_context(|| format!("kernel source {}: unexpected layout", tarball.display()))
+    single_tree_in(&unpacked).with_context(|| format!("kernel source {}: unexpected layout", tarball.display()))
 }
 
 /// The one kernel tree inside an unpacked tarball: the directory itself or its single subdirectory.
@@ -139,7 +137,10 @@ fn single_tree_in(dir: &Path) -> Result<PathBuf> {
         .collect();
     match subdirs.as_slice() {
         [tree] if tree.join("Makefile").is_file() && tree.join("Kconfig").is_file() => Ok(tree.clone()),
-        _ => bail!("{} holds no single kernel tree (a directory with Makefile and Kconfig)", dir.display()),
+        _ => bail!(
+            "{} holds no single kernel tree (a directory with Makefile and Kconfig)",
+            dir.display()
+        ),
     }
 }
 
@@ -163,10 +164,20 @@ fn tree_identity(sh: &Shell, tree: &Path) -> Result<String> {
             .metadata()
             .with_context(|| format!("reading {}", entry.path().display()))?;
         let relative = entry.path().strip_prefix(tree).unwrap_or(entry.path());
-        writeln!(listing, "{} {} {}", relative.display(), metadata.len(), metadata.mtime())
-            .expect("writing to a String");
+        writeln!(
+            listing,
+            "{} {} {}",
+            relative.display(),
+            metadata.len(),
+            metadata.mtime()
+        )
+        .expect("writing to a String");
     }
-    Ok(format!("tree:{}:{}", tree.display(), util::sha256_bytes(listing.as_bytes())))
+    Ok(format!(
+        "tree:{}:{}",
+        tree.display(),
+        util::sha256_bytes(listing.as_bytes())
+    ))
 }
 
 #[cfg(test)]

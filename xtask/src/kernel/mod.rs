@@ -196,13 +196,12 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         .map(|path| std::path::absolute(&path).with_context(|| format!("resolving {}", path.display())))
         .collect::<Result<Vec<_>>>()?;
     let mut fragment_options = Vec::new();
-    let mut key_text = String::new();
-    writeln!(key_text, "{CACHE_FORMAT}\narch={arch}\ntarget={}", recipe.make_target).unwrap();
+    let mut fragment_texts = Vec::new();
     for path in &fragments {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading kernel fragment {}", path.display()))?;
         fragment_options.extend(fragment::parse_fragment(&path.display().to_string(), &text)?);
-        writeln!(key_text, "fragment={}", util::sha256_bytes(text.as_bytes())).unwrap();
+        fragment_texts.push(text);
     }
 
     let source = source::resolve(sh, request.source.as_deref())?;
@@ -212,13 +211,14 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         .read()
         .with_context(|| format!("asking {compiler} for its version"))?;
     let timestamp = format_utc_timestamp(util::source_date_epoch()?.unwrap_or(DEFAULT_BUILD_EPOCH));
-    writeln!(
-        key_text,
-        "source={}\ncompiler={}\ntimestamp={timestamp}",
-        source.identity,
-        compiler_version.lines().next().unwrap_or_default()
-    )
-    .unwrap();
+    let key_text = cache_key_text(&CacheKeyInputs {
+        arch,
+        make_target: recipe.make_target,
+        fragment_texts: &fragment_texts,
+        source_identity: &source.identity,
+        compiler_version: compiler_version.lines().next().unwrap_or_default(),
+        timestamp: &timestamp,
+    });
     let key = util::sha256_bytes(key_text.as_bytes());
 
     let kernel_cache = util::cache_dir().join("kernel");
@@ -248,19 +248,20 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         &util::sha256_bytes(source.identity.as_bytes())[..16]
     ));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let tree = source.tree(sh)?;
     let log = work.join(BUILD_LOG);
     std::fs::write(&log, format!("# cache key inputs\n{key_text}\n"))
         .with_context(|| format!("writing {}", log.display()))?;
     eprintln!(
         "kernel {arch}: building from {} in {} (log: {})",
-        source.tree.display(),
+        tree.display(),
         work.display(),
         log.display()
     );
 
     let label = format!("kernel {arch}");
     let make = |target: &str| -> Result<std::process::Command> {
-        let tree = &source.tree;
+        let tree = &tree;
         let output_dir = format!("O={}", work.display());
         let make_arch = format!("ARCH={}", recipe.make_arch);
         let cross: Vec<String> = recipe
@@ -287,7 +288,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         &log,
         started,
     )?;
-    let merge_script = source.tree.join("scripts/kconfig/merge_config.sh");
+    let merge_script = tree.join("scripts/kconfig/merge_config.sh");
     let config = work.join(".config");
     let mut merge: std::process::Command = cmd!(sh, "{merge_script} -m -O {work} {config} {fragments...}")
         .env("ARCH", recipe.make_arch)
@@ -342,6 +343,40 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
     built.cached = false;
     Ok(built)
+}
+
+/// Everything a kernel build's bytes depend on.
+pub struct CacheKeyInputs<'a> {
+    pub arch: Arch,
+    pub make_target: &'a str,
+    /// The fragment files' contents, in merge order.
+    pub fragment_texts: &'a [String],
+    pub source_identity: &'a str,
+    /// The first line of `{compiler} --version`.
+    pub compiler_version: &'a str,
+    /// The pinned `KBUILD_BUILD_TIMESTAMP`.
+    pub timestamp: &'a str,
+}
+
+/// The text whose SHA-256 keys a cache entry (also written at the top of the build log).
+pub fn cache_key_text(inputs: &CacheKeyInputs) -> String {
+    let mut text = String::new();
+    writeln!(
+        text,
+        "{CACHE_FORMAT}\narch={}\ntarget={}",
+        inputs.arch, inputs.make_target
+    )
+    .unwrap();
+    for fragment in inputs.fragment_texts {
+        writeln!(text, "fragment={}", util::sha256_bytes(fragment.as_bytes())).unwrap();
+    }
+    writeln!(
+        text,
+        "source={}\ncompiler={}\ntimestamp={}",
+        inputs.source_identity, inputs.compiler_version, inputs.timestamp
+    )
+    .unwrap();
+    text
 }
 
 /// The fragment files of `arch`, in merge order: common, arch, extras.
@@ -427,6 +462,48 @@ mod tests {
             config_path_for(Path::new("build/arm64/kernel")),
             PathBuf::from("build/arm64/kernel.config")
         );
+    }
+
+    #[test]
+    fn every_cache_key_input_changes_the_key() {
+        let fragments = ["CONFIG_A=y\n".to_owned(), "CONFIG_B=y\n".to_owned()];
+        let base = CacheKeyInputs {
+            arch: Arch::X86_64,
+            make_target: "bzImage",
+            fragment_texts: &fragments,
+            source_identity: "tarball-sha256:aa",
+            compiler_version: "gcc (Debian 12.2.0-14) 12.2.0",
+            timestamp: "1970-01-01T00:00:00Z",
+        };
+        let key = |inputs: &CacheKeyInputs| util::sha256_bytes(cache_key_text(inputs).as_bytes());
+        let original = key(&base);
+        assert_eq!(original, key(&CacheKeyInputs { ..base }), "the key is deterministic");
+        let changed_fragment = ["CONFIG_A=y\n".to_owned(), "CONFIG_B=n\n".to_owned()];
+        let variants = [
+            CacheKeyInputs {
+                arch: Arch::Arm64,
+                ..base
+            },
+            CacheKeyInputs {
+                fragment_texts: &changed_fragment,
+                ..base
+            },
+            CacheKeyInputs {
+                source_identity: "tarball-sha256:bb",
+                ..base
+            },
+            CacheKeyInputs {
+                compiler_version: "gcc (Debian 13.1.0) 13.1.0",
+                ..base
+            },
+            CacheKeyInputs {
+                timestamp: "2026-01-01T00:00:00Z",
+                ..base
+            },
+        ];
+        for variant in &variants {
+            assert_ne!(key(variant), original);
+        }
     }
 
     #[test]

@@ -26,13 +26,31 @@ const DISTRO_SOURCE_INSTALL: &str = "apt-get install -y linux-source-6.1";
 /// Marker written inside an unpacked tarball once unpacking finished.
 const UNPACKED_MARKER: &str = ".boot-assets-unpacked";
 
-/// A kernel tree ready for `make -C`, with the identity that goes into the cache key.
+/// A kernel source, identified but not yet unpacked: finding a cached build needs only the
+/// identity, so a cache hit never unpacks the tarball.
 #[derive(Debug, Clone)]
 pub struct KernelSource {
-    /// The top of the kernel tree (holds `Makefile` and `Kconfig`).
-    pub tree: PathBuf,
     /// A short text that changes whenever the source changes.
     pub identity: String,
+    kind: SourceKind,
+}
+
+#[derive(Debug, Clone)]
+enum SourceKind {
+    /// A kernel tree used in place.
+    Tree(PathBuf),
+    /// A tarball with its SHA-256, unpacked into the cache on first use.
+    Tarball { path: PathBuf, sha256: String },
+}
+
+impl KernelSource {
+    /// The top of the kernel tree (holds `Makefile` and `Kconfig`), unpacking a tarball once.
+    pub fn tree(&self, sh: &Shell) -> Result<PathBuf> {
+        match &self.kind {
+            SourceKind::Tree(tree) => Ok(tree.clone()),
+            SourceKind::Tarball { path, sha256 } => unpack_tarball(sh, path, sha256),
+        }
+    }
 }
 
 /// The newest `linux-source-*.tar.*` under /usr/src, or an error saying what to install.
@@ -70,7 +88,7 @@ fn version_key(path: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// Resolves `--source` (or the distro tarball) to an unpacked tree and its identity.
+/// Resolves `--source` (or the distro tarball) to its identity.
 pub fn resolve(sh: &Shell, source: Option<&Path>) -> Result<KernelSource> {
     let path = match source {
         Some(path) => path.to_path_buf(),
@@ -88,13 +106,15 @@ pub fn resolve(sh: &Shell, source: Option<&Path>) -> Result<KernelSource> {
             );
         }
         let identity = tree_identity(sh, &tree)?;
-        return Ok(KernelSource { tree, identity });
+        return Ok(KernelSource {
+            identity,
+            kind: SourceKind::Tree(tree),
+        });
     }
     let sha256 = util::sha256_file(&path).with_context(|| format!("hashing kernel source {}", path.display()))?;
-    let tree = unpack_tarball(sh, &path, &sha256)?;
     Ok(KernelSource {
-        tree,
         identity: format!("tarball-sha256:{sha256}"),
+        kind: SourceKind::Tarball { path, sha256 },
     })
 }
 

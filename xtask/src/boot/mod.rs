@@ -139,8 +139,18 @@ pub fn verdict(run: &BootRun, timeout_secs: u64) -> Result<()> {
     } else {
         return Ok(());
     };
+    // A guest that died before its console came up only spoke on the early UART.
+    let early = if run.milestones.init_seen.is_none() && !run.early_console.trim().is_empty() {
+        let lines: Vec<&str> = run.early_console.lines().collect();
+        format!(
+            "\nthe early console (PL011, before hvc0) ended with:\n{}",
+            lines[lines.len().saturating_sub(FAILURE_TAIL_LINES)..].join("\n")
+        )
+    } else {
+        String::new()
+    };
     bail!(
-        "{problem}; the last {FAILURE_TAIL_LINES} console lines:\n{}",
+        "{problem}; the last {FAILURE_TAIL_LINES} console lines:\n{}{early}",
         console::tail(&run.lines, FAILURE_TAIL_LINES)
     )
 }

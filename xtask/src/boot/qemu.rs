@@ -93,6 +93,8 @@ pub struct BootRun {
     /// The reason of QEMU's SHUTDOWN event: `guest-shutdown` after a power-off, `guest-reset`
     /// after a reboot or a panic (with `panic=-1 -no-reboot`); `None` when it never came.
     pub shutdown_reason: Option<String>,
+    /// What the arm64 early UART printed (empty on x86_64, where the console is that UART).
+    pub early_console: String,
 }
 
 impl BootRun {
@@ -127,6 +129,9 @@ pub struct MachineFiles<'a> {
     pub scratch: &'a Path,
     pub virtiofs_socket: &'a Path,
     pub qmp_socket: &'a Path,
+    /// Where the arm64 PL011 (the `earlycon` UART) writes: the kernel's messages from before
+    /// hvc0 exists, which explain a guest that dies early.
+    pub early_serial: &'a Path,
 }
 
 /// QEMU's arguments for one boot: the arch's machine, console, rootfs as read-only /dev/vda,
@@ -155,11 +160,16 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
     match arch {
         // ttyS0: the 8250 UART on the ISA bus.
         Arch::X86_64 => push(&mut args, &["-serial", "chardev:console"]),
-        // hvc0: a virtio console; the PL011 stays unconnected.
-        Arch::Arm64 => push(
-            &mut args,
-            &["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=console"],
-        ),
+        // hvc0: a virtio console; the PL011 (earlycon) goes to a file.
+        Arch::Arm64 => {
+            push(
+                &mut args,
+                &["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=console"],
+            );
+            let mut serial = OsString::from("file:");
+            serial.push(files.early_serial.as_os_str());
+            args.extend(["-serial".into(), serial]);
+        }
     }
     args.extend(["-kernel".into(), files.kernel.as_os_str().to_owned()]);
     push(&mut args, &["-append", &format!("{cmdline} {PANIC_ARGS}")]);
@@ -239,6 +249,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
     let socket = scratch_dir.path().join("virtiofs.sock");
     let qemu_stderr_path = scratch_dir.path().join("qemu.stderr");
     let qmp_socket = scratch_dir.path().join("qmp.sock");
+    let early_serial = scratch_dir.path().join("early-serial.log");
 
     let mut virtiofsd_child = ProcessGroup::spawn(
         Command::new(&virtiofsd)
@@ -275,6 +286,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         scratch: &scratch,
         virtiofs_socket: &socket,
         qmp_socket: &qmp_socket,
+        early_serial: &early_serial,
     };
     let qemu_stderr =
         std::fs::File::create(&qemu_stderr_path).with_context(|| format!("creating {}", qemu_stderr_path.display()))?;
@@ -358,6 +370,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         timed_out,
         ended_at,
         shutdown_reason,
+        early_console: std::fs::read_to_string(&early_serial).unwrap_or_default(),
     })
 }
 
@@ -491,6 +504,7 @@ mod tests {
             scratch: Path::new("/t/scratch.img"),
             virtiofs_socket: Path::new("/t/v.sock"),
             qmp_socket: Path::new("/t/qmp.sock"),
+            early_serial: Path::new("/t/early.log"),
         };
         qemu_args(arch, Accel::Tcg, arch.default_kernel_cmdline(), &files)
             .iter()
@@ -525,6 +539,7 @@ mod tests {
         assert!(text.starts_with("-M virt,memory-backend=mem"), "{text}");
         assert!(text.contains("-cpu cortex-a57"), "{text}");
         assert!(text.contains("-device virtconsole,chardev=console"), "{text}");
+        assert!(text.contains("-serial file:/t/early.log"), "{text}");
     }
 
     #[test]

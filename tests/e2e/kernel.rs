@@ -195,3 +195,27 @@ fn sha256_hex(path: &Path) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
+
+/// Two clean builds in different cache directories (so different source and object paths) give
+/// the same image bytes. A full cold build: run it on purpose with `--ignored`.
+#[test]
+#[ignore = "a full cold kernel build (5-15 min); run with --ignored to check reproducibility"]
+fn two_clean_kernel_builds_are_byte_identical() {
+    let arch = Arch::X86_64;
+    boot_support::require_kernel_tools(arch);
+    let _lock = kernel_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let usual = dir.path().join("usual");
+    run_ok(xtask().args(["kernel", "--arch", arch.as_str(), "--output"]).arg(&usual));
+    let clean = dir.path().join("clean");
+    run_ok(
+        xtask()
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(&clean)
+            .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("fresh-cache")),
+    );
+    assert!(
+        std::fs::read(&usual).unwrap() == std::fs::read(&clean).unwrap(),
+        "two clean builds of the {arch} kernel differ"
+    );
+}

@@ -206,7 +206,11 @@ fn two_clean_kernel_builds_are_byte_identical() {
     let _lock = kernel_lock();
     let dir = tempfile::tempdir().unwrap();
     let usual = dir.path().join("usual");
-    run_ok(xtask().args(["kernel", "--arch", arch.as_str(), "--output"]).arg(&usual));
+    run_ok(
+        xtask()
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(&usual),
+    );
     let clean = dir.path().join("clean");
     run_ok(
         xtask()

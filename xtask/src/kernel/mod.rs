@@ -260,31 +260,18 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     );
 
     let label = format!("kernel {arch}");
-    let make = |target: &str| -> Result<std::process::Command> {
-        let tree = &tree;
-        let output_dir = format!("O={}", work.display());
-        let make_arch = format!("ARCH={}", recipe.make_arch);
-        let cross: Vec<String> = recipe
-            .cross_compile
-            .map(|c| format!("CROSS_COMPILE={c}"))
-            .into_iter()
-            .collect();
-        let jobs = format!("-j{}", request.jobs.max(1));
-        Ok(
-            cmd!(sh, "make -C {tree} {output_dir} {make_arch} {cross...} {jobs} {target}")
-                .env("KBUILD_BUILD_TIMESTAMP", &timestamp)
-                .env("KBUILD_BUILD_USER", KBUILD_IDENTITY)
-                .env("KBUILD_BUILD_HOST", KBUILD_IDENTITY)
-                .env("KBUILD_BUILD_VERSION", KBUILD_VERSION)
-                .env("LC_ALL", "C")
-                .into(),
-        )
+    let make = Make {
+        sh,
+        tree: &tree,
+        work: &work,
+        recipe: &recipe,
+        jobs: request.jobs.max(1),
+        timestamp: &timestamp,
     };
-
     progress::run_logged(
         &label,
         "configuring tinyconfig",
-        make(BASE_CONFIG_TARGET)?,
+        make.command(BASE_CONFIG_TARGET),
         &log,
         started,
     )?;
@@ -296,7 +283,13 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     // merge_config.sh keeps its temporary files in the current directory.
     merge.current_dir(&work);
     progress::run_logged(&label, "merging fragments", merge, &log, started)?;
-    progress::run_logged(&label, "configuring olddefconfig", make("olddefconfig")?, &log, started)?;
+    progress::run_logged(
+        &label,
+        "configuring olddefconfig",
+        make.command("olddefconfig"),
+        &log,
+        started,
+    )?;
 
     let final_config =
         std::fs::read_to_string(&config).with_context(|| format!("reading the final config {}", config.display()))?;
@@ -318,7 +311,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     progress::run_logged(
         &label,
         &format!("compiling {}", recipe.make_target),
-        make(recipe.make_target)?,
+        make.command(recipe.make_target),
         &log,
         started,
     )?;
@@ -343,6 +336,40 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
     built.cached = false;
     Ok(built)
+}
+
+/// One `make` in the kernel tree, building into the work tree with the pinned KBUILD_BUILD_*
+/// so the output never depends on who built it, where or when.
+struct Make<'a> {
+    sh: &'a Shell,
+    tree: &'a Path,
+    work: &'a Path,
+    recipe: &'a ArchRecipe,
+    jobs: u32,
+    timestamp: &'a str,
+}
+
+impl Make<'_> {
+    fn command(&self, target: &str) -> std::process::Command {
+        let sh = self.sh;
+        let tree = self.tree;
+        let output_dir = format!("O={}", self.work.display());
+        let make_arch = format!("ARCH={}", self.recipe.make_arch);
+        let cross: Vec<String> = self
+            .recipe
+            .cross_compile
+            .map(|prefix| format!("CROSS_COMPILE={prefix}"))
+            .into_iter()
+            .collect();
+        let jobs = format!("-j{}", self.jobs);
+        cmd!(sh, "make -C {tree} {output_dir} {make_arch} {cross...} {jobs} {target}")
+            .env("KBUILD_BUILD_TIMESTAMP", self.timestamp)
+            .env("KBUILD_BUILD_USER", KBUILD_IDENTITY)
+            .env("KBUILD_BUILD_HOST", KBUILD_IDENTITY)
+            .env("KBUILD_BUILD_VERSION", KBUILD_VERSION)
+            .env("LC_ALL", "C")
+            .into()
+    }
 }
 
 /// Everything a kernel build's bytes depend on.

@@ -257,6 +257,50 @@ fn unpack_release(tarball: &Path, arch: Arch, into: &Path) -> Result<(PathBuf, P
 mod tests {
     use super::*;
 
+    fn run(lines: &[&str], timed_out: bool, shutdown_reason: Option<&str>) -> BootRun {
+        let lines: Vec<console::ConsoleLine> = lines
+            .iter()
+            .map(|text| console::ConsoleLine {
+                at: Duration::from_millis(1),
+                text: (*text).to_owned(),
+            })
+            .collect();
+        BootRun {
+            milestones: console::milestones(&lines),
+            lines,
+            timed_out,
+            ended_at: Duration::from_secs(1),
+            shutdown_reason: shutdown_reason.map(str::to_owned),
+            early_console: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_guest_power_off_passes() {
+        assert!(verdict(&run(&["agent says hi"], false, Some("guest-shutdown")), 60).is_ok());
+        // x86_64's UART shows the kernel's own line even without QMP's word.
+        assert!(verdict(&run(&["[    1.0] reboot: Power down"], false, None), 60).is_ok());
+    }
+
+    #[test]
+    fn a_timeout_a_panic_and_a_reset_fail_with_the_console_tail() {
+        let err = verdict(&run(&["stuck here"], true, None), 60).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the guest was still running after 60 s; QEMU and virtiofsd were killed"),
+            "{err}"
+        );
+        assert!(err.ends_with("stuck here"), "{err}");
+        let panic = ["[    0.5] Kernel panic - not syncing: Attempted to kill init!"];
+        let err = verdict(&run(&panic, false, Some("guest-reset")), 60)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("the guest kernel panicked"), "{err}");
+        let err = verdict(&run(&["rebooting"], false, Some("guest-reset")), 60)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("QEMU's shutdown reason: guest-reset"), "{err}");
+    }
+
     #[test]
     fn share_file_destination_must_stay_inside() {
         assert!(parse_share_file("test/x=/tmp/x").is_ok());

@@ -457,3 +457,15 @@ fn boot_takes_a_release_tarball() {
     );
     assert!(booted.report().contains("agent's first line: "), "{}", booted.report());
 }
+
+#[test]
+fn agent_fixtures_are_shellcheck_clean_posix_sh() {
+    support::require_tool("shellcheck", "apt-get install -y shellcheck");
+    for agent in [boot::CHECK_AGENT, "tests/fixtures/agent/hello-agent.sh"] {
+        support::run_ok(
+            std::process::Command::new("shellcheck")
+                .args(["--shell=sh", "--severity=style"])
+                .arg(support::project_root().join(agent)),
+        );
+    }
+}

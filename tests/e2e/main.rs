@@ -3,6 +3,8 @@
 //! Run it with `cargo test --test e2e`. Tests drive the real `cargo xtask` binary and real tools;
 //! a missing tool fails the test with the line that installs it.
 
+mod boot;
+mod boot_support;
 mod cdn_fixture;
 mod contract;
 mod fault_server;
@@ -10,6 +12,7 @@ mod faults;
 mod fetch;
 mod fex;
 mod fixtures;
+mod kernel;
 mod live;
 mod nginx;
 mod publish;

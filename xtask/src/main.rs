@@ -6,12 +6,14 @@
 mod archive;
 mod bench;
 mod binaries;
+mod boot;
 mod cdn_tree;
 mod dist;
 mod elf;
 mod fetch;
 mod fex;
 mod flags;
+mod kernel;
 mod kernel_version;
 mod keygen;
 mod merge_manifest;
@@ -61,5 +63,7 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::VerifyPublished(cmd) => cmd.run(sh),
         flags::Command::Rootfs(cmd) => cmd.run(sh),
         flags::Command::SyncBinaries(cmd) => cmd.run(sh),
+        flags::Command::Kernel(cmd) => cmd.run(sh),
+        flags::Command::Boot(cmd) => cmd.run(sh),
     }
 }

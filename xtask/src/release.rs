@@ -14,7 +14,7 @@ use boot_assets::{cdn, sidecar, Arch, FileEntry, KernelEntry, Manifest, Target};
 use xshell::Shell;
 
 use crate::archive::{self, Member};
-use crate::{binaries, flags, kernel_version, rootfs, util};
+use crate::{binaries, flags, kernel, kernel_version, rootfs, util};
 
 impl flags::Release {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -26,9 +26,14 @@ impl flags::Release {
             )
         })?;
 
-        let kernel = self.kernel.clone().with_context(|| {
-            format!("--kernel is required: pass the {arch} kernel image (a bzImage on x86_64, an Image on arm64)")
-        })?;
+        // Without --kernel, build it from source (a cache hit when nothing changed).
+        let (kernel, built_release) = match &self.kernel {
+            Some(kernel) => (kernel.clone(), None),
+            None => {
+                let built = kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?;
+                (built.image, Some(built.release))
+            }
+        };
         let rootfs = match self.rootfs.clone() {
             Some(path) => path,
             // Without --rootfs, build it from the checked-in recipe and lock.
@@ -37,9 +42,10 @@ impl flags::Release {
         util::require_file(&kernel, "--kernel")?;
         util::require_file(&rootfs, "--rootfs")?;
 
-        let kernel_version = match &self.kernel_version {
-            Some(given) => given.clone(),
-            None => read_kernel_version(&kernel)?,
+        let kernel_version = match (&self.kernel_version, built_release) {
+            (Some(given), _) => given.clone(),
+            (None, Some(built)) => built,
+            (None, None) => read_kernel_version(&kernel)?,
         };
         let binaries = match &self.binaries_json {
             Some(path) => Manifest::binaries_for(&binaries::read_fragment(path)?, arch),

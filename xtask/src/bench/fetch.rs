@@ -291,7 +291,7 @@ fn median(samples: &[Duration]) -> f64 {
     let mut seconds: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
     seconds.sort_by(f64::total_cmp);
     let middle = seconds.len() / 2;
-    if seconds.len() % 2 == 0 {
+    if seconds.len().is_multiple_of(2) {
         (seconds[middle - 1] + seconds[middle]) / 2.0
     } else {
         seconds[middle]

@@ -1,5 +1,6 @@
 //! `cargo xtask bench <what>`: measurements that print a table, one module per benchmark.
 
+mod boot;
 mod fetch;
 
 use anyhow::Result;
@@ -11,6 +12,7 @@ impl flags::Bench {
     pub fn run(self, sh: &Shell) -> Result<()> {
         match self.command {
             flags::BenchCommand::Fetch(cmd) => cmd.run(sh),
+            flags::BenchCommand::Boot(cmd) => cmd.run(sh),
         }
     }
 }

@@ -1,0 +1,162 @@
+//! Reading a guest console: which lines are the kernel's, the init's and the agent's, and the
+//! boot milestones (init started, agent's first line, power-off, panic) with their times.
+//!
+//! Pure functions over captured lines; every line carries the host time since QEMU started.
+
+use std::time::Duration;
+
+/// The line the kernel prints just before it executes the init program.
+pub const INIT_HANDOVER_MARKER: &str = "Run /sbin/init as init process";
+
+/// The line the kernel prints when `poweroff -f` powered the machine off.
+pub const POWER_OFF_MARKER: &str = "reboot: Power down";
+
+/// The start of the line the kernel prints when it panics.
+pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
+
+/// Prefix of every console line the init trampoline prints.
+pub const INIT_LINE_PREFIX: &str = "arcbox-init:";
+
+/// One console line and when the host saw it, relative to QEMU's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleLine {
+    pub at: Duration,
+    pub text: String,
+}
+
+/// What a finished boot's console says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BootMilestones {
+    /// Kernel clock (printk time) when it ran /sbin/init: kernel start → init.
+    pub kernel_to_init: Option<Duration>,
+    /// Host time when the init hand-over line arrived.
+    pub init_seen: Option<Duration>,
+    /// Host time when the agent's first line arrived.
+    pub agent_first_line: Option<Duration>,
+    /// The agent's first line itself.
+    pub agent_first_text: Option<String>,
+    /// The guest powered off (kernel's power-down line).
+    pub powered_off: bool,
+    /// The kernel panicked.
+    pub panicked: bool,
+}
+
+impl BootMilestones {
+    /// Init start → the agent's first line, on the host clock.
+    pub fn init_to_agent(&self) -> Option<Duration> {
+        Some(self.agent_first_line?.saturating_sub(self.init_seen?))
+    }
+}
+
+/// Finds the milestones in a console. The agent's first line is the first line after the init
+/// hand-over that is neither a kernel message (`[    1.234] …`) nor an init line.
+pub fn milestones(lines: &[ConsoleLine]) -> BootMilestones {
+    let mut found = BootMilestones::default();
+    for line in lines {
+        let text = line.text.trim_end_matches('\r');
+        if text.contains(PANIC_MARKER) {
+            found.panicked = true;
+        }
+        if text.contains(POWER_OFF_MARKER) {
+            found.powered_off = true;
+        }
+        if found.init_seen.is_none() {
+            if text.contains(INIT_HANDOVER_MARKER) {
+                found.init_seen = Some(line.at);
+                found.kernel_to_init = printk_time(text);
+            }
+            continue;
+        }
+        if found.agent_first_line.is_none()
+            && !text.trim().is_empty()
+            && printk_time(text).is_none()
+            && !text.trim_start().starts_with(INIT_LINE_PREFIX)
+        {
+            found.agent_first_line = Some(line.at);
+            found.agent_first_text = Some(text.to_owned());
+        }
+    }
+    found
+}
+
+/// The printk timestamp of a kernel message line: `[    0.523817] Run /sbin/init …` → 0.523817 s.
+pub fn printk_time(line: &str) -> Option<Duration> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (stamp, _) = rest.split_once(']')?;
+    let seconds: f64 = stamp.trim().parse().ok()?;
+    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// The last `count` lines of a console, for failure reports.
+pub fn tail(lines: &[ConsoleLine], count: usize) -> String {
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| line.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(lines: &[(u64, &str)]) -> Vec<ConsoleLine> {
+        lines
+            .iter()
+            .map(|(ms, text)| ConsoleLine {
+                at: Duration::from_millis(*ms),
+                text: (*text).to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_init_agent_and_power_off() {
+        let lines = console(&[
+            (100, "[    0.000000] Booting Linux on physical CPU 0x0000000000"),
+            (900, "[    0.523817] Run /sbin/init as init process"),
+            (950, "arcbox-init: mounted /proc /sys /dev"),
+            (980, "[    0.601000] virtio_fs: something"),
+            (1200, "CHECK proc ok mounted"),
+            (1300, "[    0.900000] reboot: Power down"),
+        ]);
+        let found = milestones(&lines);
+        assert_eq!(found.kernel_to_init, Some(Duration::from_micros(523_817)));
+        assert_eq!(found.init_seen, Some(Duration::from_millis(900)));
+        assert_eq!(found.agent_first_line, Some(Duration::from_millis(1200)));
+        assert_eq!(found.agent_first_text.as_deref(), Some("CHECK proc ok mounted"));
+        assert_eq!(found.init_to_agent(), Some(Duration::from_millis(300)));
+        assert!(found.powered_off);
+        assert!(!found.panicked);
+    }
+
+    #[test]
+    fn a_panic_is_seen_and_nothing_is_invented() {
+        let lines = console(&[
+            (
+                10,
+                "[    0.500000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000000",
+            ),
+            (20, "[    0.500001] ---[ end Kernel panic - not syncing ]---"),
+        ]);
+        let found = milestones(&lines);
+        assert!(found.panicked);
+        assert!(!found.powered_off);
+        assert_eq!(found.init_seen, None);
+        assert_eq!(found.agent_first_line, None);
+        assert_eq!(found.init_to_agent(), None);
+    }
+
+    #[test]
+    fn printk_time_only_reads_kernel_lines() {
+        assert_eq!(printk_time("[    1.250000] x"), Some(Duration::from_millis(1250)));
+        assert_eq!(printk_time("CHECK a ok"), None);
+        assert_eq!(printk_time("[not a time] x"), None);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let lines = console(&[(1, "a"), (2, "b"), (3, "c")]);
+        assert_eq!(tail(&lines, 2), "b\nc");
+    }
+}

@@ -1,0 +1,334 @@
+//! `cargo xtask boot`: boots a kernel and rootfs (or a release tarball) under QEMU with the
+//! VirtioFS share laid out like the host's, streams the console, and fails unless the guest
+//! powered off cleanly within the timeout.
+//!
+//! Reads the release tarball (its `kernel`, `rootfs.erofs` and `manifest.json` command line) or
+//! the kernel and rootfs files, the agent file and the runtime bin directory; writes only
+//! temporary files (the share, the scratch disk) that are removed afterwards. Prints the console
+//! to stdout and the timings (kernel start → /sbin/init, init → the agent's first line) to stderr.
+
+pub mod console;
+pub mod qemu;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use boot_assets::{cdn, Arch, Manifest};
+use xshell::Shell;
+
+use crate::flags;
+use qemu::{Accel, BootRun, VmSpec};
+
+/// Where the agent sits in the share (the guest sees `/arcbox/bin/arcbox-agent`).
+pub const SHARE_AGENT_PATH: &str = "bin/arcbox-agent";
+
+/// Where runtime binaries sit in the share (the guest sees `/arcbox/runtime/bin/…`).
+pub const SHARE_RUNTIME_BIN: &str = "runtime/bin";
+
+/// How many console lines a failure report shows.
+const FAILURE_TAIL_LINES: usize = 40;
+
+impl flags::Boot {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        let arch: Arch = self.arch.into();
+        let unpacked = tempfile::tempdir().context("creating a temporary directory")?;
+        let (kernel, rootfs, manifest_cmdline) = match (&self.tarball, &self.kernel, &self.rootfs) {
+            (Some(tarball), None, None) => {
+                let (kernel, rootfs, cmdline) = unpack_release(tarball, arch, unpacked.path())?;
+                (kernel, rootfs, Some(cmdline))
+            }
+            (None, Some(kernel), Some(rootfs)) => (kernel.clone(), rootfs.clone(), None),
+            _ => bail!("pass either --tarball, or both --kernel and --rootfs"),
+        };
+        let cmdline = self
+            .cmdline
+            .clone()
+            .or(manifest_cmdline)
+            .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned());
+
+        let share = tempfile::Builder::new()
+            .prefix("arcbox-share-")
+            .tempdir()
+            .context("creating the share directory")?;
+        let extra_files = self
+            .share_file
+            .iter()
+            .map(|spec| parse_share_file(spec))
+            .collect::<Result<Vec<_>>>()?;
+        prepare_share(
+            share.path(),
+            self.agent.as_deref(),
+            self.runtime_bin.as_deref(),
+            &extra_files,
+        )?;
+
+        let spec = VmSpec {
+            arch,
+            accel: match self.accel {
+                flags::AccelFlag::Tcg => Accel::Tcg,
+                flags::AccelFlag::Kvm => Accel::Kvm,
+            },
+            qemu: self.qemu.clone(),
+            kernel,
+            rootfs,
+            cmdline,
+            share: share.path().to_path_buf(),
+            timeout: Duration::from_secs(self.timeout),
+            stream_console: true,
+            forward_stdin: true,
+        };
+        eprintln!(
+            "boot {arch}: starting QEMU (timeout {} s, command line `{}`)",
+            self.timeout, spec.cmdline
+        );
+        let run = qemu::run_vm(&spec)?;
+        report(arch, &run);
+        verdict(&run, self.timeout)
+    }
+}
+
+/// Prints the timings of a boot to stderr.
+fn report(arch: Arch, run: &BootRun) {
+    let found = &run.milestones;
+    let seconds = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    eprintln!(
+        "boot {arch}: kernel start → /sbin/init: {} (kernel clock)",
+        seconds(found.kernel_to_init)
+    );
+    eprintln!(
+        "boot {arch}: QEMU start → /sbin/init: {} (host clock)",
+        seconds(found.init_seen)
+    );
+    eprintln!(
+        "boot {arch}: /sbin/init → agent's first line: {}{}",
+        seconds(found.init_to_agent()),
+        found
+            .agent_first_text
+            .as_ref()
+            .map(|text| format!(" ({text:?})"))
+            .unwrap_or_default()
+    );
+    eprintln!(
+        "boot {arch}: QEMU ended after {:.2} s ({})",
+        run.ended_at.as_secs_f64(),
+        if run.timed_out {
+            "timeout, killed"
+        } else if run.powered_off() {
+            "guest powered off"
+        } else {
+            "without a power-off"
+        }
+    );
+}
+
+/// Ok when the guest powered off without a panic before the timeout; else an error with the
+/// console tail.
+pub fn verdict(run: &BootRun, timeout_secs: u64) -> Result<()> {
+    let problem = if run.timed_out {
+        format!("the guest was still running after {timeout_secs} s; QEMU and virtiofsd were killed")
+    } else if run.milestones.panicked {
+        "the guest kernel panicked".to_owned()
+    } else if !run.powered_off() {
+        format!(
+            "QEMU ended without the guest powering off (QEMU's shutdown reason: {}; a panic or a reboot \
+             resets the guest)",
+            run.shutdown_reason.as_deref().unwrap_or("none")
+        )
+    } else {
+        return Ok(());
+    };
+    // A guest that died before its console came up only spoke on the early UART.
+    let early = if run.milestones.init_seen.is_none() && !run.early_console.trim().is_empty() {
+        let lines: Vec<&str> = run.early_console.lines().collect();
+        format!(
+            "\nthe early console (PL011, before hvc0) ended with:\n{}",
+            lines[lines.len().saturating_sub(FAILURE_TAIL_LINES)..].join("\n")
+        )
+    } else {
+        String::new()
+    };
+    bail!(
+        "{problem}; the last {FAILURE_TAIL_LINES} console lines:\n{}{early}",
+        console::tail(&run.lines, FAILURE_TAIL_LINES)
+    )
+}
+
+/// `REL=PATH` → (REL, PATH); REL must stay inside the share.
+fn parse_share_file(spec: &str) -> Result<(PathBuf, PathBuf)> {
+    let Some((relative, source)) = spec.split_once('=') else {
+        bail!("--share-file {spec:?}: expected DEST=SOURCE, e.g. test/expected.config=build/x86_64/kernel.config");
+    };
+    if let Some(problem) = boot_assets::manifest::relative_path_problem(relative) {
+        bail!("--share-file {spec:?}: the destination {problem}");
+    }
+    Ok((PathBuf::from(relative), PathBuf::from(source)))
+}
+
+/// Lays out the share like the host does: the agent at `bin/arcbox-agent` (mode 0755), every
+/// file of `runtime_bin` under `runtime/bin/` (modes kept), and any extra files.
+pub fn prepare_share(
+    share: &Path,
+    agent: Option<&Path>,
+    runtime_bin: Option<&Path>,
+    extra_files: &[(PathBuf, PathBuf)],
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = share.join("bin");
+    let runtime = share.join(SHARE_RUNTIME_BIN);
+    for dir in [&bin, &runtime] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Some(agent) = agent {
+        let target = share.join(SHARE_AGENT_PATH);
+        std::fs::copy(agent, &target).with_context(|| format!("--agent {}: cannot copy it", agent.display()))?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", target.display()))?;
+    }
+    if let Some(runtime_bin) = runtime_bin {
+        let entries = std::fs::read_dir(runtime_bin)
+            .with_context(|| format!("--runtime-bin {}: cannot list it", runtime_bin.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", runtime_bin.display()))?;
+            let target = runtime.join(entry.file_name());
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {} into the share", entry.path().display()))?;
+        }
+    }
+    for (relative, source) in extra_files {
+        let target = share.join(relative);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::copy(source, &target).with_context(|| format!("--share-file {}: cannot copy it", source.display()))?;
+    }
+    Ok(())
+}
+
+/// Unpacks a release tarball's kernel and rootfs into `into`, and reads the arch's command line
+/// from its manifest.
+fn unpack_release(tarball: &Path, arch: Arch, into: &Path) -> Result<(PathBuf, PathBuf, String)> {
+    let file =
+        std::fs::File::open(tarball).with_context(|| format!("--tarball {}: cannot open it", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut manifest_bytes = None;
+    let entries = archive
+        .entries()
+        .with_context(|| format!("--tarball {}: not a .tar.gz", tarball.display()))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("reading {}", tarball.display()))?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        match name.as_str() {
+            cdn::KERNEL_FILE | cdn::ROOTFS_FILE => {
+                entry
+                    .unpack(into.join(&name))
+                    .with_context(|| format!("unpacking {name} from {}", tarball.display()))?;
+            }
+            cdn::MANIFEST_FILE => {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes)?;
+                manifest_bytes = Some(bytes);
+            }
+            _ => {}
+        }
+    }
+    let manifest_bytes =
+        manifest_bytes.with_context(|| format!("--tarball {}: no {} member", tarball.display(), cdn::MANIFEST_FILE))?;
+    let manifest = Manifest::from_json(&manifest_bytes)
+        .with_context(|| format!("--tarball {}: its manifest.json is invalid", tarball.display()))?;
+    let target = manifest
+        .targets
+        .get(&arch)
+        .with_context(|| format!("--tarball {}: its manifest has no {arch} target", tarball.display()))?;
+    for member in [cdn::KERNEL_FILE, cdn::ROOTFS_FILE] {
+        if !into.join(member).is_file() {
+            bail!("--tarball {}: no {member} member", tarball.display());
+        }
+    }
+    Ok((
+        into.join(cdn::KERNEL_FILE),
+        into.join(cdn::ROOTFS_FILE),
+        target.kernel_cmdline.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: &[&str], timed_out: bool, shutdown_reason: Option<&str>) -> BootRun {
+        let lines: Vec<console::ConsoleLine> = lines
+            .iter()
+            .map(|text| console::ConsoleLine {
+                at: Duration::from_millis(1),
+                text: (*text).to_owned(),
+            })
+            .collect();
+        BootRun {
+            milestones: console::milestones(&lines),
+            lines,
+            timed_out,
+            ended_at: Duration::from_secs(1),
+            shutdown_reason: shutdown_reason.map(str::to_owned),
+            early_console: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_guest_power_off_passes() {
+        assert!(verdict(&run(&["agent says hi"], false, Some("guest-shutdown")), 60).is_ok());
+        // x86_64's UART shows the kernel's own line even without QMP's word.
+        assert!(verdict(&run(&["[    1.0] reboot: Power down"], false, None), 60).is_ok());
+    }
+
+    #[test]
+    fn a_timeout_a_panic_and_a_reset_fail_with_the_console_tail() {
+        let err = verdict(&run(&["stuck here"], true, None), 60).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the guest was still running after 60 s; QEMU and virtiofsd were killed"),
+            "{err}"
+        );
+        assert!(err.ends_with("stuck here"), "{err}");
+        let panic = ["[    0.5] Kernel panic - not syncing: Attempted to kill init!"];
+        let err = verdict(&run(&panic, false, Some("guest-reset")), 60)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("the guest kernel panicked"), "{err}");
+        let err = verdict(&run(&["rebooting"], false, Some("guest-reset")), 60)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("QEMU's shutdown reason: guest-reset"), "{err}");
+    }
+
+    #[test]
+    fn share_file_destination_must_stay_inside() {
+        assert!(parse_share_file("test/x=/tmp/x").is_ok());
+        let err = parse_share_file("../x=/tmp/x").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--share-file \"../x=/tmp/x\": the destination"),
+            "{err}"
+        );
+        assert!(parse_share_file("nothing").is_err());
+    }
+
+    #[test]
+    fn share_has_the_host_layout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent.sh");
+        std::fs::write(&agent, "#!/bin/sh\n").unwrap();
+        let runtime = dir.path().join("rt");
+        std::fs::create_dir(&runtime).unwrap();
+        std::fs::write(runtime.join("FEX"), "x").unwrap();
+        let share = dir.path().join("share");
+        prepare_share(&share, Some(&agent), Some(&runtime), &[]).unwrap();
+        let mode = std::fs::metadata(share.join(SHARE_AGENT_PATH))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(share.join("runtime/bin/FEX").is_file());
+    }
+}

@@ -1,0 +1,559 @@
+//! Boots one guest under QEMU and captures its console: the reusable core of `cargo xtask boot`,
+//! `cargo xtask bench boot` and the e2e boot tests.
+//!
+//! Reads the kernel, the rootfs image and a prepared share directory; creates (in a temporary
+//! directory) a sparse scratch disk, the virtiofsd socket and QEMU's stderr log. Runs virtiofsd
+//! and QEMU each in its own process group, streams the console to stdout while keeping every
+//! line with its arrival time, and ends at the guest's power-off or the timeout, after which both
+//! process groups are killed. Pass or fail is read from the console, never from QEMU's exit status
+//! (QEMU exits 0 after a power-off and after a panic alike).
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use boot_assets::Arch;
+
+use super::console::{self, BootMilestones, ConsoleLine};
+
+/// The VirtioFS daemon bookworm's QEMU ships (there is no separate virtiofsd package).
+pub const DEFAULT_VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
+
+/// The VirtioFS tag the init mounts on /arcbox.
+pub const SHARE_TAG: &str = "arcbox";
+
+/// Guest memory; the VirtioFS share needs it as a shared memfd backend of the same size.
+const GUEST_MEMORY_MIB: u32 = 512;
+
+/// Guest CPUs: one, since the build machines have two cores shared with other work.
+const GUEST_CPUS: u32 = 1;
+
+/// Size of the sparse scratch disk (/dev/vdb); mkfs.btrfs wants well over 100 MiB.
+const SCRATCH_DISK_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Appended to every command line: a panic reboots at once, and `-no-reboot` turns that into
+/// QEMU exiting, so a panicking guest never sits until the timeout.
+const PANIC_ARGS: &str = "panic=-1";
+
+/// How long virtiofsd may take to create its socket.
+const VIRTIOFSD_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SHUTDOWN reason QEMU reports when the guest powered itself off.
+pub const QMP_GUEST_SHUTDOWN: &str = "guest-shutdown";
+
+/// How long QEMU may take to open its QMP socket.
+const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the QEMU process is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How the guest CPU is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// QEMU's software emulation: slow but works everywhere.
+    Tcg,
+    /// Hardware virtualization; only for a guest of the host's arch.
+    Kvm,
+}
+
+/// Everything one boot needs.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub arch: Arch,
+    pub accel: Accel,
+    /// The QEMU binary; `qemu-system-{x86_64|aarch64}` from PATH when `None`.
+    pub qemu: Option<PathBuf>,
+    pub kernel: PathBuf,
+    pub rootfs: PathBuf,
+    /// The kernel command line (the manifest's); `panic=-1` is appended.
+    pub cmdline: String,
+    /// The directory served as the `arcbox` VirtioFS share.
+    pub share: PathBuf,
+    pub timeout: Duration,
+    /// Echo the console to stdout as it arrives.
+    pub stream_console: bool,
+    /// Forward this process's stdin to the guest console (for interactive debug shells).
+    pub forward_stdin: bool,
+}
+
+/// What a boot produced.
+#[derive(Debug, Clone)]
+pub struct BootRun {
+    pub lines: Vec<ConsoleLine>,
+    pub milestones: BootMilestones,
+    /// The guest was still running at the timeout and was killed.
+    pub timed_out: bool,
+    /// When QEMU ended (or was killed), since its start.
+    pub ended_at: Duration,
+    /// The reason of QEMU's SHUTDOWN event: `guest-shutdown` after a power-off, `guest-reset`
+    /// after a reboot or a panic (with `panic=-1 -no-reboot`); `None` when it never came.
+    pub shutdown_reason: Option<String>,
+    /// What the arm64 early UART printed (empty on x86_64, where the console is that UART).
+    pub early_console: String,
+}
+
+impl BootRun {
+    /// The guest powered itself off: QEMU reported a guest shutdown, or the console shows it.
+    /// (On arm64 the kernel's last console line can be lost with hvc0, so QMP is the truth.)
+    pub fn powered_off(&self) -> bool {
+        self.shutdown_reason.as_deref() == Some(QMP_GUEST_SHUTDOWN) || self.milestones.powered_off
+    }
+}
+
+/// The QEMU binary name of an arch.
+pub fn qemu_binary_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "qemu-system-x86_64",
+        Arch::Arm64 => "qemu-system-aarch64",
+    }
+}
+
+/// The apt package that provides an arch's QEMU.
+pub fn qemu_package(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "qemu-system-x86",
+        Arch::Arm64 => "qemu-system-arm",
+    }
+}
+
+/// Paths of the files one boot's QEMU uses.
+#[derive(Debug, Clone)]
+pub struct MachineFiles<'a> {
+    pub kernel: &'a Path,
+    pub rootfs: &'a Path,
+    pub scratch: &'a Path,
+    pub virtiofs_socket: &'a Path,
+    pub qmp_socket: &'a Path,
+    /// Where the arm64 PL011 (the `earlycon` UART) writes: the kernel's messages from before
+    /// hvc0 exists, which explain a guest that dies early.
+    pub early_serial: &'a Path,
+}
+
+/// QEMU's arguments for one boot: the arch's machine, console, rootfs as read-only /dev/vda,
+/// the scratch disk as /dev/vdb (PCI slots follow argument order), and the VirtioFS share.
+pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let memory = format!("{GUEST_MEMORY_MIB}M");
+    let machine = match arch {
+        Arch::X86_64 => "q35,memory-backend=mem",
+        Arch::Arm64 => "virt,memory-backend=mem",
+    };
+    push(
+        &mut args,
+        &["-M", machine, "-m", &memory, "-smp", &GUEST_CPUS.to_string()],
+    );
+    match (arch, accel) {
+        (_, Accel::Kvm) => push(&mut args, &["-accel", "kvm", "-cpu", "host"]),
+        (Arch::X86_64, Accel::Tcg) => push(&mut args, &["-accel", "tcg"]),
+        (Arch::Arm64, Accel::Tcg) => push(&mut args, &["-accel", "tcg", "-cpu", "cortex-a57"]),
+    }
+    push(
+        &mut args,
+        &["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
+    );
+    push(&mut args, &["-chardev", "stdio,id=console,signal=off"]);
+    match arch {
+        // ttyS0: the 8250 UART on the ISA bus.
+        Arch::X86_64 => push(&mut args, &["-serial", "chardev:console"]),
+        // hvc0: a virtio console; the PL011 (earlycon) goes to a file.
+        Arch::Arm64 => {
+            push(
+                &mut args,
+                &["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=console"],
+            );
+            let mut serial = OsString::from("file:");
+            serial.push(files.early_serial.as_os_str());
+            args.extend(["-serial".into(), serial]);
+        }
+    }
+    args.extend(["-kernel".into(), files.kernel.as_os_str().to_owned()]);
+    push(&mut args, &["-append", &format!("{cmdline} {PANIC_ARGS}")]);
+    let drive = |args: &mut Vec<OsString>, id: &str, path: &Path, read_only: bool| {
+        let mut spec = OsString::from(format!("if=none,id={id},format=raw,"));
+        if read_only {
+            spec.push("readonly=on,");
+        }
+        spec.push("file=");
+        spec.push(escape_qemu_option(path));
+        args.extend(["-drive".into(), spec]);
+        args.extend(["-device".into(), format!("virtio-blk-pci,drive={id}").into()]);
+    };
+    drive(&mut args, "rootfs", files.rootfs, true);
+    drive(&mut args, "scratch", files.scratch, false);
+    let mut socket = OsString::from("socket,id=virtiofs,path=");
+    socket.push(escape_qemu_option(files.virtiofs_socket));
+    args.extend(["-chardev".into(), socket]);
+    args.extend([
+        "-device".into(),
+        format!("vhost-user-fs-pci,chardev=virtiofs,tag={SHARE_TAG}").into(),
+    ]);
+    args.extend([
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={memory},share=on").into(),
+    ]);
+    // QMP tells a power-off from a reset (panic) for certain, whatever the console shows.
+    let mut qmp = OsString::from("unix:");
+    qmp.push(escape_qemu_option(files.qmp_socket));
+    qmp.push(",server=on,wait=off");
+    args.extend(["-qmp".into(), qmp]);
+    args
+}
+
+fn push(args: &mut Vec<OsString>, items: &[&str]) {
+    args.extend(items.iter().map(OsString::from));
+}
+
+/// A path inside a QEMU `key=value,…` option: commas are doubled.
+fn escape_qemu_option(path: &Path) -> OsString {
+    OsString::from(path.to_string_lossy().replace(',', ",,"))
+}
+
+/// Boots `spec` and returns its console; errors only when the machine could not be run at all.
+pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
+    if spec.accel == Accel::Kvm && Arch::host() != Some(spec.arch) {
+        bail!(
+            "--accel kvm runs only a guest of the host's arch; use --accel tcg for {}",
+            spec.arch
+        );
+    }
+    let qemu = spec
+        .qemu
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(qemu_binary_name(spec.arch)));
+    let virtiofsd = std::env::var_os("BOOT_ASSETS_VIRTIOFSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_VIRTIOFSD));
+    if !virtiofsd.is_file() {
+        bail!(
+            "{} is missing: it serves the VirtioFS share; install it with `apt-get install -y qemu-system-common` \
+             (or point BOOT_ASSETS_VIRTIOFSD at a virtiofsd)",
+            virtiofsd.display()
+        );
+    }
+    crate::util::require_file(&spec.kernel, "--kernel")?;
+    crate::util::require_file(&spec.rootfs, "--rootfs")?;
+
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("boot-")
+        .tempdir()
+        .context("creating a temporary directory for the boot")?;
+    let scratch = scratch_dir.path().join("scratch.img");
+    std::fs::File::create(&scratch)
+        .and_then(|file| file.set_len(SCRATCH_DISK_BYTES))
+        .with_context(|| format!("creating the scratch disk {}", scratch.display()))?;
+    let socket = scratch_dir.path().join("virtiofs.sock");
+    let qemu_stderr_path = scratch_dir.path().join("qemu.stderr");
+    let qmp_socket = scratch_dir.path().join("qmp.sock");
+    let early_serial = scratch_dir.path().join("early-serial.log");
+
+    let mut virtiofsd_child = ProcessGroup::spawn(
+        Command::new(&virtiofsd)
+            .arg(format!("--socket-path={}", socket.display()))
+            .arg("-o")
+            .arg(format!("source={}", spec.share.display()))
+            .args(["-o", "sandbox=namespace", "-o", "cache=auto"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .with_context(|| format!("starting {}", virtiofsd.display()))?;
+    let waited = Instant::now();
+    while !socket.exists() {
+        if let Some(status) = virtiofsd_child.child.try_wait()? {
+            bail!(
+                "{} exited at start ({status}) serving {}",
+                virtiofsd.display(),
+                spec.share.display()
+            );
+        }
+        if waited.elapsed() > VIRTIOFSD_START_TIMEOUT {
+            bail!(
+                "{} did not create its socket within {VIRTIOFSD_START_TIMEOUT:?}",
+                virtiofsd.display()
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+
+    let files = MachineFiles {
+        kernel: &spec.kernel,
+        rootfs: &spec.rootfs,
+        scratch: &scratch,
+        virtiofs_socket: &socket,
+        qmp_socket: &qmp_socket,
+        early_serial: &early_serial,
+    };
+    let qemu_stderr =
+        std::fs::File::create(&qemu_stderr_path).with_context(|| format!("creating {}", qemu_stderr_path.display()))?;
+    let started = Instant::now();
+    let mut qemu_child = ProcessGroup::spawn(
+        Command::new(&qemu)
+            .args(qemu_args(spec.arch, spec.accel, &spec.cmdline, &files))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(qemu_stderr),
+    )
+    .with_context(|| {
+        format!(
+            "starting {} (install it with `apt-get install -y {}` or set BOOT_ASSETS_QEMU)",
+            qemu.display(),
+            qemu_package(spec.arch)
+        )
+    })?;
+
+    let lines = Arc::new(Mutex::new(Vec::<ConsoleLine>::new()));
+    let stdout = qemu_child.child.stdout.take().expect("stdout is piped");
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let stream = spec.stream_console;
+        std::thread::spawn(move || read_console(stdout, started, stream, &lines))
+    };
+    let stdin = qemu_child.child.stdin.take().expect("stdin is piped");
+    if spec.forward_stdin {
+        // Detached: a read of our stdin cannot be interrupted, and the thread ends with the process.
+        std::thread::spawn(move || forward_stdin(stdin));
+    } else {
+        drop(stdin);
+    }
+
+    let shutdown_reason = Arc::new(Mutex::new(None::<String>));
+    let qmp_reader = match connect_qmp(&qmp_socket, &mut qemu_child.child) {
+        Ok(stream) => {
+            let shutdown_reason = Arc::clone(&shutdown_reason);
+            Some(std::thread::spawn(move || read_qmp_events(stream, &shutdown_reason)))
+        }
+        // QEMU that ends before its socket exists has failed at start; its stderr tells why.
+        Err(_) if matches!(qemu_child.child.try_wait(), Ok(Some(_))) => None,
+        Err(error) => return Err(error),
+    };
+
+    let deadline = started + spec.timeout;
+    let mut timed_out = false;
+    loop {
+        if qemu_child.child.try_wait().context("waiting for QEMU")?.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    let ended_at = started.elapsed();
+    qemu_child.kill();
+    virtiofsd_child.kill();
+    let _ = reader.join();
+    if let Some(qmp_reader) = qmp_reader {
+        let _ = qmp_reader.join();
+    }
+    let shutdown_reason = shutdown_reason.lock().expect("qmp lock").take();
+
+    let lines = std::mem::take(&mut *lines.lock().expect("console lock"));
+    if lines.is_empty() && !timed_out {
+        let stderr = std::fs::read_to_string(&qemu_stderr_path).unwrap_or_default();
+        bail!(
+            "{} ended after {:.1} s without any console output; its stderr:\n{}",
+            qemu.display(),
+            ended_at.as_secs_f64(),
+            stderr.trim()
+        );
+    }
+    let milestones = console::milestones(&lines);
+    Ok(BootRun {
+        lines,
+        milestones,
+        timed_out,
+        ended_at,
+        shutdown_reason,
+        early_console: std::fs::read_to_string(&early_serial).unwrap_or_default(),
+    })
+}
+
+/// Connects to QEMU's QMP socket and leaves capability negotiation, so events flow.
+fn connect_qmp(socket: &Path, qemu: &mut Child) -> Result<std::os::unix::net::UnixStream> {
+    let waited = Instant::now();
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(stream) => break stream,
+            Err(error) => {
+                if waited.elapsed() > QMP_CONNECT_TIMEOUT || matches!(qemu.try_wait(), Ok(Some(_))) {
+                    return Err(error).with_context(|| format!("connecting to QEMU's QMP socket {}", socket.display()));
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+    };
+    let mut writer = stream.try_clone().context("cloning the QMP socket")?;
+    writer
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .context("negotiating QMP capabilities")?;
+    Ok(stream)
+}
+
+/// Reads QMP messages until QEMU closes the socket, keeping the SHUTDOWN event's reason.
+fn read_qmp_events(stream: std::os::unix::net::UnixStream, shutdown_reason: &Mutex<Option<String>>) {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        if let Some(reason) = shutdown_event_reason(&line) {
+            *shutdown_reason.lock().expect("qmp lock") = Some(reason);
+        }
+    }
+}
+
+/// The reason of a QMP `SHUTDOWN` event line, `None` for any other message.
+pub fn shutdown_event_reason(line: &str) -> Option<String> {
+    let message: serde_json::Value = serde_json::from_str(line).ok()?;
+    if message.get("event")?.as_str()? != "SHUTDOWN" {
+        return None;
+    }
+    Some(message.pointer("/data/reason")?.as_str()?.to_owned())
+}
+
+/// Reads the console until QEMU closes it, keeping each line with its arrival time.
+fn read_console(mut from: impl Read, started: Instant, stream: bool, lines: &Mutex<Vec<ConsoleLine>>) {
+    let mut partial: Vec<u8> = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut out = std::io::stdout();
+    loop {
+        let read = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if stream {
+            let _ = out.write_all(&buffer[..read]);
+            let _ = out.flush();
+        }
+        for &byte in &buffer[..read] {
+            if byte == b'\n' {
+                push_line(lines, started, &partial);
+                partial.clear();
+            } else {
+                partial.push(byte);
+            }
+        }
+    }
+    if !partial.is_empty() {
+        push_line(lines, started, &partial);
+    }
+}
+
+fn push_line(lines: &Mutex<Vec<ConsoleLine>>, started: Instant, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes).trim_end_matches('\r').to_owned();
+    lines.lock().expect("console lock").push(ConsoleLine {
+        at: started.elapsed(),
+        text,
+    });
+}
+
+/// Copies this process's stdin to the guest console, flushing every chunk.
+fn forward_stdin(mut to: impl Write) {
+    let mut buffer = [0u8; 1024];
+    let mut stdin = std::io::stdin();
+    while let Ok(read) = stdin.read(&mut buffer) {
+        if read == 0 || to.write_all(&buffer[..read]).and_then(|()| to.flush()).is_err() {
+            break;
+        }
+    }
+}
+
+/// A child started as the leader of its own process group, so it and everything it forks can
+/// be killed together (virtiofsd forks into its sandbox).
+struct ProcessGroup {
+    child: Child,
+}
+
+impl ProcessGroup {
+    fn spawn(command: &mut Command) -> std::io::Result<ProcessGroup> {
+        command.process_group(0).spawn().map(|child| ProcessGroup { child })
+    }
+
+    /// Kills the whole group (idempotent) and reaps the leader.
+    fn kill(&mut self) {
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals our own child's process group; it touches
+        // no memory.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_text(arch: Arch) -> String {
+        let files = MachineFiles {
+            kernel: Path::new("/k/kernel"),
+            rootfs: Path::new("/r/root,fs.erofs"),
+            scratch: Path::new("/t/scratch.img"),
+            virtiofs_socket: Path::new("/t/v.sock"),
+            qmp_socket: Path::new("/t/qmp.sock"),
+            early_serial: Path::new("/t/early.log"),
+        };
+        qemu_args(arch, Accel::Tcg, arch.default_kernel_cmdline(), &files)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn qmp_shutdown_reason_is_read_from_the_event_only() {
+        let event = r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#;
+        assert_eq!(shutdown_event_reason(event).as_deref(), Some("guest-shutdown"));
+        assert_eq!(shutdown_event_reason(r#"{"return": {}}"#), None);
+        assert_eq!(
+            shutdown_event_reason(r#"{"event": "RESET", "data": {"reason": "guest-reset"}}"#),
+            None
+        );
+        assert_eq!(shutdown_event_reason("not json"), None);
+    }
+
+    #[test]
+    fn x86_64_uses_q35_and_the_serial_console() {
+        let text = args_text(Arch::X86_64);
+        assert!(text.starts_with("-M q35,memory-backend=mem -m 512M"), "{text}");
+        assert!(text.contains("-serial chardev:console"), "{text}");
+        assert!(text.contains("-append console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon panic=-1"));
+    }
+
+    #[test]
+    fn arm64_uses_virt_cortex_a57_and_a_virtio_console() {
+        let text = args_text(Arch::Arm64);
+        assert!(text.starts_with("-M virt,memory-backend=mem"), "{text}");
+        assert!(text.contains("-cpu cortex-a57"), "{text}");
+        assert!(text.contains("-device virtconsole,chardev=console"), "{text}");
+        assert!(text.contains("-serial file:/t/early.log"), "{text}");
+    }
+
+    #[test]
+    fn rootfs_is_the_first_disk_and_read_only_then_scratch_then_share() {
+        let text = args_text(Arch::Arm64);
+        let rootfs = text
+            .find("id=rootfs,format=raw,readonly=on,file=/r/root,,fs.erofs")
+            .unwrap();
+        let scratch = text.find("id=scratch,format=raw,file=/t/scratch.img").unwrap();
+        assert!(rootfs < scratch, "{text}");
+        assert!(text.contains("vhost-user-fs-pci,chardev=virtiofs,tag=arcbox"), "{text}");
+        assert!(
+            text.contains("memory-backend-memfd,id=mem,size=512M,share=on"),
+            "{text}"
+        );
+    }
+}

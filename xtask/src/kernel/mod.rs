@@ -1,0 +1,556 @@
+//! `cargo xtask kernel`: builds the guest kernel from source, or takes a verified prebuilt one.
+//!
+//! Reads the kernel source (the distro's `linux-source` tarball unless `--source` names a tree
+//! or tarball) and the config fragments under `manifests/kernel/` (common + arch, then any
+//! `--extra-fragment`). Configures `tinyconfig` + fragments + `olddefconfig`, checks that every
+//! fragment option survived, then compiles with pinned `KBUILD_BUILD_*` so the image is
+//! reproducible. Results are cached in `{cache}/kernel/{arch}-{key}/` keyed by a hash of the
+//! source identity, fragments, arch, compiler version and build timestamp; the object tree of
+//! each (arch, source) pair is kept in `{cache}/kernel/work/` so a changed fragment rebuilds
+//! incrementally. Writes the image to `--output` (default `build/{arch}/kernel`) and the final
+//! config beside it (`{output}.config`).
+
+mod fragment;
+mod prebuilt;
+mod progress;
+mod source;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use boot_assets::manifest::format_utc_timestamp;
+use boot_assets::Arch;
+use xshell::{cmd, Shell};
+
+use crate::{flags, util};
+
+/// The folder of the checked-in config fragments, relative to the repository root.
+const FRAGMENT_DIR: &str = "manifests/kernel";
+
+/// The fragment every arch merges first.
+const COMMON_FRAGMENT: &str = "common.config";
+
+/// The minimal base configuration the fragments are merged over.
+const BASE_CONFIG_TARGET: &str = "tinyconfig";
+
+/// Bumped whenever the build recipe changes in a way the other key inputs do not show.
+const CACHE_FORMAT: &str = "boot-assets-kernel-cache-v1";
+
+/// Parallel compile jobs: the build machines have 2 cores shared with other work.
+pub const DEFAULT_JOBS: u32 = 2;
+
+/// `KBUILD_BUILD_USER` and `KBUILD_BUILD_HOST`: fixed, so `uname -v` never names the build machine.
+const KBUILD_IDENTITY: &str = "boot-assets";
+
+/// `KBUILD_BUILD_VERSION`: the `#1` in the version banner, fixed instead of counting builds.
+const KBUILD_VERSION: &str = "1";
+
+/// The build timestamp when SOURCE_DATE_EPOCH is unset: the epoch itself, so it is fixed.
+const DEFAULT_BUILD_EPOCH: u64 = 0;
+
+/// The one lock file that keeps kernel builds one at a time on a machine.
+const BUILD_LOCK_FILE: &str = "build.lock";
+
+/// The file inside a cache entry that is written last: its presence means the entry is complete.
+const CACHED_IMAGE: &str = "kernel";
+
+/// The final configuration inside a cache entry.
+const CACHED_CONFIG: &str = "kernel.config";
+
+/// The kernel release string (`6.1.192`) inside a cache entry.
+const CACHED_RELEASE: &str = "kernel.release";
+
+/// The full make output inside a cache entry (and in the work tree while building).
+const BUILD_LOG: &str = "build.log";
+
+/// How one arch is built: make's ARCH, the cross prefix, the C compiler, the target and image.
+struct ArchRecipe {
+    make_arch: &'static str,
+    cross_compile: Option<&'static str>,
+    compiler: &'static str,
+    compiler_package: &'static str,
+    make_target: &'static str,
+    image: &'static str,
+}
+
+fn recipe(arch: Arch) -> ArchRecipe {
+    match arch {
+        Arch::X86_64 => ArchRecipe {
+            make_arch: "x86_64",
+            cross_compile: None,
+            compiler: "gcc",
+            compiler_package: "gcc",
+            make_target: "bzImage",
+            image: "arch/x86/boot/bzImage",
+        },
+        // QEMU and Virtualization.framework boot the uncompressed Image directly.
+        Arch::Arm64 => ArchRecipe {
+            make_arch: "arm64",
+            cross_compile: Some("aarch64-linux-gnu-"),
+            compiler: "aarch64-linux-gnu-gcc",
+            compiler_package: "gcc-aarch64-linux-gnu",
+            make_target: "Image",
+            image: "arch/arm64/boot/Image",
+        },
+    }
+}
+
+impl flags::Kernel {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let arch: Arch = self.arch.into();
+        let output = self
+            .output
+            .clone()
+            .unwrap_or_else(|| util::build_dir().join(arch.as_str()).join(CACHED_IMAGE));
+        if let Some(url) = &self.url {
+            let sha256 = self
+                .sha256
+                .as_deref()
+                .context("--url needs --sha256 with the image's digest")?;
+            let image = prebuilt::fetch(sh, url, sha256)?;
+            copy_output(&image, &output)?;
+            eprintln!(
+                "kernel {arch}: {} (prebuilt from {url}, sha256 verified)",
+                output.display()
+            );
+            return Ok(());
+        }
+        let built = build(
+            sh,
+            &KernelRequest {
+                arch,
+                source: self.source.clone(),
+                extra_fragments: self.extra_fragment.clone(),
+                jobs: self.jobs.unwrap_or(DEFAULT_JOBS),
+            },
+        )?;
+        copy_output(&built.image, &output)?;
+        copy_output(&built.config, &config_path_for(&output))?;
+        let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "kernel {arch}: {} (Linux {}, {:.1} MiB{}), config {}",
+            output.display(),
+            built.release,
+            size as f64 / (1024.0 * 1024.0),
+            if built.cached { ", from the cache" } else { "" },
+            config_path_for(&output).display()
+        );
+        Ok(())
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct KernelRequest {
+    pub arch: Arch,
+    /// A kernel tree or tarball; the distro's linux-source tarball when `None`.
+    pub source: Option<PathBuf>,
+    /// Fragments merged after the checked-in ones (and checked like them).
+    pub extra_fragments: Vec<PathBuf>,
+    /// Parallel make jobs.
+    pub jobs: u32,
+}
+
+impl KernelRequest {
+    /// The default build of `arch`: distro source, checked-in fragments only.
+    pub fn for_arch(arch: Arch) -> KernelRequest {
+        KernelRequest {
+            arch,
+            source: None,
+            extra_fragments: Vec::new(),
+            jobs: DEFAULT_JOBS,
+        }
+    }
+}
+
+/// A built kernel, inside the cache.
+#[derive(Debug, Clone)]
+pub struct BuiltKernel {
+    pub image: PathBuf,
+    pub config: PathBuf,
+    /// The kernel release, e.g. `6.1.192`.
+    pub release: String,
+    /// Whether it came from the cache without building.
+    pub cached: bool,
+}
+
+/// The config file written beside an output image: `{output}.config`.
+pub fn config_path_for(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".config");
+    PathBuf::from(name)
+}
+
+/// Builds (or finds in the cache) the kernel `request` describes.
+pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
+    let started = Instant::now();
+    let arch = request.arch;
+    let recipe = recipe(arch);
+    check_tools(&recipe)?;
+
+    // Absolute paths: merge_config.sh runs in the work tree.
+    let fragments = fragment_files(arch, &request.extra_fragments)
+        .into_iter()
+        .map(|path| std::path::absolute(&path).with_context(|| format!("resolving {}", path.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let mut fragment_options = Vec::new();
+    let mut fragment_texts = Vec::new();
+    for path in &fragments {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading kernel fragment {}", path.display()))?;
+        fragment_options.extend(fragment::parse_fragment(&path.display().to_string(), &text)?);
+        fragment_texts.push(text);
+    }
+
+    let source = source::resolve(sh, request.source.as_deref())?;
+    let compiler = recipe.compiler;
+    let compiler_version = cmd!(sh, "{compiler} --version")
+        .quiet()
+        .read()
+        .with_context(|| format!("asking {compiler} for its version"))?;
+    let timestamp = format_utc_timestamp(util::source_date_epoch()?.unwrap_or(DEFAULT_BUILD_EPOCH));
+    let key_text = cache_key_text(&CacheKeyInputs {
+        arch,
+        make_target: recipe.make_target,
+        fragment_texts: &fragment_texts,
+        source_identity: &source.identity,
+        compiler_version: compiler_version.lines().next().unwrap_or_default(),
+        timestamp: &timestamp,
+    });
+    let key = util::sha256_bytes(key_text.as_bytes());
+
+    let kernel_cache = util::cache_dir().join("kernel");
+    let entry = kernel_cache.join(format!("{arch}-{}", &key[..16]));
+    if let Some(cached) = read_entry(&entry)? {
+        return Ok(cached);
+    }
+
+    std::fs::create_dir_all(&kernel_cache).with_context(|| format!("creating {}", kernel_cache.display()))?;
+    let lock_path = kernel_cache.join(BUILD_LOCK_FILE);
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "kernel {arch}: waiting for another kernel build to finish ({})",
+            lock_path.display()
+        );
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
+    // Another process may have built the same entry while this one waited.
+    if let Some(cached) = read_entry(&entry)? {
+        return Ok(cached);
+    }
+
+    let work = kernel_cache.join("work").join(format!(
+        "{arch}-{}",
+        &util::sha256_bytes(source.identity.as_bytes())[..16]
+    ));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let tree = source.tree(sh)?;
+    let log = work.join(BUILD_LOG);
+    std::fs::write(&log, format!("# cache key inputs\n{key_text}\n"))
+        .with_context(|| format!("writing {}", log.display()))?;
+    eprintln!(
+        "kernel {arch}: building from {} in {} (log: {})",
+        tree.display(),
+        work.display(),
+        log.display()
+    );
+
+    let label = format!("kernel {arch}");
+    let make = Make {
+        sh,
+        tree: &tree,
+        work: &work,
+        recipe: &recipe,
+        jobs: request.jobs.max(1),
+        timestamp: &timestamp,
+    };
+    progress::run_logged(
+        &label,
+        "configuring tinyconfig",
+        make.command(BASE_CONFIG_TARGET),
+        &log,
+        started,
+    )?;
+    let merge_script = tree.join("scripts/kconfig/merge_config.sh");
+    let config = work.join(".config");
+    let mut merge: std::process::Command = cmd!(sh, "{merge_script} -m -O {work} {config} {fragments...}")
+        .env("ARCH", recipe.make_arch)
+        .into();
+    // merge_config.sh keeps its temporary files in the current directory.
+    merge.current_dir(&work);
+    progress::run_logged(&label, "merging fragments", merge, &log, started)?;
+    progress::run_logged(
+        &label,
+        "configuring olddefconfig",
+        make.command("olddefconfig"),
+        &log,
+        started,
+    )?;
+
+    let final_config =
+        std::fs::read_to_string(&config).with_context(|| format!("reading the final config {}", config.display()))?;
+    let unmet = fragment::unmet_options(&fragment_options, &fragment::parse_config(&final_config));
+    if !unmet.is_empty() {
+        bail!(
+            "kernel {arch}: {} fragment option(s) did not survive `make olddefconfig` (final config: {}):\n  - {}\n\
+             Add the dependency that makes each option visible to the fragment, or remove the option.",
+            unmet.len(),
+            config.display(),
+            unmet.join("\n  - ")
+        );
+    }
+    eprintln!(
+        "kernel {arch}: all {} fragment options are in the final config",
+        fragment_options.len()
+    );
+
+    progress::run_logged(
+        &label,
+        &format!("compiling {}", recipe.make_target),
+        make.command(recipe.make_target),
+        &log,
+        started,
+    )?;
+    let release_path = work.join("include/config/kernel.release");
+    let release = std::fs::read_to_string(&release_path)
+        .with_context(|| format!("reading {}", release_path.display()))?
+        .trim()
+        .to_owned();
+
+    let staging = tempfile::tempdir_in(&kernel_cache)
+        .with_context(|| format!("creating a staging directory in {}", kernel_cache.display()))?;
+    copy_file(&config, &staging.path().join(CACHED_CONFIG))?;
+    copy_file(&log, &staging.path().join(BUILD_LOG))?;
+    std::fs::write(staging.path().join(CACHED_RELEASE), &release).context("writing kernel.release")?;
+    copy_file(&work.join(recipe.image), &staging.path().join(CACHED_IMAGE))?;
+    let staged = staging.keep();
+    std::fs::rename(&staged, &entry).with_context(|| format!("moving {} to {}", staged.display(), entry.display()))?;
+    eprintln!(
+        "kernel {arch}: built Linux {release} in {}",
+        progress::format_elapsed(started.elapsed())
+    );
+    let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
+    built.cached = false;
+    Ok(built)
+}
+
+/// One `make` in the kernel tree, building into the work tree with the pinned KBUILD_BUILD_*
+/// so the output never depends on who built it, where or when.
+struct Make<'a> {
+    sh: &'a Shell,
+    tree: &'a Path,
+    work: &'a Path,
+    recipe: &'a ArchRecipe,
+    jobs: u32,
+    timestamp: &'a str,
+}
+
+impl Make<'_> {
+    fn command(&self, target: &str) -> std::process::Command {
+        let sh = self.sh;
+        let tree = self.tree;
+        let output_dir = format!("O={}", self.work.display());
+        let make_arch = format!("ARCH={}", self.recipe.make_arch);
+        let cross: Vec<String> = self
+            .recipe
+            .cross_compile
+            .map(|prefix| format!("CROSS_COMPILE={prefix}"))
+            .into_iter()
+            .collect();
+        let jobs = format!("-j{}", self.jobs);
+        cmd!(sh, "make -C {tree} {output_dir} {make_arch} {cross...} {jobs} {target}")
+            .env("KBUILD_BUILD_TIMESTAMP", self.timestamp)
+            .env("KBUILD_BUILD_USER", KBUILD_IDENTITY)
+            .env("KBUILD_BUILD_HOST", KBUILD_IDENTITY)
+            .env("KBUILD_BUILD_VERSION", KBUILD_VERSION)
+            .env("LC_ALL", "C")
+            .into()
+    }
+}
+
+/// Everything a kernel build's bytes depend on.
+pub struct CacheKeyInputs<'a> {
+    pub arch: Arch,
+    pub make_target: &'a str,
+    /// The fragment files' contents, in merge order.
+    pub fragment_texts: &'a [String],
+    pub source_identity: &'a str,
+    /// The first line of `{compiler} --version`.
+    pub compiler_version: &'a str,
+    /// The pinned `KBUILD_BUILD_TIMESTAMP`.
+    pub timestamp: &'a str,
+}
+
+/// The text whose SHA-256 keys a cache entry (also written at the top of the build log).
+pub fn cache_key_text(inputs: &CacheKeyInputs) -> String {
+    let mut text = String::new();
+    writeln!(
+        text,
+        "{CACHE_FORMAT}\narch={}\ntarget={}",
+        inputs.arch, inputs.make_target
+    )
+    .unwrap();
+    for fragment in inputs.fragment_texts {
+        writeln!(text, "fragment={}", util::sha256_bytes(fragment.as_bytes())).unwrap();
+    }
+    writeln!(
+        text,
+        "source={}\ncompiler={}\ntimestamp={}",
+        inputs.source_identity, inputs.compiler_version, inputs.timestamp
+    )
+    .unwrap();
+    text
+}
+
+/// The fragment files of `arch`, in merge order: common, arch, extras.
+pub fn fragment_files(arch: Arch, extra: &[PathBuf]) -> Vec<PathBuf> {
+    let dir = util::project_root().join(FRAGMENT_DIR);
+    let mut files = vec![dir.join(COMMON_FRAGMENT), dir.join(format!("{arch}.config"))];
+    files.extend(extra.iter().cloned());
+    files
+}
+
+/// A complete cache entry, or `None` when it is absent.
+fn read_entry(entry: &Path) -> Result<Option<BuiltKernel>> {
+    let image = entry.join(CACHED_IMAGE);
+    if !image.is_file() {
+        return Ok(None);
+    }
+    let release_path = entry.join(CACHED_RELEASE);
+    let release = std::fs::read_to_string(&release_path)
+        .with_context(|| format!("reading {}", release_path.display()))?
+        .trim()
+        .to_owned();
+    Ok(Some(BuiltKernel {
+        image,
+        config: entry.join(CACHED_CONFIG),
+        release,
+        cached: true,
+    }))
+}
+
+/// Every tool a build runs, checked once up front with the package that provides it.
+fn check_tools(recipe: &ArchRecipe) -> Result<()> {
+    let needed = [
+        ("make", "make"),
+        ("tar", "tar"),
+        ("xz", "xz-utils"),
+        ("flex", "flex"),
+        ("bison", "bison"),
+        ("bc", "bc"),
+        ("perl", "perl"),
+        ("gcc", "gcc"),
+        (recipe.compiler, recipe.compiler_package),
+    ];
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "building the kernel needs tools that are not on PATH: install them with \
+             `apt-get install -y {} libelf-dev libssl-dev`",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether an executable named `tool` is on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Copies a file, naming both ends on failure.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+}
+
+/// Writes a cached file to a user-chosen output path atomically.
+fn copy_output(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    util::write_atomic(to, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_sits_beside_the_image() {
+        assert_eq!(
+            config_path_for(Path::new("build/arm64/kernel")),
+            PathBuf::from("build/arm64/kernel.config")
+        );
+    }
+
+    #[test]
+    fn every_cache_key_input_changes_the_key() {
+        let fragments = ["CONFIG_A=y\n".to_owned(), "CONFIG_B=y\n".to_owned()];
+        let base = CacheKeyInputs {
+            arch: Arch::X86_64,
+            make_target: "bzImage",
+            fragment_texts: &fragments,
+            source_identity: "tarball-sha256:aa",
+            compiler_version: "gcc (Debian 12.2.0-14) 12.2.0",
+            timestamp: "1970-01-01T00:00:00Z",
+        };
+        let key = |inputs: &CacheKeyInputs| util::sha256_bytes(cache_key_text(inputs).as_bytes());
+        let original = key(&base);
+        assert_eq!(original, key(&CacheKeyInputs { ..base }), "the key is deterministic");
+        let changed_fragment = ["CONFIG_A=y\n".to_owned(), "CONFIG_B=n\n".to_owned()];
+        let variants = [
+            CacheKeyInputs {
+                arch: Arch::Arm64,
+                ..base
+            },
+            CacheKeyInputs {
+                fragment_texts: &changed_fragment,
+                ..base
+            },
+            CacheKeyInputs {
+                source_identity: "tarball-sha256:bb",
+                ..base
+            },
+            CacheKeyInputs {
+                compiler_version: "gcc (Debian 13.1.0) 13.1.0",
+                ..base
+            },
+            CacheKeyInputs {
+                timestamp: "2026-01-01T00:00:00Z",
+                ..base
+            },
+        ];
+        for variant in &variants {
+            assert_ne!(key(variant), original);
+        }
+    }
+
+    #[test]
+    fn checked_in_fragments_parse_and_forbid_modules() {
+        for arch in [Arch::Arm64, Arch::X86_64] {
+            let mut options = Vec::new();
+            for path in fragment_files(arch, &[]) {
+                let text = std::fs::read_to_string(&path).unwrap();
+                options.extend(fragment::parse_fragment(&path.display().to_string(), &text).unwrap());
+            }
+            let modules = options.iter().find(|o| o.name == "CONFIG_MODULES").unwrap();
+            assert_eq!(modules.value, None, "modules must stay off");
+            for wanted in [
+                "CONFIG_EROFS_FS",
+                "CONFIG_VIRTIO_FS",
+                "CONFIG_BTRFS_FS",
+                "CONFIG_IKCONFIG_PROC",
+            ] {
+                assert!(options.iter().any(|o| o.name == wanted), "{arch}: {wanted} missing");
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod kernel;
 mod live;
 mod nginx;
 mod publish;
+mod publish_boot;
 mod publish_support;
 mod reproducible;
 mod rootfs;

@@ -6,13 +6,14 @@
 //!
 //! Boots run one at a time (see `boot_support::boot_lock`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use boot_assets::Arch;
 
 use crate::boot_support::{self as boot, Assets, InteractiveBoot};
-use crate::support::{self, xtask};
+use crate::nginx::Nginx;
+use crate::support::{self, project_root, run_ok, xtask};
 
 /// Timeout of a boot that runs the full guest check list (mkfs.btrfs, iptables, socat…).
 const CHECK_BOOT_TIMEOUT_SECS: u64 = 180;
@@ -47,16 +48,8 @@ const FEX_RULE: &str = r":FEX-x86_64:M:0:\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00
 /// The marker the FEX stand-in prints before its argv.
 const FEX_STANDIN_MARKER: &str = "FEX-STANDIN-RAN";
 
-/// The FEX stand-in: a static aarch64 program that prints a marker and its argv.
-const FEX_STANDIN_SOURCE: &str = r#"
-#include <stdio.h>
-int main(int argc, char **argv) {
-    printf("FEX-STANDIN-RAN argc=%d", argc);
-    for (int i = 0; i < argc; i++) printf(" [%s]", argv[i]);
-    printf("\n");
-    return 0;
-}
-"#;
+/// The asset version of the release that carries the FEX stand-in.
+const FEX_CHAIN_VERSION: &str = "0.0.1-fex-chain";
 
 /// A static x86-64 program without libc: writes a line and exits (it never runs natively in
 /// the arm64 guest; binfmt_misc must hand it to FEX).
@@ -69,6 +62,81 @@ void _start(void) {
     for (;;) {}
 }
 "#;
+
+/// Builds the FEX stand-in (`tests/fixtures/fex-standin`) with `cargo xtask fex`, releases it
+/// with the arm64 kernel and rootfs, serves the CDN tree with nginx and installs the arch's
+/// binaries with `cargo xtask fetch`; returns the runtime bin dir that now holds `FEX`.
+fn install_fex_through_the_pipeline(assets: &boot::Assets, work: &Path) -> PathBuf {
+    let (kernel, rootfs) = boot::kernel_and_rootfs(assets, work);
+    let dist = work.join("dist");
+    let fragment = dist.join("bin/binaries.json");
+    run_ok(
+        xtask()
+            .arg("fex")
+            .arg("--source")
+            .arg(project_root().join("tests/fixtures/fex-standin"))
+            .arg("--build-dir")
+            .arg(work.join("fex-build"))
+            .arg("--output")
+            .arg(dist.join("bin"))
+            .arg("--binaries-json")
+            .arg(&fragment),
+    );
+    run_ok(
+        xtask()
+            .args([
+                "release",
+                "--version",
+                FEX_CHAIN_VERSION,
+                "--arch",
+                "arm64",
+                "--kernel-version",
+                "6.1.0",
+            ])
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--rootfs")
+            .arg(&rootfs)
+            .arg("--binaries-json")
+            .arg(&fragment)
+            .arg("--output-dir")
+            .arg(&dist),
+    );
+    run_ok(
+        xtask()
+            .arg("merge-manifest")
+            .arg(dist.join("arm64/manifest.json"))
+            .arg("--output")
+            .arg(dist.join("manifest.json")),
+    );
+    let cdn_root = work.join("cdn");
+    run_ok(
+        xtask()
+            .args(["cdn-tree", "--dist"])
+            .arg(&dist)
+            .arg("--output")
+            .arg(&cdn_root),
+    );
+    let server = Nginx::start(&cdn_root);
+    let runtime_bin = work.join("runtime/bin");
+    run_ok(
+        xtask()
+            .args(["fetch", "--quiet", "--arch", "arm64", "--cdn", &server.url()])
+            .arg("--dest")
+            .arg(work.join("boot-cache"))
+            .arg("--binaries")
+            .arg(&runtime_bin),
+    );
+    let installed = runtime_bin.join("FEX");
+    let staged =
+        std::fs::read(&installed).unwrap_or_else(|e| panic!("fetch did not install {}: {e}", installed.display()));
+    assert!(
+        staged.starts_with(b"\x7fELF"),
+        "{} is not an ELF file",
+        installed.display()
+    );
+    runtime_bin
+}
 
 fn full_guest_checks(arch: Arch) {
     boot::require_qemu(arch);
@@ -291,16 +359,10 @@ fn arm64_registers_fex_and_runs_x86_64_programs_through_it() {
     boot::require_qemu(arch);
     let assets = boot::assets(arch);
     let dir = tempfile::tempdir().unwrap();
-    let runtime_bin = dir.path().join("runtime-bin");
-    std::fs::create_dir(&runtime_bin).unwrap();
-    boot::compile_static(
-        "aarch64-linux-gnu-gcc",
-        "apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
-        FEX_STANDIN_SOURCE,
-        &["-static", "-O2"],
-        &runtime_bin.join("FEX"),
-    );
-    std::fs::remove_file(runtime_bin.join("FEX.c")).unwrap();
+    // One chain, as in a release: `fex` builds and stages the interpreter, `release` puts it in
+    // the manifest, `cdn-tree` lays the CDN out, nginx serves it, and the AssetManager (`fetch`)
+    // installs it into the runtime bin dir that the guest sees as /arcbox/runtime/bin.
+    let runtime_bin = install_fex_through_the_pipeline(&assets, dir.path());
     let program = boot::compile_static(
         "gcc",
         "apt-get install -y gcc",

@@ -85,6 +85,21 @@ impl Assets {
     }
 }
 
+/// The kernel and rootfs files of `assets`, taken out of the tarball into `work` when needed.
+pub fn kernel_and_rootfs(assets: &Assets, work: &Path) -> (PathBuf, PathBuf) {
+    match assets {
+        Assets::Files { kernel, rootfs, .. } => (kernel.clone(), rootfs.clone()),
+        Assets::Tarball(tarball) => {
+            let dir = work.join("unpacked");
+            let file = std::fs::File::open(tarball).unwrap_or_else(|e| panic!("opening {}: {e}", tarball.display()));
+            tar::Archive::new(flate2::read::GzDecoder::new(file))
+                .unpack(&dir)
+                .unwrap();
+            (dir.join("kernel"), dir.join("rootfs.erofs"))
+        }
+    }
+}
+
 /// The assets of `arch`, resolved (and built) once per test run.
 pub fn assets(arch: Arch) -> Assets {
     static CACHE: Mutex<BTreeMap<&'static str, Assets>> = Mutex::new(BTreeMap::new());

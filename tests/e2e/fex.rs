@@ -74,7 +74,7 @@ fn standin_is_built_static_pie_staged_and_recorded() {
     assert!(description.contains("ARM aarch64"), "{description}");
     assert!(description.contains("static-pie linked"), "{description}");
     // Both patches were applied, in name order (the second only applies on top of the first).
-    let marker = b"FEX-STANDIN patched-1-then-2";
+    let marker = b"FEX-STANDIN build: patched-1-then-2";
     assert!(
         bytes.windows(marker.len()).any(|w| w == marker),
         "patched marker missing"

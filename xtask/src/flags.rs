@@ -58,15 +58,8 @@ pub struct Dist {
     /// Arches to build (repeat or comma-separate); all of them when not given.
     #[arg(long, value_delimiter = ',')]
     pub arch: Vec<ArchFlag>,
-    /// Repository the kernel was built from (recorded as `source_repo`).
-    #[arg(long)]
-    pub source_repo: Option<String>,
-    /// Git ref of the kernel source (recorded as `source_ref`).
-    #[arg(long)]
-    pub source_ref: Option<String>,
-    /// Git commit of the kernel source (recorded as `source_sha`).
-    #[arg(long)]
-    pub source_sha: Option<String>,
+    #[command(flatten)]
+    pub source: KernelSource,
     /// JSON array of runtime binaries to list in the manifests (from `sync-binaries` / `fex`).
     #[arg(long)]
     pub binaries_json: Option<PathBuf>,
@@ -91,6 +84,20 @@ pub struct Test {
     /// Passed to the test binaries, e.g. a test name filter or `--nocapture`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub filter: Vec<String>,
+}
+
+/// Where the kernel came from, recorded in the manifest's `source_*` fields when given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KernelSource {
+    /// Repository the kernel was built from (recorded as `source_repo`).
+    #[arg(long)]
+    pub source_repo: Option<String>,
+    /// Git ref of the kernel source (recorded as `source_ref`).
+    #[arg(long)]
+    pub source_ref: Option<String>,
+    /// Git commit of the kernel source (recorded as `source_sha`).
+    #[arg(long)]
+    pub source_sha: Option<String>,
 }
 
 /// The guest architecture, spelled as in the contract.
@@ -137,15 +144,8 @@ pub struct Release {
     /// Linux version of the kernel; read from the image itself when not given.
     #[arg(long)]
     pub kernel_version: Option<String>,
-    /// Repository the kernel was built from (recorded as `source_repo`).
-    #[arg(long)]
-    pub source_repo: Option<String>,
-    /// Git ref of the kernel source (recorded as `source_ref`).
-    #[arg(long)]
-    pub source_ref: Option<String>,
-    /// Git commit of the kernel source (recorded as `source_sha`).
-    #[arg(long)]
-    pub source_sha: Option<String>,
+    #[command(flatten)]
+    pub source: KernelSource,
     /// JSON array of runtime binaries (as written by `sync-binaries` / `fex`); this arch's
     /// entries go into the manifest.
     #[arg(long)]

@@ -58,9 +58,9 @@ impl flags::Release {
             schema_version: version.major,
             asset_version: self.version.clone(),
             built_at,
-            source_repo: self.source_repo.clone(),
-            source_ref: self.source_ref.clone(),
-            source_sha: self.source_sha.clone(),
+            source_repo: self.source.source_repo.clone(),
+            source_ref: self.source.source_ref.clone(),
+            source_sha: self.source.source_sha.clone(),
             targets: [(
                 arch,
                 Target {

@@ -52,7 +52,7 @@ pub fn extract_member(archive: &Path, member: &str, output: &Path) -> Result<Str
                 archive.display()
             );
         }
-        return write_member(&mut entry, output)
+        return write_executable(&mut entry, output)
             .with_context(|| format!("extracting {name:?} from {}", archive.display()));
     }
     bail!(
@@ -62,7 +62,8 @@ pub fn extract_member(archive: &Path, member: &str, output: &Path) -> Result<Str
     )
 }
 
-fn write_member(reader: &mut impl Read, output: &Path) -> Result<String> {
+/// Streams `reader` into `output` (mode 0755, atomically) and returns the bytes' sha256.
+pub fn write_executable(reader: &mut impl Read, output: &Path) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -187,26 +187,8 @@ fn fetch_upstream(
 
 /// Copies a direct-binary download to `target` (0755, atomically) and returns its sha256.
 fn copy_executable(from: &Path, target: &Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let mut source = std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    let mut hasher = Sha256::new();
-    boot_assets::fsutil::write_atomic_with(target, |file| {
-        let mut buffer = vec![0u8; 1 << 16];
-        loop {
-            let read = source.read(&mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read])?;
-        }
-        file.set_permissions(std::fs::Permissions::from_mode(0o755))
-    })
-    .with_context(|| format!("writing {}", target.display()))?;
-    Ok(format!("{:x}", hasher.finalize()))
+    extract::write_executable(&mut source, target)
 }
 
 /// The fragment after this run: each configured binary with the files staged now, plus the files

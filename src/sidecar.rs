@@ -1,7 +1,7 @@
 //! The `sha256sum` sidecar format: `{hex}  {file name}\n` (two spaces), as written next to every
 //! release tarball and checked with `sha256sum -c`.
 //!
-//! Pure functions: [`format`] renders one line, [`parse`] reads one back.
+//! Pure functions: [`format()`] renders one line, [`parse()`] reads one back.
 
 use crate::manifest::is_sha256_hex;
 

@@ -191,8 +191,9 @@ fn wrong_pin_is_refused_naming_both_digests() {
     run.assert_nothing_written();
 }
 
-#[test]
-fn missing_member_lists_the_closest_ones() {
+/// Runs sync-binaries with dockerd taken from `member` of the served archive; it must fail.
+/// Returns its stderr, after checking that nothing was written.
+fn refused_with_dockerd_member(member: &str) -> String {
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
@@ -200,43 +201,33 @@ fn missing_member_lists_the_closest_ones() {
         &nginx.url(),
         &upstream.tgz_sha256,
         &upstream.tool_sha256,
-        "docker/dockrd",
+        member,
     )));
+    run.assert_nothing_written();
+    stderr
+}
+
+#[test]
+fn missing_member_lists_the_closest_ones() {
+    let stderr = refused_with_dockerd_member("docker/dockrd");
     assert!(
         stderr.contains("no member \"docker/dockrd\"; closest members: \"docker/dockerd\""),
         "{stderr}"
     );
-    run.assert_nothing_written();
 }
 
 #[test]
 fn traversal_and_symlink_members_are_refused() {
-    let upstream = upstream();
-    let nginx = Nginx::start(upstream.dir.path());
-    let run = Run::new();
-    let stderr = run_fails(&mut run.command(&config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        "../evil",
-    )));
+    let stderr = refused_with_dockerd_member("../evil");
     assert!(
         stderr.contains("binary \"dockerd\" (arm64): extract \"../evil\" has a `..` component"),
         "{stderr}"
     );
-    run.assert_nothing_written();
-
-    let stderr = run_fails(&mut run.command(&config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        "docker/docker-link",
-    )));
+    let stderr = refused_with_dockerd_member("docker/docker-link");
     assert!(
         stderr.contains("member \"docker/docker-link\" is a link, not a regular file"),
         "{stderr}"
     );
-    run.assert_nothing_written();
 }
 
 #[test]

@@ -439,17 +439,28 @@ pub struct SyncBinaries {
 
 /// Build the guest kernel from source (cached), or take a prebuilt one verified by its digest.
 ///
-/// Configures `tinyconfig` + manifests/kernel/common.config + manifests/kernel/{arch}.config,
-/// fails naming every fragment option the final config dropped or changed, then compiles with
-/// pinned KBUILD_BUILD_* (reproducible). Writes the image and `{output}.config`.
+/// The source is the Debian package pinned in manifests/kernel/source.lock (fetched with private
+/// apt state and checked against its sha256; /usr/src is never read). Configures `tinyconfig` +
+/// manifests/kernel/common.config + manifests/kernel/{arch}.config + the container-host
+/// requirements (manifests/kernel/requirements.toml, iptables-extensions.toml), fails naming every
+/// fragment option or requirement the final config dropped or changed, then compiles with
+/// pinned KBUILD_BUILD_* (reproducible) and checks the image against its size budget.
+/// Writes the image and `{output}.config`.
 #[derive(Debug, clap::Args)]
 pub struct Kernel {
     /// Guest architecture (arm64 is cross-compiled with aarch64-linux-gnu-gcc).
     #[arg(long)]
     pub arch: ArchFlag,
-    /// Kernel tree or source tarball; defaults to the distro's /usr/src/linux-source-*.tar.xz.
+    /// Kernel tree or source tarball instead of the locked source package.
     #[arg(long, conflicts_with = "url")]
     pub source: Option<PathBuf>,
+    /// The source lock to build from (default manifests/kernel/source.lock).
+    #[arg(long, value_name = "PATH", conflicts_with = "url")]
+    pub source_lock: Option<PathBuf>,
+    /// Re-resolve the source package (manifests/kernel/source.toml) with apt and rewrite the
+    /// lock before building.
+    #[arg(long, conflicts_with = "url")]
+    pub update_lock: bool,
     /// Where the image is written (the final config goes to `{output}.config`);
     /// defaults to build/{arch}/kernel.
     #[arg(long)]

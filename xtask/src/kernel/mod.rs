@@ -1,11 +1,13 @@
 //! `cargo xtask kernel`: builds the guest kernel from source, or takes a verified prebuilt one.
 //!
-//! Reads the kernel source (the distro's `linux-source` tarball unless `--source` names a tree
-//! or tarball) and the config fragments under `manifests/kernel/` (common + arch, then any
-//! `--extra-fragment`). Configures `tinyconfig` + fragments + `olddefconfig`, checks that every
-//! fragment option survived, then compiles with pinned `KBUILD_BUILD_*` so the image is
-//! reproducible. Results are cached in `{cache}/kernel/{arch}-{key}/` keyed by a hash of the
-//! source identity, fragments, arch, compiler version and build timestamp; the object tree of
+//! Reads the kernel source (the Debian package pinned in `manifests/kernel/source.lock` unless
+//! `--source` names a tree or tarball), the config fragments under `manifests/kernel/` (common +
+//! arch, then any `--extra-fragment`) and the container-host requirements (`requirements.rs`).
+//! Configures `tinyconfig` + fragments + requirements + `olddefconfig`, checks that every
+//! fragment option and every requirement survived, then compiles with pinned `KBUILD_BUILD_*` so
+//! the image is reproducible, and refuses an image over the budget in `manifests/kernel/budget.toml`.
+//! Results are cached in `{cache}/kernel/{arch}-{key}/` keyed by a hash of the
+//! source identity, fragments, requirements, arch, compiler version and build timestamp; the object tree of
 //! each (arch, source) pair is kept in `{cache}/kernel/work/` so a changed fragment rebuilds
 //! incrementally. Writes the image to `--output` (default `build/{arch}/kernel`) and the final
 //! config beside it (`{output}.config`).
@@ -13,6 +15,7 @@
 mod fragment;
 mod prebuilt;
 mod progress;
+pub mod requirements;
 mod source;
 
 use std::fmt::Write as _;
@@ -36,7 +39,13 @@ const COMMON_FRAGMENT: &str = "common.config";
 const BASE_CONFIG_TARGET: &str = "tinyconfig";
 
 /// Bumped whenever the build recipe changes in a way the other key inputs do not show.
-const CACHE_FORMAT: &str = "boot-assets-kernel-cache-v1";
+const CACHE_FORMAT: &str = "boot-assets-kernel-cache-v2";
+
+/// The image size budgets, relative to the repository root.
+const BUDGET_PATH: &str = "manifests/kernel/budget.toml";
+
+/// The generated fragment of requirement options, inside the work tree.
+const REQUIREMENTS_FRAGMENT: &str = "requirements.config";
 
 /// Parallel compile jobs: the build machines have 2 cores shared with other work.
 pub const DEFAULT_JOBS: u32 = 2;
@@ -100,6 +109,13 @@ fn recipe(arch: Arch) -> ArchRecipe {
 impl flags::Kernel {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let arch: Arch = self.arch.into();
+        let lock = self
+            .source_lock
+            .clone()
+            .unwrap_or_else(|| util::project_root().join(source::SOURCE_LOCK_PATH));
+        if self.update_lock {
+            source::update_lock(sh, &lock)?;
+        }
         let output = self
             .output
             .clone()
@@ -122,6 +138,7 @@ impl flags::Kernel {
             &KernelRequest {
                 arch,
                 source: self.source.clone(),
+                source_lock: lock,
                 extra_fragments: self.extra_fragment.clone(),
                 jobs: self.jobs.unwrap_or(DEFAULT_JOBS),
             },
@@ -130,7 +147,7 @@ impl flags::Kernel {
         copy_output(&built.config, &config_path_for(&output))?;
         let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
         eprintln!(
-            "kernel {arch}: {} (Linux {}, {:.1} MiB{}), config {}",
+            "kernel {arch}: {} (Linux {}, {size} bytes = {:.1} MiB{}), config {}",
             output.display(),
             built.release,
             size as f64 / (1024.0 * 1024.0),
@@ -145,8 +162,10 @@ impl flags::Kernel {
 #[derive(Debug, Clone)]
 pub struct KernelRequest {
     pub arch: Arch,
-    /// A kernel tree or tarball; the distro's linux-source tarball when `None`.
+    /// A kernel tree or tarball; the locked source package when `None`.
     pub source: Option<PathBuf>,
+    /// The source lock naming that package.
+    pub source_lock: PathBuf,
     /// Fragments merged after the checked-in ones (and checked like them).
     pub extra_fragments: Vec<PathBuf>,
     /// Parallel make jobs.
@@ -154,11 +173,12 @@ pub struct KernelRequest {
 }
 
 impl KernelRequest {
-    /// The default build of `arch`: distro source, checked-in fragments only.
+    /// The default build of `arch`: the locked source, checked-in fragments only.
     pub fn for_arch(arch: Arch) -> KernelRequest {
         KernelRequest {
             arch,
             source: None,
+            source_lock: util::project_root().join(source::SOURCE_LOCK_PATH),
             extra_fragments: Vec::new(),
             jobs: DEFAULT_JOBS,
         }
@@ -203,8 +223,11 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         fragment_options.extend(fragment::parse_fragment(&path.display().to_string(), &text)?);
         fragment_texts.push(text);
     }
+    let required = requirements::load(arch)?;
+    let required_fragment = requirements::render_fragment(&required);
+    fragment_texts.push(required_fragment.clone());
 
-    let source = source::resolve(sh, request.source.as_deref())?;
+    let source = source::resolve(sh, request.source.as_deref(), &request.source_lock)?;
     let compiler = recipe.compiler;
     let compiler_version = cmd!(sh, "{compiler} --version")
         .quiet()
@@ -224,6 +247,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     let kernel_cache = util::cache_dir().join("kernel");
     let entry = kernel_cache.join(format!("{arch}-{}", &key[..16]));
     if let Some(cached) = read_entry(&entry)? {
+        check_budget(arch, &cached)?;
         return Ok(cached);
     }
 
@@ -240,6 +264,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     }
     // Another process may have built the same entry while this one waited.
     if let Some(cached) = read_entry(&entry)? {
+        check_budget(arch, &cached)?;
         return Ok(cached);
     }
 
@@ -277,9 +302,15 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     )?;
     let merge_script = tree.join("scripts/kconfig/merge_config.sh");
     let config = work.join(".config");
-    let mut merge: std::process::Command = cmd!(sh, "{merge_script} -m -O {work} {config} {fragments...}")
-        .env("ARCH", recipe.make_arch)
-        .into();
+    let required_path = work.join(REQUIREMENTS_FRAGMENT);
+    std::fs::write(&required_path, &required_fragment)
+        .with_context(|| format!("writing {}", required_path.display()))?;
+    let mut merge: std::process::Command = cmd!(
+        sh,
+        "{merge_script} -m -O {work} {config} {fragments...} {required_path}"
+    )
+    .env("ARCH", recipe.make_arch)
+    .into();
     // merge_config.sh keeps its temporary files in the current directory.
     merge.current_dir(&work);
     progress::run_logged(&label, "merging fragments", merge, &log, started)?;
@@ -303,9 +334,20 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
             unmet.join("\n  - ")
         );
     }
+    let unmet = fragment::unmet_options(&required, &fragment::parse_config(&final_config));
+    if !unmet.is_empty() {
+        bail!(
+            "kernel {arch}: {} required option(s) are not `=y` after `make olddefconfig` (final config: {}):\n  - {}\n\
+             Add the dependency that makes each option visible to manifests/kernel/common.config or {arch}.config.",
+            unmet.len(),
+            config.display(),
+            unmet.join("\n  - ")
+        );
+    }
     eprintln!(
-        "kernel {arch}: all {} fragment options are in the final config",
-        fragment_options.len()
+        "kernel {arch}: all {} fragment options and {} required options are in the final config",
+        fragment_options.len(),
+        required.len()
     );
 
     progress::run_logged(
@@ -335,7 +377,42 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     );
     let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
     built.cached = false;
+    check_budget(arch, &built)?;
     Ok(built)
+}
+
+/// `manifests/kernel/budget.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Budget {
+    image_budget_bytes: std::collections::BTreeMap<String, u64>,
+}
+
+/// Fails when the image of `arch` is larger than its budget in `manifests/kernel/budget.toml`.
+fn check_budget(arch: Arch, built: &BuiltKernel) -> Result<()> {
+    let path = util::project_root().join(BUDGET_PATH);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let budget: Budget = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let limit = *budget
+        .image_budget_bytes
+        .get(arch.as_str())
+        .with_context(|| format!("{}: image_budget_bytes has no entry for {arch}", path.display()))?;
+    let size = std::fs::metadata(&built.image)
+        .with_context(|| format!("reading {}", built.image.display()))?
+        .len();
+    image_within_budget(arch, size, limit).with_context(|| format!("budget in {}", path.display()))
+}
+
+/// The budget rule itself: `size` may not exceed `limit`.
+fn image_within_budget(arch: Arch, size: u64, limit: u64) -> Result<()> {
+    if size > limit {
+        bail!(
+            "the {arch} kernel image is {size} bytes, over its budget of {limit} bytes by {} bytes: \
+             drop what the configuration does not need, or raise the budget in the same change that explains why",
+            size - limit
+        );
+    }
+    Ok(())
 }
 
 /// One `make` in the kernel tree, building into the work tree with the pinned KBUILD_BUILD_*
@@ -482,6 +559,16 @@ fn copy_output(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_over_its_budget_is_refused_with_the_overshoot() {
+        image_within_budget(Arch::Arm64, 100, 100).unwrap();
+        assert_eq!(
+            image_within_budget(Arch::Arm64, 101, 100).unwrap_err().to_string(),
+            "the arm64 kernel image is 101 bytes, over its budget of 100 bytes by 1 bytes: drop what the \
+             configuration does not need, or raise the budget in the same change that explains why"
+        );
+    }
 
     #[test]
     fn config_sits_beside_the_image() {

@@ -100,7 +100,7 @@ impl Apt {
     /// Refreshes the private package lists from the host's configured sources.
     pub fn update(&self, sh: &Shell) -> Result<()> {
         let options = self.options();
-        eprintln!("rootfs: apt-get update ({})", self.deb_arch);
+        eprintln!("apt: apt-get update ({})", self.deb_arch);
         run_captured(cmd!(sh, "apt-get {options...} -q update"))
             .with_context(|| format!("apt-get update for {} failed", self.deb_arch))
     }
@@ -264,17 +264,13 @@ fn download_into_cache(
     let download_dir = tempfile::tempdir_in(debs_dir)
         .with_context(|| format!("creating a download directory in {}", debs_dir.display()))?;
     let names: Vec<String> = missing.iter().map(|entry| entry.describe()).collect();
-    eprintln!(
-        "rootfs: downloading {} package files: {}",
-        missing.len(),
-        names.join(", ")
-    );
+    eprintln!("apt: downloading {} package files: {}", missing.len(), names.join(", "));
     if !apt.has_lists() {
         apt.update(sh)?;
     }
     if let Err(first) = apt.download(sh, missing, download_dir.path()) {
         // The lists may predate the locked versions: refresh them once and retry.
-        eprintln!("rootfs: apt-get download failed ({first:#}); refreshing the package lists and retrying");
+        eprintln!("apt: apt-get download failed ({first:#}); refreshing the package lists and retrying");
         apt.update(sh)?;
         apt.download(sh, missing, download_dir.path()).with_context(|| {
             format!(

@@ -170,7 +170,7 @@ fn pinned_packages(
         let entries = apt.resolve_all(sh, &names)?;
         report_lock_changes(&lock, &params.deb_arch, &entries);
         lock.replace_arch(&params.deb_arch, entries);
-        util::write_atomic(&options.lock, lock.render().as_bytes())?;
+        util::write_atomic(&options.lock, lock.render(lock::ROOTFS_LOCK_HEADER).as_bytes())?;
         eprintln!("rootfs: wrote {}", options.lock.display());
     }
     let stale = lock.stale_entries(&params.deb_arch, &names);

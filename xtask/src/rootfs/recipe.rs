@@ -132,6 +132,17 @@ impl Recipe {
         Recipe::parse(&text).with_context(|| format!("recipe {}", path.display()))
     }
 
+    /// The iptables extensions the image ships: the names in every directory rule that installs
+    /// into an `xtables` directory (iptables dlopens them from there).
+    pub fn iptables_extensions(&self) -> Vec<String> {
+        self.packages
+            .iter()
+            .flat_map(|package| &package.dirs)
+            .filter(|dir| dir.to.trim_end_matches('/').ends_with("/xtables"))
+            .flat_map(|dir| dir.names.iter().cloned())
+            .collect()
+    }
+
     /// Parses and validates recipe text.
     pub fn parse(text: &str) -> Result<Recipe> {
         let recipe: Recipe = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;

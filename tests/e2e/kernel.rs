@@ -1,7 +1,8 @@
-//! `cargo xtask kernel`: both arches build from the distro's source with every fragment option
-//! in the final config, a second run comes from the cache, a changed fragment rebuilds, an
-//! option the kernel cannot satisfy fails naming it, and a prebuilt kernel is verified by its
-//! digest before use.
+//! `cargo xtask kernel`: both arches build from the locked Debian source package with every
+//! fragment option and requirement in the final config, a second run comes from the cache, a
+//! changed fragment rebuilds, an option the kernel cannot satisfy fails naming it, a tampered or
+//! missing source package is refused before anything is unpacked, and a prebuilt kernel is
+//! verified by its digest before use.
 //!
 //! Kernel builds are serialized by xtask itself (one lock file per cache); the tests that build
 //! also hold a module lock so their timings are not measured while another build runs.
@@ -15,7 +16,7 @@ use boot_assets::Arch;
 use crate::boot_support;
 use crate::support::{self, run_fails, run_ok, xtask};
 
-/// A cached kernel is found without building: hashing the source tarball is the main cost.
+/// A cached kernel is found without building or fetching anything.
 const CACHED_RUN_LIMIT: Duration = Duration::from_secs(30);
 
 fn kernel_lock() -> MutexGuard<'static, ()> {
@@ -77,6 +78,104 @@ fn x86_64_kernel_builds_from_source_with_every_fragment_option_and_is_cached() {
 #[test]
 fn arm64_kernel_builds_from_source_with_every_fragment_option_and_is_cached() {
     build_and_recheck(Arch::Arm64);
+}
+
+/// The checked-in source lock: its package name, version and sha256, read as text.
+fn locked_source() -> (String, String, String) {
+    let text = std::fs::read_to_string(support::project_root().join("manifests/kernel/source.lock")).unwrap();
+    let field = |name: &str| -> String {
+        let prefix = format!("{name} = \"");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("source.lock has no {name}"))
+            .to_owned()
+    };
+    (field("name"), field("version"), field("sha256"))
+}
+
+/// The default source is the locked 6.12 package (the host's /usr/src is not consulted): the
+/// build says so, and the kernel it gives is 6.12.
+#[test]
+fn the_default_source_is_the_locked_6_12_package() {
+    let arch = Arch::Arm64;
+    boot_support::require_kernel_tools(arch);
+    let _lock = kernel_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (name, version, sha256) = locked_source();
+    assert_eq!(name, "linux-source-6.12");
+    let output = run_ok(
+        xtask()
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(dir.path().join("kernel")),
+    );
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        report.contains(&format!("source {name} {version} (all) (locked, sha256 {sha256})")),
+        "{report}"
+    );
+    let upstream = version.split('-').next().unwrap();
+    assert!(report.contains(&format!("(Linux {upstream}, ")), "{report}");
+}
+
+/// A package file in the cache that differs from the lock is refused before it is unpacked,
+/// with a message naming the file, both digests and the fix.
+#[test]
+fn a_tampered_kernel_source_package_is_refused() {
+    let arch = Arch::X86_64;
+    boot_support::require_kernel_tools(arch);
+    let (cache, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (name, version, sha256) = locked_source();
+    let planted = cache.path().join(format!("rootfs/debs/{sha256}.deb"));
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, b"not the package the lock names").unwrap();
+    let stderr = run_fails(
+        xtask()
+            .env("BOOT_ASSETS_CACHE_DIR", cache.path())
+            .args(["kernel", "--arch", arch.as_str(), "--output"])
+            .arg(out.path().join("kernel")),
+    );
+    assert!(
+        stderr.contains(&format!(
+            "package {name} {version} (all): cached file {}",
+            planted.display()
+        )) && stderr.contains(&format!("but the lock says {sha256}"))
+            && stderr.contains("delete that file to download it again"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("unpacking"),
+        "a tampered package was unpacked:\n{stderr}"
+    );
+    assert!(!out.path().join("kernel").exists());
+}
+
+/// A lock naming a package file the archive does not have fails with the command that
+/// re-resolves it.
+#[test]
+fn a_kernel_source_lock_naming_a_missing_file_fails_clearly() {
+    let arch = Arch::X86_64;
+    boot_support::require_kernel_tools(arch);
+    let (cache, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (name, version, _) = locked_source();
+    let text = std::fs::read_to_string(support::project_root().join("manifests/kernel/source.lock")).unwrap();
+    let missing = "6.12.0-0~boot-assets-missing";
+    let lock = cache.path().join("source.lock");
+    std::fs::write(&lock, text.replace(&version, missing)).unwrap();
+    let stderr = run_fails(
+        xtask()
+            .env("BOOT_ASSETS_CACHE_DIR", cache.path())
+            .args(["kernel", "--arch", arch.as_str(), "--source-lock"])
+            .arg(&lock)
+            .arg("--output")
+            .arg(out.path().join("kernel")),
+    );
+    assert!(
+        stderr.contains(&format!(
+            "cannot download the locked package files {name} {missing} (all)"
+        )) && stderr.contains("run `cargo xtask kernel --arch x86_64 --update-lock`"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("kernel").exists());
 }
 
 #[test]

@@ -228,6 +228,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     fragment_texts.push(required_fragment.clone());
 
     let source = source::resolve(sh, request.source.as_deref(), &request.source_lock)?;
+    eprintln!("kernel {arch}: source {}", source.description);
     let compiler = recipe.compiler;
     let compiler_version = cmd!(sh, "{compiler} --version")
         .quiet()

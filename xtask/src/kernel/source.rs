@@ -101,6 +101,8 @@ pub fn update_lock(sh: &Shell, lock_path: &Path) -> Result<()> {
 pub struct KernelSource {
     /// A short text that changes whenever the source changes.
     pub identity: String,
+    /// What the source is, for the build's report (package and version, or the path).
+    pub description: String,
     kind: SourceKind,
 }
 
@@ -136,6 +138,7 @@ pub fn resolve(sh: &Shell, source: Option<&Path>, lock_path: &Path) -> Result<Ke
         let entry = locked_package(&recipe, lock_path)?;
         return Ok(KernelSource {
             identity: format!("deb-sha256:{}", entry.sha256),
+            description: format!("{} (locked, sha256 {})", entry.describe(), entry.sha256),
             kind: SourceKind::Package {
                 entry,
                 tarball: recipe.tarball,
@@ -157,12 +160,14 @@ pub fn resolve(sh: &Shell, source: Option<&Path>, lock_path: &Path) -> Result<Ke
         let identity = tree_identity(sh, &tree)?;
         return Ok(KernelSource {
             identity,
+            description: format!("kernel tree {}", tree.display()),
             kind: SourceKind::Tree(tree),
         });
     }
     let sha256 = util::sha256_file(&path).with_context(|| format!("hashing kernel source {}", path.display()))?;
     Ok(KernelSource {
         identity: format!("tarball-sha256:{sha256}"),
+        description: format!("tarball {} (sha256 {sha256})", path.display()),
         kind: SourceKind::Tarball { path, sha256 },
     })
 }

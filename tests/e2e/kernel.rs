@@ -212,45 +212,70 @@ fn a_fragment_option_the_kernel_cannot_satisfy_fails_naming_it() {
     eprintln!("bogus fragment rejected in {:?}", started.elapsed());
 }
 
+/// Compiles kernel code on every run, however warm the cache: a `LOCALVERSION` no earlier run
+/// used gives a new cache key (a small incremental rebuild in the shared work tree). Then the
+/// new cache entry's image is corrupted in place: the next run reports it, rebuilds, and gives
+/// the same image again. The entry is removed at the end, so runs do not pile up entries.
 #[test]
-fn a_changed_fragment_rebuilds() {
+fn a_changed_fragment_compiles_and_a_corrupted_cache_entry_is_rebuilt() {
     let arch = Arch::X86_64;
     boot_support::require_kernel_tools(arch);
     let _lock = kernel_lock();
     let dir = tempfile::tempdir().unwrap();
-    let extra = dir.path().join("bigger-log.config");
-    // A value no other test uses, so this is never a cache hit, and the rebuild is small.
-    std::fs::write(&extra, "CONFIG_LOG_BUF_SHIFT=16\n").unwrap();
+    let extra = dir.path().join("localversion.config");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let suffix = format!("-ci{nanos}");
+    std::fs::write(&extra, format!("CONFIG_LOCALVERSION=\"{suffix}\"\n")).unwrap();
     let output = dir.path().join("kernel");
-    let built = run_ok(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--extra-fragment"])
-            .arg(&extra)
-            .arg("--output")
-            .arg(&output),
-    );
-    let config = std::fs::read_to_string(dir.path().join("kernel.config")).unwrap();
-    assert!(
-        config.lines().any(|l| l == "CONFIG_LOG_BUF_SHIFT=16"),
-        "the extra fragment was not applied"
-    );
-    let report = String::from_utf8_lossy(&built.stderr);
-    // Either this run built it, or an earlier run of this same test left it in the cache.
-    assert!(
-        report.contains("built Linux") || report.contains("from the cache"),
-        "{report}"
-    );
-    let default_config = {
-        let default_dir = tempfile::tempdir().unwrap();
-        let default_output = default_dir.path().join("kernel");
-        run_ok(
+    let build = || {
+        let out = run_ok(
             xtask()
-                .args(["kernel", "--arch", arch.as_str(), "--output"])
-                .arg(&default_output),
+                .args(["kernel", "--arch", arch.as_str(), "--extra-fragment"])
+                .arg(&extra)
+                .arg("--output")
+                .arg(&output),
         );
-        std::fs::read_to_string(default_dir.path().join("kernel.config")).unwrap()
+        String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    assert_ne!(config, default_config, "a changed fragment produced the same config");
+    let report = build();
+    assert!(report.contains("compiling bzImage"), "{report}");
+    let built_line = report
+        .lines()
+        .find(|line| line.contains(": built Linux "))
+        .unwrap_or_else(|| panic!("nothing was built:\n{report}"));
+    assert!(built_line.contains(&suffix), "{built_line}");
+    let entry = Path::new(
+        built_line
+            .split("(cache entry ")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("no cache entry in `{built_line}`")),
+    )
+    .to_path_buf();
+    let image = std::fs::read(&output).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("kernel.config")).unwrap();
+    assert!(config.lines().any(|l| l == format!("CONFIG_LOCALVERSION=\"{suffix}\"")));
+
+    // Flip one byte of the cached image in place.
+    let cached = entry.join("kernel");
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&cached, &bytes).unwrap();
+    let again = build();
+    assert!(
+        again.contains(&format!("cache entry {} is corrupt", entry.display())) && again.contains("rebuilding"),
+        "{again}"
+    );
+    assert!(
+        !again.contains("from the cache"),
+        "the corrupt entry was served:\n{again}"
+    );
+    assert_eq!(std::fs::read(&output).unwrap(), image, "the rebuilt image differs");
+    std::fs::remove_dir_all(&entry).unwrap();
 }
 
 #[test]

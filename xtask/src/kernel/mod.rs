@@ -71,6 +71,9 @@ const CACHED_CONFIG: &str = "kernel.config";
 /// The kernel release string (`6.1.192`) inside a cache entry.
 const CACHED_RELEASE: &str = "kernel.release";
 
+/// The SHA-256 of the entry's image and config (`sha256sum` format), checked on every hit.
+const CACHED_DIGESTS: &str = "SHA256SUMS";
+
 /// The full make output inside a cache entry (and in the work tree while building).
 const BUILD_LOG: &str = "build.log";
 
@@ -151,7 +154,14 @@ impl flags::Kernel {
             output.display(),
             built.release,
             size as f64 / (1024.0 * 1024.0),
-            if built.cached { ", from the cache" } else { "" },
+            if built.cached {
+                format!(
+                    ", from the cache entry {}",
+                    built.image.parent().unwrap_or(&built.image).display()
+                )
+            } else {
+                String::new()
+            },
             config_path_for(&output).display()
         );
         Ok(())
@@ -370,11 +380,14 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     copy_file(&log, &staging.path().join(BUILD_LOG))?;
     std::fs::write(staging.path().join(CACHED_RELEASE), &release).context("writing kernel.release")?;
     copy_file(&work.join(recipe.image), &staging.path().join(CACHED_IMAGE))?;
+    let digests = entry_digests(staging.path())?;
+    std::fs::write(staging.path().join(CACHED_DIGESTS), digests).context("writing the entry's SHA256SUMS")?;
     let staged = staging.keep();
     std::fs::rename(&staged, &entry).with_context(|| format!("moving {} to {}", staged.display(), entry.display()))?;
     eprintln!(
-        "kernel {arch}: built Linux {release} in {}",
-        progress::format_elapsed(started.elapsed())
+        "kernel {arch}: built Linux {release} in {} (cache entry {})",
+        progress::format_elapsed(started.elapsed()),
+        entry.display()
     );
     let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
     built.cached = false;
@@ -492,10 +505,23 @@ pub fn fragment_files(arch: Arch, extra: &[PathBuf]) -> Vec<PathBuf> {
     files
 }
 
-/// A complete cache entry, or `None` when it is absent.
+/// A complete, intact cache entry, or `None` when it is absent. An entry whose image or config
+/// no longer matches its recorded digests (or that has none) is reported and removed, so the
+/// caller rebuilds it.
 fn read_entry(entry: &Path) -> Result<Option<BuiltKernel>> {
     let image = entry.join(CACHED_IMAGE);
     if !image.is_file() {
+        return Ok(None);
+    }
+    let recorded = std::fs::read_to_string(entry.join(CACHED_DIGESTS)).unwrap_or_default();
+    let actual = entry_digests(entry)?;
+    if recorded != actual {
+        eprintln!(
+            "kernel: cache entry {} is corrupt (its image or config does not match {CACHED_DIGESTS}); \
+             removing it and rebuilding",
+            entry.display()
+        );
+        discard_entry(entry)?;
         return Ok(None);
     }
     let release_path = entry.join(CACHED_RELEASE);
@@ -509,6 +535,30 @@ fn read_entry(entry: &Path) -> Result<Option<BuiltKernel>> {
         release,
         cached: true,
     }))
+}
+
+/// The `SHA256SUMS` text of an entry's image and config, as they are now.
+fn entry_digests(entry: &Path) -> Result<String> {
+    let mut text = String::new();
+    for name in [CACHED_IMAGE, CACHED_CONFIG] {
+        let path = entry.join(name);
+        let digest = util::sha256_file(&path).with_context(|| format!("hashing {}", path.display()))?;
+        writeln!(text, "{digest}  {name}").expect("writing to a String");
+    }
+    Ok(text)
+}
+
+/// Moves a broken entry aside (so no reader sees it half-deleted), then deletes it.
+fn discard_entry(entry: &Path) -> Result<()> {
+    let parent = entry.parent().context("a cache entry has a parent directory")?;
+    let aside = tempfile::Builder::new()
+        .prefix(".discarded-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    let target = aside.path().join("entry");
+    std::fs::rename(entry, &target).with_context(|| format!("moving {} aside", entry.display()))?;
+    // Dropping `aside` deletes it with the entry inside.
+    Ok(())
 }
 
 /// Every tool a build runs, checked once up front with the package that provides it.

@@ -622,6 +622,15 @@ mod tests {
     }
 
     #[test]
+    fn the_checked_in_budget_covers_both_arches() {
+        let text = std::fs::read_to_string(util::project_root().join(BUDGET_PATH)).unwrap();
+        let budget: Budget = toml::from_str(&text).unwrap();
+        for arch in [Arch::Arm64, Arch::X86_64] {
+            assert!(budget.image_budget_bytes[arch.as_str()] > 1_000_000, "{arch}");
+        }
+    }
+
+    #[test]
     fn config_sits_beside_the_image() {
         assert_eq!(
             config_path_for(Path::new("build/arm64/kernel")),

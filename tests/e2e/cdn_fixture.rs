@@ -74,12 +74,15 @@ impl Fixture {
                         path: kernel_path(),
                         sha256: sha256(&kernel),
                         version: "6.1.0".into(),
+                        size: Some(kernel.len() as u64),
                     },
                     rootfs: FileEntry {
                         path: rootfs_path(),
                         sha256: sha256(&rootfs),
+                        size: Some(rootfs.len() as u64),
                     },
                     kernel_cmdline: ARCH.default_kernel_cmdline().into(),
+                    runtime: None,
                 },
             )]
             .into(),

@@ -60,6 +60,7 @@ fn stage_binaries(work: &Path, dist: &Path) -> (PathBuf, BTreeMap<(String, Arch)
                 FileEntry {
                     path,
                     sha256: sha256(&bytes),
+                    size: Some(bytes.len() as u64),
                 },
             );
             contents.insert((name.to_owned(), arch), bytes);

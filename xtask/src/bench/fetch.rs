@@ -204,12 +204,15 @@ fn write_cdn_tree(cdn_root: &Path, size_mib: u64) -> Result<PathBuf> {
                     path: cdn::kernel_path(BENCH_VERSION, BENCH_ARCH),
                     sha256: util::sha256_bytes(&kernel_bytes),
                     version: "6.1.0".into(),
+                    size: Some(KERNEL_BYTES as u64),
                 },
                 rootfs: FileEntry {
                     path: cdn::rootfs_path(BENCH_VERSION, BENCH_ARCH),
                     sha256: rootfs_sha,
+                    size: Some(size_mib << 20),
                 },
                 kernel_cmdline: BENCH_ARCH.default_kernel_cmdline().into(),
+                runtime: None,
             },
         )]
         .into(),

@@ -83,7 +83,12 @@ impl Dir {
         let path = self.join(name);
         for _ in 0..OPEN_ATTEMPTS {
             match self.kind(name)? {
-                EntryKind::Foreign | EntryKind::Regular => self.remove_foreign(name)?,
+                EntryKind::Foreign => self.remove_foreign(name)?,
+                EntryKind::Regular => {
+                    return Err(AssetError::io("opening directory", &path)(std::io::Error::other(
+                        "a regular file is in the way where a directory belongs; remove it",
+                    )))
+                }
                 EntryKind::Missing => match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(AssetError::io("creating directory", &path)(e.into())),
@@ -282,6 +287,10 @@ impl Dir {
         if let Err(error) = written {
             let _ = self.remove(&temp);
             return Err(AssetError::io("writing", self.join(&temp))(error));
+        }
+        // A link at `name` would only be replaced by the rename, but it is also reported.
+        if self.kind(name)? == EntryKind::Foreign {
+            self.remove_foreign(name)?;
         }
         self.rename(&temp, name).inspect_err(|_| {
             let _ = self.remove(&temp);

@@ -59,6 +59,28 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     let latest_at = log.find("latest.json now names 0.2.0").expect("latest moved");
     assert!(verified_at < latest_at, "latest.json moved before verification:\n{log}");
     assert_eq!(cdn.latest().as_deref(), Some("0.2.0"));
+    // latest.json is signed too, and the real minisign CLI agrees.
+    let signed = work.path().join("signed-latest");
+    std::fs::create_dir_all(&signed).unwrap();
+    std::fs::write(signed.join("latest.json"), cdn.object(cdn::LATEST_PATH).unwrap()).unwrap();
+    std::fs::write(
+        signed.join("latest.json.minisig"),
+        cdn.object("latest.json.minisig").expect("latest.json.minisig"),
+    )
+    .unwrap();
+    let minisign = crate::support::require_tool("minisign", "apt-get install -y minisign");
+    let checked = run_ok(
+        std::process::Command::new(minisign)
+            .arg("-V")
+            .arg("-p")
+            .arg(&keys.public)
+            .arg("-m")
+            .arg(signed.join("latest.json")),
+    );
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("boot-assets latest.json v0.2.0"),
+        "{checked:?}"
+    );
 
     // Every published object is the release's bytes.
     let manifest = Manifest::from_json_validated(&std::fs::read(dist.join("manifest.json")).unwrap()).unwrap();

@@ -115,8 +115,13 @@ enum Failure {
 
 impl Http {
     pub(crate) fn new(limits: Limits) -> Http {
+        // Every phase of a request has its own bound (see the worst case in the module docs of
+        // `asset_manager`); the body's is the rate window, enforced by `RateGuard`.
         let agent = ureq::Agent::config_builder()
+            .timeout_resolve(Some(limits.connect_timeout))
             .timeout_connect(Some(limits.connect_timeout))
+            .timeout_send_request(Some(limits.read_timeout))
+            .timeout_per_write(Some(limits.read_timeout))
             .timeout_per_read(Some(limits.read_timeout))
             .timeout_recv_response(Some(limits.read_timeout))
             // Statuses and redirects are handled here, so that every hop is checked and a
@@ -362,7 +367,7 @@ fn download_attempt(http: &Http, job: &Job, progress: &ProgressCallback) -> Resu
             206 if offset > 0 => {
                 let range = header(&response, "content-range").and_then(parse_content_range);
                 match range {
-                    Some(range) if range.start == offset && range.total.is_none_or(|t| t == range.end + 1) => {
+                    Some(range) if range.start == offset && range.total.map_or(true, |t| t == range.end + 1) => {
                         break (response, range.total.or(Some(range.end + 1)));
                     }
                     // A range we did not ask for: throw the prefix away and start from zero.

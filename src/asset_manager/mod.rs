@@ -13,16 +13,23 @@
 //! # Worst-case duration
 //!
 //! Every network wait is bounded. One attempt at one object of `S` bytes takes at most
-//! `connect_timeout + read_timeout` (connection and response headers) plus
-//! `S / min_transfer_rate + rate_window + read_timeout` (the body: every full window must reach
-//! the minimum rate, and the read that ends a window waits at most `read_timeout`). An object gets
-//! `retries + 1` attempts with backoff between them, and one more round after a digest mismatch.
-//! With the defaults (15 s, 30 s, 32 KiB/s, 30 s, 3 retries, 0.5 s backoff) that is at most 105 s
-//! plus `S / 32 KiB/s` per attempt; a document (`latest.json`, a manifest, a signature, a few KiB)
-//! gives up after at most 4 × 105 s + 5.25 s ≈ 7.1 min, so `prepare()` of `latest` with a trusted
-//! key (four documents, one after the other, then the objects in parallel) of a release whose
-//! largest object is 20 MiB gives up after at most 4 × 7.1 min + 2 × (4 × (105 s + 640 s) + 5.25 s)
-//! ≈ 28.4 min + 99.5 min ≈ 2.1 h. A warm `prepare()` of an installed version makes no request.
+//! `2 × connect_timeout` (name resolution, connection) + `2 × read_timeout` (sending the request,
+//! receiving the response headers) + `S / min_transfer_rate + rate_window + read_timeout` (the
+//! body: every full window must reach the minimum rate, and the read that ends a window waits at
+//! most `read_timeout`). An object gets `retries + 1` attempts with backoff between them (at most
+//! 1.5 × the doubling delays), and one more such round after a digest mismatch.
+//!
+//! With the defaults (connect 15 s, read 30 s, 32 KiB/s over 30 s, 3 retries, 0.5 s backoff):
+//! - one attempt: at most 150 s + `S` / 32 KiB/s; a server trickling a byte every few seconds is
+//!   abandoned after at most 60 s of body (window + one read);
+//! - a document (`latest.json`, a manifest, a signature: a few KiB) gives up after at most
+//!   4 × 150 s + 5.25 s ≈ 10.1 min;
+//! - `prepare()` of `latest` with a trusted key makes four documents one after the other
+//!   (≤ 40.4 min), then downloads kernel and rootfs in parallel: for a largest object of 20 MiB,
+//!   at most 2 × (4 × (150 s + 640 s) + 5.25 s) ≈ 105.5 min, so ≤ 2.4 h in all before it fails.
+//!   Lower `read_timeout`, `rate_window` or `retries`, or raise `min_transfer_rate`, to shorten
+//!   it; the formula holds for any setting. A warm `prepare()` of an installed version makes no
+//!   request at all.
 //!
 //! ```no_run
 //! use boot_assets::asset_manager::AssetManager;

@@ -296,7 +296,8 @@ pub enum BenchCommand {
     Boot(BenchBoot),
 }
 
-/// Time an AssetManager install of a large asset from nginx on loopback against `curl -o`,
+/// Time `cargo xtask fetch` (dev profile, as people run it) and the release-built library
+/// installing a large asset from nginx on loopback against `curl -o`,
 /// `curl -o && sha256sum`, `openssl dgst -sha256` and `curl -o && sync` (the durable
 /// baseline), alternating; print medians, ratios and the manager's peak RSS.
 #[derive(Debug, clap::Args)]

@@ -22,7 +22,7 @@ fn stderr_of(output: &std::process::Output) -> String {
 #[test]
 fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothing() {
     let work = tempfile::tempdir().unwrap();
-    let cdn = Cdn::start();
+    let mut cdn = Cdn::start();
     let keys = keygen(work.path());
     let dist = build_release(&work.path().join("r"), "0.2.0", 0, None);
 
@@ -208,6 +208,28 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     assert!(!log.contains("publish: upload "), "{log}");
     assert!(log.contains("latest.json already names 0.2.0"), "{log}");
     assert_eq!(cdn.snapshot(), before, "a re-publish changed the bucket");
+
+    // A pointer published before latest.json was signed gets its signature on the next run,
+    // without latest.json itself being rewritten.
+    let latest_before = cdn.object(cdn::LATEST_PATH).unwrap();
+    std::fs::remove_file(cdn.s3.bucket_dir().join("latest.json.minisig")).unwrap();
+    // A restarted server sees the directory as it is now (it caches what it listed).
+    cdn.restart_s3();
+    let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
+    assert!(stderr_of(&output).contains("publish: sign latest.json (version 0.2.0) into latest.json.minisig"));
+    assert_eq!(cdn.object(cdn::LATEST_PATH).unwrap(), latest_before);
+    run_ok(
+        xtask()
+            .args([
+                "verify-published",
+                "--cdn",
+                &cdn.url(),
+                "--version",
+                "latest",
+                "--public-key",
+            ])
+            .arg(&keys.public),
+    );
 }
 
 #[test]

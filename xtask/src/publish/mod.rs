@@ -191,28 +191,52 @@ impl flags::Publish {
         // 5. Move latest.json forward only, judged on what it names now, after the verification;
         // its signature goes up first, so latest.json is still the last object written.
         let latest = latest_action(&bucket, &self.version)?;
-        if latest == LatestAction::Write {
-            let Some(secret_key) = &secret_key else {
-                bail!(
-                    "latest.json must move to {} and be signed (latest.json.minisig), but there is no signing key: \
-                     pass --signing-key FILE or put the key file's text in {} and run publish again",
-                    self.version,
-                    signing::SIGNING_KEY_ENV
-                );
-            };
-            let staged_latest = staging.path().join(cdn::LATEST_PATH);
-            let latest_bytes =
-                std::fs::read(&staged_latest).with_context(|| format!("reading {}", staged_latest.display()))?;
-            let latest_signature = signing::sign(
-                secret_key,
-                &public_key,
-                &latest_bytes,
-                &signing::latest_trusted_comment(&self.version),
-            )?;
-            let staged_latest_signature = staging.path().join(LATEST_SIGNATURE_PATH);
-            util::write_atomic(&staged_latest_signature, latest_signature.as_bytes())?;
-            bucket.replace(&staged_latest_signature, LATEST_SIGNATURE_PATH, LATEST_CACHE_CONTROL)?;
-            bucket.replace(&staged_latest, cdn::LATEST_PATH, LATEST_CACHE_CONTROL)?;
+        match latest {
+            LatestAction::Write => {
+                let Some(secret_key) = &secret_key else {
+                    bail!(
+                        "latest.json must move to {} and be signed (latest.json.minisig), but there is no signing \
+                         key: pass --signing-key FILE or put the key file's text in {} and run publish again",
+                        self.version,
+                        signing::SIGNING_KEY_ENV
+                    );
+                };
+                let staged_latest = staging.path().join(cdn::LATEST_PATH);
+                let latest_bytes =
+                    std::fs::read(&staged_latest).with_context(|| format!("reading {}", staged_latest.display()))?;
+                upload_latest_signature(
+                    &bucket,
+                    staging.path(),
+                    secret_key,
+                    &public_key,
+                    &self.version,
+                    &latest_bytes,
+                )?;
+                bucket.replace(&staged_latest, cdn::LATEST_PATH, LATEST_CACHE_CONTROL)?;
+            }
+            // A pointer published before latest.json was signed gets its signature now.
+            LatestAction::AlreadyCurrent => {
+                let current = bucket.read(cdn::LATEST_PATH)?.unwrap_or_default();
+                let signed = bucket
+                    .read(LATEST_SIGNATURE_PATH)?
+                    .is_some_and(|signature| signing::verify(&public_key, &current, &signature).is_ok());
+                match (&secret_key, signed) {
+                    (_, true) => {}
+                    (Some(secret_key), false) => upload_latest_signature(
+                        &bucket,
+                        staging.path(),
+                        secret_key,
+                        &public_key,
+                        &self.version,
+                        &current,
+                    )?,
+                    (None, false) => eprintln!(
+                        "publish: warning: {LATEST_SIGNATURE_PATH} is missing or does not verify; run publish with the \
+                         signing key to sign latest.json (clients that trust the key refuse it until then)"
+                    ),
+                }
+            }
+            LatestAction::KeepNewer(_) | LatestAction::KeepForPrerelease => {}
         }
         eprintln!("publish: {}", describe_latest(&latest, &self.version));
 
@@ -271,6 +295,28 @@ fn upload_missing(bucket: &Bucket<'_>, planned: &[PlannedObject], dry_run: bool)
         }
     }
     Ok(())
+}
+
+/// Signs `latest` (the bytes of `latest.json` that are or will be published) and uploads the
+/// signature as `latest.json.minisig`, before `latest.json` itself moves.
+fn upload_latest_signature(
+    bucket: &Bucket<'_>,
+    staging: &Path,
+    secret_key: &minisign::SecretKey,
+    public_key: &minisign::PublicKey,
+    version: &str,
+    latest: &[u8],
+) -> Result<()> {
+    let signature = signing::sign(
+        secret_key,
+        public_key,
+        latest,
+        &signing::latest_trusted_comment(version),
+    )?;
+    let staged = staging.join(LATEST_SIGNATURE_PATH);
+    util::write_atomic(&staged, signature.as_bytes())?;
+    eprintln!("publish: sign latest.json (version {version}) into {LATEST_SIGNATURE_PATH}");
+    bucket.replace(&staged, LATEST_SIGNATURE_PATH, LATEST_CACHE_CONTROL)
 }
 
 /// What to do with `latest.json`, given what the bucket's copy names right now.

@@ -81,7 +81,7 @@ impl<'de> Deserialize<'de> for Arch {
 /// The whole `manifest.json`: one asset version, its per-arch boot assets and runtime binaries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub struct Manifest {
     /// Equals the major component of `asset_version`; a consumer refuses any other.
     pub schema_version: u64,
@@ -105,6 +105,7 @@ pub struct Manifest {
     pub source_sha: Option<String>,
     /// Boot assets per guest arch.
     #[cfg_attr(feature = "schema", schemars(schema_with = "schema::arch_map::<Target>"))]
+    #[serde(deserialize_with = "unique_arch_map")]
     pub targets: BTreeMap<Arch, Target>,
     /// Host-side runtime binaries, each with per-arch files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,7 +115,7 @@ pub struct Manifest {
 /// The boot assets of one arch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub struct Target {
     /// The kernel image.
     pub kernel: KernelEntry,
@@ -122,12 +123,18 @@ pub struct Target {
     pub rootfs: FileEntry,
     /// The command line to boot the kernel with.
     pub kernel_cmdline: String,
+    /// Upstream 0.7.x's read-only runtime image (legacy): kept when a published manifest is
+    /// read, so that a read-modify-write does not lose it; never written by this repository
+    /// ([`Manifest::validate_for_writing`] refuses it) and never downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub runtime: Option<FileEntry>,
 }
 
 /// The kernel image: where it is, its digest and the Linux version it reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub struct KernelEntry {
     /// Path relative to the CDN base URL.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\\]+(/[^/\\]+)*$")))]
@@ -135,14 +142,18 @@ pub struct KernelEntry {
     /// SHA-256 of the file, 64 lowercase hex digits.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub sha256: String,
-    /// Linux version, e.g. `6.12.8`.
+    /// Linux version, e.g. `6.12.8` (upstream's manifests may carry a kernel tag like `v0.0.19`).
     pub version: String,
+    /// Length of the file in bytes; optional (older manifests do not have it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
+    pub size: Option<u64>,
 }
 
 /// Any other published file: where it is and its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub struct FileEntry {
     /// Path relative to the CDN base URL.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\\]+(/[^/\\]+)*$")))]
@@ -150,12 +161,16 @@ pub struct FileEntry {
     /// SHA-256 of the file, 64 lowercase hex digits.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub sha256: String,
+    /// Length of the file in bytes; optional (older manifests do not have it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
+    pub size: Option<u64>,
 }
 
 /// A host-side runtime binary (dockerd, FEX, …) with one file per arch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub struct Binary {
     /// Unique name, also the installed file name.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")))]
@@ -167,6 +182,7 @@ pub struct Binary {
     pub install_dir: Option<String>,
     /// The file per arch.
     #[cfg_attr(feature = "schema", schemars(schema_with = "schema::arch_map::<FileEntry>"))]
+    #[serde(deserialize_with = "unique_arch_map")]
     pub targets: BTreeMap<Arch, FileEntry>,
 }
 
@@ -207,6 +223,12 @@ pub enum ManifestError {
     /// The JSON parsed but breaks contract rules; every broken rule is listed.
     #[error("manifest breaks {} rule(s):\n  {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
     Invalid(Vec<Problem>),
+    /// A producer read a field the contract does not define (consumers ignore such fields).
+    #[error("`{path}` is not a field of the contract: this tool writes only the contract's fields (remove it)")]
+    UnknownField {
+        /// Dotted path of the field, e.g. `targets.arm64.kernel.surprise`.
+        path: String,
+    },
     /// An arch name the contract does not know.
     #[error("unknown arch {0:?}: expected `arm64` or `x86_64`")]
     UnknownArch(String),
@@ -223,28 +245,29 @@ impl ManifestError {
 }
 
 impl Manifest {
-    /// Parses manifest bytes; the error names the field that did not fit.
+    /// Parses manifest bytes as a consumer does: fields this version does not know are ignored
+    /// (a later minor may add optional ones), and the error names the field that did not fit.
     ///
     /// This only checks the shape; call [`Manifest::validate`] (or use [`Manifest::from_json_validated`])
     /// before trusting the values.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let manifest: Manifest = serde_path_to_error::deserialize(&mut deserializer).map_err(parse_error)?;
-        deserializer.end().map_err(|e| ManifestError::Parse {
-            path: ".".into(),
-            message: e.to_string(),
-        })?;
-        Ok(manifest)
+        parse_json(bytes, Reading::Lenient)
     }
 
-    /// Parses and validates manifest bytes.
+    /// Parses manifest bytes as a producer does: any field the contract does not define is an
+    /// error naming it, so that what this repository writes stays exactly the contract.
+    pub fn from_json_strict(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        parse_json(bytes, Reading::Strict)
+    }
+
+    /// Parses and validates manifest bytes (leniently, as a consumer).
     pub fn from_json_validated(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let manifest = Manifest::from_json(bytes)?;
         manifest.validate()?;
         Ok(manifest)
     }
 
-    /// Converts a JSON value into a manifest; the error names the field that did not fit.
+    /// Converts a JSON value into a manifest (leniently); the error names the field that did not fit.
     pub fn from_value(value: serde_json::Value) -> Result<Manifest, ManifestError> {
         serde_path_to_error::deserialize(value).map_err(parse_error)
     }
@@ -323,6 +346,29 @@ impl Manifest {
         }
     }
 
+    /// [`Manifest::validate`] plus the rules of what this repository writes: no legacy field
+    /// (`targets.{arch}.runtime` is read from upstream's manifests, never written).
+    pub fn validate_for_writing(&self) -> Result<(), ManifestError> {
+        let mut problems = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(ManifestError::Invalid(problems)) => problems,
+            Err(other) => return Err(other),
+        };
+        for (arch, target) in &self.targets {
+            if target.runtime.is_some() {
+                problems.push(Problem {
+                    field: format!("targets.{arch}.runtime"),
+                    message: "is upstream's legacy runtime image: kept when read, never written; remove it".into(),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError::Invalid(problems))
+        }
+    }
+
     /// The binaries with only this arch's file, dropping those that have none for it.
     pub fn binaries_for(binaries: &[Binary], arch: Arch) -> Vec<Binary> {
         binaries
@@ -341,8 +387,7 @@ impl Manifest {
 impl Latest {
     /// Parses `latest.json`, checking that the version is a semantic version.
     pub fn from_json(bytes: &[u8]) -> Result<Latest, ManifestError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let latest: Latest = serde_path_to_error::deserialize(&mut deserializer).map_err(parse_error)?;
+        let latest: Latest = parse_json(bytes, Reading::Lenient)?;
         if let Err(e) = semver::Version::parse(&latest.version) {
             return Err(ManifestError::Invalid(vec![Problem {
                 field: "version".into(),
@@ -376,6 +421,72 @@ mod schema {
             "minProperties": 1
         })
     }
+}
+
+/// How a document is read: consumers ignore unknown fields, producers refuse them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Lenient,
+    Strict,
+}
+
+/// Parses JSON bytes into `T`, with the field path in errors; in strict reading the first field
+/// `T` does not know is an error naming it.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], reading: Reading) -> Result<T, ManifestError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let mut unknown = Vec::new();
+    let mut record_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let value: T =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut deserializer, &mut record_unknown))
+            .map_err(parse_error)?;
+    deserializer.end().map_err(|e| ManifestError::Parse {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    match unknown.into_iter().next() {
+        Some(path) if reading == Reading::Strict => Err(ManifestError::UnknownField { path }),
+        _ => Ok(value),
+    }
+}
+
+/// Parses a binaries fragment (a JSON array of manifest `binaries` entries) as a producer does:
+/// unknown fields are refused, naming them.
+pub fn binaries_from_json_strict(bytes: &[u8]) -> Result<Vec<Binary>, ManifestError> {
+    parse_json(bytes, Reading::Strict)
+}
+
+/// Deserializes an object keyed by arch, refusing a key that appears twice (serde's maps would
+/// silently keep the last one, so two conflicting entries could hide each other).
+fn unique_arch_map<'de, D, V>(deserializer: D) -> Result<BTreeMap<Arch, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct ArchMapVisitor<V>(std::marker::PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for ArchMapVisitor<V> {
+        type Value = BTreeMap<Arch, V>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an object keyed by arch (arm64, x86_64)")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some(arch) = map.next_key::<Arch>()? {
+                if entries.contains_key(&arch) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate arch key `{arch}`: each arch may appear only once"
+                    )));
+                }
+                let value = map.next_value()?;
+                entries.insert(arch, value);
+            }
+            Ok(entries)
+        }
+    }
+
+    deserializer.deserialize_map(ArchMapVisitor(std::marker::PhantomData))
 }
 
 fn parse_error(error: serde_path_to_error::Error<serde_json::Error>) -> ManifestError {
@@ -682,12 +793,89 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
+    fn unknown_fields_are_ignored_when_reading_and_refused_when_strict() {
         let text = example()
             .to_json_pretty()
-            .replace("\"built_at\"", "\"surprise\": 1, \"built_at\"");
-        let err = Manifest::from_json(text.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("surprise"), "{err}");
+            .replace("\"built_at\"", "\"surprise\": 1, \"built_at\"")
+            .replace(
+                "\"version\": \"6.12.8\"",
+                "\"version\": \"6.12.8\", \"later\": {\"x\": [1]}",
+            );
+        let manifest = Manifest::from_json_validated(text.as_bytes()).unwrap();
+        assert_eq!(manifest, example());
+        let err = Manifest::from_json_strict(text.as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "`surprise` is not a field of the contract: this tool writes only the contract's fields (remove it)"
+        );
+        let nested = example()
+            .to_json_pretty()
+            .replace("\"version\": \"6.12.8\"", "\"version\": \"6.12.8\", \"later\": 1");
+        let err = Manifest::from_json_strict(nested.as_bytes()).unwrap_err().to_string();
+        assert!(err.starts_with("`targets.arm64.kernel.later` is not a field"), "{err}");
+    }
+
+    #[test]
+    fn upstream_legacy_runtime_and_kernel_tag_are_read_and_kept() {
+        let runtime = format!(r#""runtime": {{ "path": "asset/v0.2.0/arm64/runtime.erofs", "sha256": "{A}" }},"#);
+        let text = example()
+            .to_json_pretty()
+            .replace("\"kernel_cmdline\"", &format!("{runtime} \"kernel_cmdline\""))
+            .replace("\"6.12.8\"", "\"v0.0.19\"");
+        let manifest = Manifest::from_json_validated(text.as_bytes()).unwrap();
+        let target = &manifest.targets[&Arch::Arm64];
+        assert_eq!(target.kernel.version, "v0.0.19");
+        assert_eq!(
+            target.runtime.as_ref().unwrap().path,
+            "asset/v0.2.0/arm64/runtime.erofs"
+        );
+        // A read-modify-write keeps it.
+        let rewritten = Manifest::from_json(manifest.to_json_pretty().as_bytes()).unwrap();
+        assert_eq!(rewritten, manifest);
+        // But this repository never writes it.
+        assert_eq!(
+            manifest.validate_for_writing().unwrap_err().problems()[0].to_string(),
+            "targets.arm64.runtime: is upstream's legacy runtime image: kept when read, never written; remove it"
+        );
+        example().validate_for_writing().unwrap();
+    }
+
+    #[test]
+    fn size_is_optional_and_round_trips() {
+        let mut manifest = example();
+        assert_eq!(manifest.targets[&Arch::Arm64].rootfs.size, None);
+        assert!(!manifest.to_json_pretty().contains("\"size\""));
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().rootfs.size = Some(4096);
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel.size = Some(10);
+        let text = manifest.to_json_pretty();
+        assert!(text.contains("\"size\": 4096"), "{text}");
+        assert_eq!(Manifest::from_json_strict(text.as_bytes()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn duplicate_arch_keys_are_refused() {
+        let text = example().to_json_pretty();
+        let target_start = text.find("\"arm64\": {\n      \"kernel\"").unwrap();
+        let target_end = text[target_start..].find("\n    }").unwrap() + target_start + "\n    }".len();
+        let target = &text[target_start..target_end];
+        let doubled = text.replacen(target, &format!("{target},\n    {target}"), 1);
+        let err = Manifest::from_json(doubled.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("at `targets`") && err.contains("duplicate arch key `arm64`: each arch may appear only once"),
+            "{err}"
+        );
+        let binary_target = r#""arm64": { "path": "bin/dockerd/27.5.1/arm64/dockerd""#;
+        let text = example().to_json_pretty().replace(" ", "").replace("\n", "");
+        let compact = binary_target.replace(" ", "");
+        let start = text.rfind(&compact).unwrap();
+        let end = text[start..].find('}').unwrap() + start + 1;
+        let entry = &text[start..end];
+        let doubled = format!("{}{entry},{}", &text[..start], &text[start..]);
+        let err = Manifest::from_json(doubled.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("binaries[0].targets") && err.contains("duplicate arch key `arm64`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -763,6 +951,7 @@ mod tests {
             FileEntry {
                 path: "bin/x".into(),
                 sha256: B.into(),
+                size: None,
             },
         );
         let only_x86 = Manifest::binaries_for(std::slice::from_ref(&binary), Arch::X86_64);

@@ -1,97 +1,71 @@
 //! The verified cache: beside every installed file `{dir}/{name}` a record `{dir}/.{name}.verified`
-//! holds the digest it was verified against and the file's size, modification time and inode at
-//! that moment. A warm `prepare()` compares these with `stat()` instead of re-hashing gigabytes;
-//! any change on disk makes the record stale, and the file is re-hashed or re-fetched.
+//! holds the digest it was verified against and what `lstat()` said about the file at that
+//! moment: size, modification time, status-change time (ctime), inode and device. A warm
+//! `prepare()` compares these instead of re-hashing gigabytes. Any change on disk makes the
+//! record stale, including an in-place edit whose mtime was put back (the kernel moves ctime on
+//! every write and on every `utimensat`, and no unprivileged call can set it back).
 //!
-//! Reads and writes only the record files (atomically, through `fsutil`).
-
-use std::path::{Path, PathBuf};
-
-use crate::fsutil;
+//! Reads and writes only the record files, through the directory handle (never through a link).
 
 use super::error::AssetError;
+use super::safe_fs::{Dir, Stamp};
 
-/// What `stat()` says about a file, as far as the record is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    mtime_nanos: u128,
-    inode: u64,
+/// Largest record file read (a record is one short line).
+const MAX_RECORD_BYTES: u64 = 4096;
+
+/// The record file name of `name`: `.{name}.verified`.
+pub(crate) fn record_name(name: &str) -> String {
+    format!(".{name}.verified")
 }
 
-/// The record file of `target`: `.{file name}.verified` in the same directory.
-pub(crate) fn record_path(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    target.with_file_name(format!(".{name}.verified"))
-}
-
-/// True when `target` is exactly the file that was verified against `sha256` and has not been
-/// touched since.
-pub(crate) fn is_verified(target: &Path, sha256: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(record_path(target)) else {
+/// True when `dir/name` is exactly the regular file that was verified against `sha256` and has
+/// not been touched since.
+pub(crate) fn is_verified(dir: &Dir, name: &str, sha256: &str) -> bool {
+    let Ok(Some(bytes)) = dir.read_small(&record_name(name), MAX_RECORD_BYTES) else {
         return false;
     };
-    let Some((recorded_sha, recorded_stamp)) = parse_record(&text) else {
+    let Some((recorded_sha, recorded_stamp)) = std::str::from_utf8(&bytes).ok().and_then(parse_record) else {
         return false;
     };
-    recorded_sha == sha256 && stamp(target).is_some_and(|now| now == recorded_stamp)
+    recorded_sha == sha256 && dir.stamp(name).is_some_and(|now| now == recorded_stamp)
 }
 
-/// Records that `target`, as it is now, has digest `sha256`.
-pub(crate) fn write_record(target: &Path, sha256: &str) -> Result<(), AssetError> {
-    let stamp = stamp(target).ok_or_else(|| AssetError::Io {
+/// Records that `dir/name`, as it is now, has digest `sha256`.
+pub(crate) fn write_record(dir: &Dir, name: &str, sha256: &str) -> Result<(), AssetError> {
+    let stamp = dir.stamp(name).ok_or_else(|| AssetError::Io {
         step: "reading metadata of",
-        path: target.to_path_buf(),
+        path: dir.join(name),
         error: std::io::Error::other("the file vanished right after it was installed"),
     })?;
-    let path = record_path(target);
-    fsutil::write_atomic(&path, format_record(sha256, &stamp).as_bytes()).map_err(AssetError::io("writing", path))
+    dir.write_atomic(&record_name(name), format_record(sha256, &stamp).as_bytes(), 0o644)
 }
 
-/// Forgets what was verified about `target` (before it is replaced).
-pub(crate) fn remove_record(target: &Path) {
-    let _ = std::fs::remove_file(record_path(target));
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let metadata = std::fs::metadata(path).ok()?;
-    if !metadata.is_file() {
-        return None;
-    }
-    let mtime_nanos = metadata
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        size: metadata.len(),
-        mtime_nanos,
-        inode,
-    })
+/// Forgets what was verified about `dir/name` (before it is replaced).
+pub(crate) fn remove_record(dir: &Dir, name: &str) {
+    let _ = dir.remove(&record_name(name));
 }
 
 fn format_record(sha256: &str, stamp: &Stamp) -> String {
     format!(
-        "sha256={sha256} size={} mtime_ns={} inode={}\n",
-        stamp.size, stamp.mtime_nanos, stamp.inode
+        "sha256={sha256} size={} mtime_ns={} ctime_ns={} inode={} device={}\n",
+        stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, stamp.device
     )
 }
 
+/// Parses a record; a record of an older format (without ctime) does not parse, so the file is
+/// re-hashed once and recorded again.
 fn parse_record(text: &str) -> Option<(String, Stamp)> {
     let mut sha256 = None;
-    let (mut size, mut mtime_nanos, mut inode) = (None, None, None);
+    let (mut size, mut mtime_ns, mut ctime_ns, mut inode, mut device) = (None, None, None, None, None);
     for field in text.split_whitespace() {
         let (key, value) = field.split_once('=')?;
         match key {
             "sha256" => sha256 = Some(value.to_owned()),
             "size" => size = value.parse().ok(),
-            "mtime_ns" => mtime_nanos = value.parse().ok(),
+            "mtime_ns" => mtime_ns = value.parse().ok(),
+            "ctime_ns" => ctime_ns = value.parse().ok(),
             "inode" => inode = value.parse().ok(),
+            "device" => device = value.parse().ok(),
             _ => return None,
         }
     }
@@ -99,45 +73,57 @@ fn parse_record(text: &str) -> Option<(String, Stamp)> {
         sha256?,
         Stamp {
             size: size?,
-            mtime_nanos: mtime_nanos?,
+            mtime_ns: mtime_ns?,
+            ctime_ns: ctime_ns?,
             inode: inode?,
+            device: device?,
         },
     ))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
     use super::*;
 
     const SHA: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
     #[test]
-    fn record_round_trips() {
+    fn record_round_trips_and_old_records_do_not_parse() {
         let stamp = Stamp {
             size: 3,
-            mtime_nanos: 1_700_000_000_123_456_789,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ctime_ns: 1_700_000_001_000_000_000,
             inode: 42,
+            device: 7,
         };
         let text = format_record(SHA, &stamp);
         assert_eq!(parse_record(&text), Some((SHA.to_owned(), stamp)));
-        assert_eq!(parse_record("sha256=x size=1"), None);
+        assert_eq!(parse_record(&format!("sha256={SHA} size=3 mtime_ns=1 inode=42")), None);
         assert_eq!(parse_record("garbage"), None);
     }
 
     #[test]
-    fn a_changed_file_is_no_longer_verified() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("kernel");
+    fn an_in_place_edit_with_the_mtime_put_back_is_seen() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_root(temp.path(), Arc::new(|_: &Path| {})).unwrap();
+        let target = temp.path().join("kernel");
         std::fs::write(&target, b"abc").unwrap();
-        assert!(!is_verified(&target, SHA));
-        write_record(&target, SHA).unwrap();
-        assert!(is_verified(&target, SHA));
-        assert!(!is_verified(&target, &"0".repeat(64)));
-        assert_eq!(record_path(&target), dir.path().join(".kernel.verified"));
+        assert!(!is_verified(&dir, "kernel", SHA));
+        write_record(&dir, "kernel", SHA).unwrap();
+        assert!(is_verified(&dir, "kernel", SHA));
+        assert!(!is_verified(&dir, "kernel", &"0".repeat(64)));
 
-        // Same size, new content: the modification time moves, so the record goes stale.
+        // Same size, new content, the old mtime restored: only ctime shows it.
+        let mtime = std::fs::metadata(&target).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&target, b"abd").unwrap();
-        assert!(!is_verified(&target, SHA));
+        let file = std::fs::OpenOptions::new().write(true).open(&target).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"abd", 0).unwrap();
+        file.set_modified(mtime).unwrap();
+        drop(file);
+        assert_eq!(std::fs::metadata(&target).unwrap().modified().unwrap(), mtime);
+        assert!(!is_verified(&dir, "kernel", SHA));
     }
 }

@@ -2,29 +2,35 @@
 //! into memory, and large objects streamed into a partial file beside their target while they
 //! are hashed, then fsynced and renamed into place.
 //!
-//! Reads from the network and from partial files; writes only `{dir}/.partial-{sha256}` and,
-//! once its digest is proven, the target itself. Every request goes through [`Http::get`], which
-//! enforces the URL policy (https, or http to loopback only unless allowed) on every redirect hop.
+//! Reads from the network and from partial files; writes only `{dir}/.partial-{name}.{sha256}`
+//! and, once its digest is proven, the target itself, both through the directory handle
+//! ([`Dir`]: no link is ever followed or created). Every request goes through [`Http::get`],
+//! which enforces the URL policy (https, or http to loopback only unless allowed) on every
+//! redirect hop and names both ends of a refused redirect.
 //!
 //! The rules for a download, each shown by a case in `tests/e2e/faults.rs`:
-//! - A partial download is kept under a name keyed by its expected digest and resumed with
-//!   `Range`; the kept prefix is re-hashed first. A resume is accepted only as a `206` whose
-//!   `Content-Range` starts exactly where the prefix ends; a `200`, `416` or any other range
-//!   restarts from zero.
-//! - Network errors, short bodies, idle timeouts and 5xx/408/429 are retried with exponential
-//!   backoff and jitter, keeping the partial file; other statuses fail at once, naming the URL.
+//! - A partial download is kept under a name keyed by its destination and its expected digest
+//!   (so two destinations never share one) and resumed with `Range`; the kept prefix is
+//!   re-hashed first. A resume is accepted only as a `206` whose `Content-Range` starts exactly
+//!   where the prefix ends; a `200`, `416` or any other range restarts from zero.
+//! - Network errors, short bodies, idle timeouts, transfers slower than the minimum rate over
+//!   the rate window, and 5xx/408/429 are retried with exponential backoff and jitter, keeping
+//!   the partial file; other statuses and certificate errors fail at once, naming the URL.
+//! - A body longer than the manifest's `size` is refused before a byte of it is written.
 //! - A digest mismatch deletes the partial file and starts over once; a second mismatch fails,
 //!   naming the object, the expected and the actual digest.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use super::error::AssetError;
+use super::safe_fs::{self, Dir};
 use super::{Phase, Progress, ProgressCallback};
 
 /// Size of one read from the body: large enough that syscalls are not the limit, small enough
@@ -42,20 +48,31 @@ const PROGRESS_EVERY_BYTES: u64 = 1024 * 1024;
 pub(crate) const MAX_REDIRECTS: u32 = 5;
 
 /// Largest small document (manifest, `latest.json`, signature) accepted into memory.
-const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Prefix of a partial download's file name; the expected digest follows.
+/// Prefix of a partial download's file name; the destination's name and the digest follow.
 pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+
+/// The time limits and retry policy of every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub min_bytes_per_second: u64,
+    pub rate_window: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub allow_insecure_http: bool,
+}
 
 /// The HTTP settings shared by every request of one AssetManager.
 pub(crate) struct Http {
     agent: ureq::Agent,
-    allow_insecure_http: bool,
-    retries: u32,
-    retry_backoff: Duration,
+    limits: Limits,
 }
 
 /// One object to install: where it comes from, what it must hash to, where it goes.
+#[derive(Clone)]
 pub(crate) struct Job {
     /// Shown in progress and errors: `kernel`, `rootfs`, a binary's name.
     pub object: String,
@@ -63,10 +80,27 @@ pub(crate) struct Job {
     pub url: String,
     /// The manifest's digest.
     pub sha256: String,
-    /// The final path.
-    pub target: PathBuf,
+    /// The manifest's size, when it gives one.
+    pub size: Option<u64>,
+    /// The directory it is installed into.
+    pub dir: Arc<Dir>,
+    /// Its file name in that directory.
+    pub name: String,
     /// Unix mode of the installed file.
     pub mode: u32,
+}
+
+impl Job {
+    /// The final path, for messages.
+    pub(crate) fn target(&self) -> std::path::PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// `.partial-{name}.{sha256}`: found again by what it must become, and distinct for every
+    /// destination, so that two files with identical contents never share one.
+    pub(crate) fn partial_name(&self) -> String {
+        format!("{PARTIAL_PREFIX}{}.{}", self.name, self.sha256)
+    }
 }
 
 /// Why one attempt failed, and so what to do next.
@@ -80,17 +114,16 @@ enum Failure {
 }
 
 impl Http {
-    pub(crate) fn new(
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        retries: u32,
-        retry_backoff: Duration,
-        allow_insecure_http: bool,
-    ) -> Http {
+    pub(crate) fn new(limits: Limits) -> Http {
+        // Every phase of a request has its own bound (see the worst case in the module docs of
+        // `asset_manager`); the body's is the rate window, enforced by `RateGuard`.
         let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(connect_timeout))
-            .timeout_per_read(Some(read_timeout))
-            .timeout_recv_response(Some(read_timeout))
+            .timeout_resolve(Some(limits.connect_timeout))
+            .timeout_connect(Some(limits.connect_timeout))
+            .timeout_send_request(Some(limits.read_timeout))
+            .timeout_per_write(Some(limits.read_timeout))
+            .timeout_per_read(Some(limits.read_timeout))
+            .timeout_recv_response(Some(limits.read_timeout))
             // Statuses and redirects are handled here, so that every hop is checked and a
             // `Range` header survives a redirect.
             .http_status_as_error(false)
@@ -98,20 +131,15 @@ impl Http {
             .user_agent(concat!("boot-assets/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        Http {
-            agent,
-            allow_insecure_http,
-            retries,
-            retry_backoff,
-        }
+        Http { agent, limits }
     }
 
     /// Refuses any scheme but https, and http to anything but loopback unless allowed.
     pub(crate) fn check_url(&self, url: &str) -> Result<(), AssetError> {
-        check_url_policy(url, self.allow_insecure_http)
+        check_url_policy(url, self.limits.allow_insecure_http)
     }
 
-    /// Fetches a small document into memory, with retries.
+    /// Fetches a small document into memory, with retries and the same rate rule as downloads.
     pub(crate) fn fetch_document(&self, url: &str) -> Result<Vec<u8>, AssetError> {
         self.with_retries(url, || {
             let response = self.get(url, None)?;
@@ -119,19 +147,26 @@ impl Http {
             if status != 200 {
                 return Err(status_failure(url, status));
             }
+            let mut reader = response.into_body().into_reader();
             let mut bytes = Vec::new();
-            response
-                .into_body()
-                .into_reader()
-                .take(MAX_DOCUMENT_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::Transient(format!("reading the body: {e}")))?;
-            if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-                return Err(Failure::Permanent(AssetError::Transfer {
-                    url: url.to_owned(),
-                    message: format!("document is larger than {MAX_DOCUMENT_BYTES} bytes"),
-                    attempts: 1,
-                }));
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut rate = RateGuard::new(&self.limits);
+            loop {
+                let read = match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Failure::Transient(format!("reading the body: {e}"))),
+                };
+                if (bytes.len() + read) as u64 > MAX_DOCUMENT_BYTES {
+                    return Err(Failure::Permanent(AssetError::Transfer {
+                        url: url.to_owned(),
+                        message: format!("document is larger than {MAX_DOCUMENT_BYTES} bytes"),
+                        attempts: 1,
+                    }));
+                }
+                bytes.extend_from_slice(&buffer[..read]);
+                rate.received(read as u64).map_err(Failure::Transient)?;
             }
             Ok(bytes)
         })
@@ -139,10 +174,9 @@ impl Http {
 
     /// Downloads `job` into place, resuming a kept partial file, with retries.
     pub(crate) fn download(&self, job: &Job, progress: &ProgressCallback) -> Result<(), AssetError> {
-        let partial = partial_path(job);
         let mut restarted_after_mismatch = false;
         loop {
-            let result = self.with_retries(&job.url, || download_attempt(self, job, &partial, progress));
+            let result = self.with_retries(&job.url, || download_attempt(self, job, progress));
             match result {
                 Err(AssetError::DigestMismatch { .. }) if !restarted_after_mismatch => {
                     restarted_after_mismatch = true;
@@ -176,14 +210,14 @@ impl Http {
                         actual,
                     })
                 }
-                Err(Failure::Transient(message)) if attempts > self.retries => {
+                Err(Failure::Transient(message)) if attempts > self.limits.retries => {
                     return Err(AssetError::Transfer {
                         url: url.to_owned(),
                         message,
                         attempts,
                     })
                 }
-                Err(Failure::Transient(_)) => std::thread::sleep(backoff(self.retry_backoff, attempts)),
+                Err(Failure::Transient(_)) => std::thread::sleep(backoff(self.limits.retry_backoff, attempts)),
             }
         }
     }
@@ -191,9 +225,9 @@ impl Http {
     /// One GET, following redirects by hand (each hop checked against the URL policy), with
     /// `Range: bytes={from}-` when resuming.
     fn get(&self, url: &str, range_from: Option<u64>) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        self.check_url(url).map_err(Failure::Permanent)?;
         let mut current = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
-            self.check_url(&current).map_err(Failure::Permanent)?;
             let mut request = self.agent.get(&current);
             if let Some(from) = range_from {
                 request = request.header("Range", format!("bytes={from}-"));
@@ -212,7 +246,15 @@ impl Http {
                         status: response.status().as_u16(),
                     })
                 })?;
-            current = resolve_location(&current, location);
+            let next = resolve_location(&current, location);
+            if let Some(reason) = redirect_refusal(&current, &next, self.limits.allow_insecure_http) {
+                return Err(Failure::Permanent(AssetError::RedirectRefused {
+                    from: current,
+                    to: next,
+                    reason,
+                }));
+            }
+            current = next;
         }
         Err(Failure::Permanent(AssetError::TooManyRedirects {
             url: url.to_owned(),
@@ -221,15 +263,76 @@ impl Http {
     }
 }
 
-/// `{dir}/.partial-{sha256}`: a partial download is found again by what it must become.
-pub(crate) fn partial_path(job: &Job) -> PathBuf {
-    job.target.with_file_name(format!("{PARTIAL_PREFIX}{}", job.sha256))
+/// Why a redirect from `from` to `to` must not be followed, or `None` when it may.
+fn redirect_refusal(from: &str, to: &str, allow_insecure_http: bool) -> Option<String> {
+    if from.starts_with("https://") && to.starts_with("http://") {
+        return Some("it would downgrade https to plain http".into());
+    }
+    match check_url_policy(to, allow_insecure_http) {
+        Ok(()) => None,
+        Err(AssetError::InsecureUrl { .. }) => {
+            Some("the target is plain http to a host that is not loopback (insecure http is not allowed)".into())
+        }
+        Err(AssetError::Config(message)) => Some(message),
+        Err(other) => Some(other.to_string()),
+    }
+}
+
+/// Abandons a transfer that is slower than the minimum rate over a whole window, so that a
+/// server trickling bytes (each read arriving before the idle timeout) cannot hold it for hours.
+struct RateGuard {
+    min_bytes_per_second: u64,
+    window: Duration,
+    window_started: Instant,
+    window_bytes: u64,
+}
+
+impl RateGuard {
+    fn new(limits: &Limits) -> RateGuard {
+        RateGuard {
+            min_bytes_per_second: limits.min_bytes_per_second,
+            window: limits.rate_window,
+            window_started: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` more; an error once a whole window has passed below the minimum rate.
+    fn received(&mut self, bytes: u64) -> Result<(), String> {
+        self.window_bytes += bytes;
+        let elapsed = self.window_started.elapsed();
+        if self.min_bytes_per_second == 0 || elapsed < self.window {
+            return Ok(());
+        }
+        let needed = self.min_bytes_per_second as f64 * elapsed.as_secs_f64();
+        if (self.window_bytes as f64) < needed {
+            return Err(format!(
+                "the transfer is slower than the minimum rate of {} bytes/s ({} bytes in {:.1} s): abandoned",
+                self.min_bytes_per_second,
+                self.window_bytes,
+                elapsed.as_secs_f64()
+            ));
+        }
+        self.window_started = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
+
+/// Opens the kept partial file of `job`, or creates a new one (`O_EXCL`).
+fn open_partial(job: &Job) -> Result<File, AssetError> {
+    let name = job.partial_name();
+    match job.dir.open_regular(&name, true)? {
+        Some(file) => Ok(file),
+        None => job.dir.create_new(&name, 0o600),
+    }
 }
 
 /// One try at a download: re-hash the kept prefix, ask for the rest, stream, verify, install.
-fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressCallback) -> Result<(), Failure> {
+fn download_attempt(http: &Http, job: &Job, progress: &ProgressCallback) -> Result<(), Failure> {
+    let partial = job.dir.join(&job.partial_name());
     let io_failure = |step: &'static str| {
-        let path = partial.to_path_buf();
+        let path = partial.clone();
         move |source| {
             Failure::Permanent(AssetError::Io {
                 step,
@@ -238,21 +341,20 @@ fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressC
             })
         }
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(partial)
-        .map_err(io_failure("opening"))?;
-    let kept = file.metadata().map_err(io_failure("reading metadata of"))?.len();
+    let mut file = open_partial(job).map_err(Failure::Permanent)?;
+    let mut kept = file.metadata().map_err(io_failure("reading metadata of"))?.len();
+    if job.size.is_some_and(|size| kept > size) {
+        // Longer than the manifest says the file is: it cannot be a prefix of it.
+        file.set_len(0).map_err(io_failure("truncating"))?;
+        kept = 0;
+    }
 
     let mut hasher = Sha256::new();
     if kept > 0 {
         report(progress, job, Phase::Verifying, 0, Some(kept));
         hash_prefix(&mut file, kept, &mut hasher).map_err(io_failure("re-hashing the kept prefix of"))?;
         if hex(hasher.clone().finalize().as_slice()) == job.sha256 {
-            return install(job, file, partial).map_err(Failure::Permanent);
+            return install(job, file).map_err(Failure::Permanent);
         }
     }
 
@@ -286,11 +388,22 @@ fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressC
             other => return Err(status_failure(&job.url, other)),
         }
     };
+    if let (Some(announced), Some(size)) = (total, job.size) {
+        if announced > size {
+            return Err(Failure::Permanent(AssetError::TooLong {
+                object: job.object.clone(),
+                url: job.url.clone(),
+                size,
+                announced: Some(announced),
+            }));
+        }
+    }
+    let total = job.size.or(total);
 
     file.seek(SeekFrom::Start(offset)).map_err(io_failure("seeking in"))?;
     file.set_len(offset).map_err(io_failure("truncating"))?;
     let reader = response.into_body().into_reader();
-    let (received, hasher) = stream_body(reader, &mut file, hasher, offset, total, job, progress, partial)?;
+    let (received, hasher) = stream_body(reader, &mut file, hasher, offset, total, job, progress, &http.limits)?;
     if let Some(total) = total {
         if offset + received != total {
             return Err(Failure::Transient(format!(
@@ -302,10 +415,10 @@ fn download_attempt(http: &Http, job: &Job, partial: &Path, progress: &ProgressC
     let actual = hex(hasher.finalize().as_slice());
     if actual != job.sha256 {
         drop(file);
-        let _ = std::fs::remove_file(partial);
+        let _ = job.dir.remove(&job.partial_name());
         return Err(Failure::Mismatch { actual });
     }
-    install(job, file, partial).map_err(Failure::Permanent)
+    install(job, file).map_err(Failure::Permanent)
 }
 
 /// Reads the body into the partial file while a second thread hashes what has been written,
@@ -325,19 +438,21 @@ fn stream_body(
     total: Option<u64>,
     job: &Job,
     progress: &ProgressCallback,
-    partial: &Path,
+    limits: &Limits,
 ) -> Result<(u64, Sha256), Failure> {
     let written = AtomicU64::new(0);
     let finished = AtomicBool::new(false);
-    let mut reading_back = File::open(partial).map_err(|source| {
+    let partial = job.dir.join(&job.partial_name());
+    // A second handle on the same open file (not the path again), read with explicit offsets.
+    let reading_back = file.try_clone().map_err(|source| {
         Failure::Permanent(AssetError::Io {
             step: "opening for hashing",
-            path: partial.to_path_buf(),
+            path: partial.clone(),
             error: source,
         })
     })?;
     std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| hash_behind_writer(&mut reading_back, hasher, offset, &written, &finished));
+        let hashing = scope.spawn(|| hash_behind_writer(&reading_back, hasher, offset, &written, &finished));
         let result = write_body(
             &mut reader,
             file,
@@ -345,7 +460,7 @@ fn stream_body(
             total,
             job,
             progress,
-            partial,
+            limits,
             &written,
             &hashing,
         );
@@ -356,7 +471,7 @@ fn stream_body(
         let hasher = hasher.map_err(|source| {
             Failure::Permanent(AssetError::Io {
                 step: "reading back for hashing",
-                path: partial.to_path_buf(),
+                path: partial.clone(),
                 error: source,
             })
         })?;
@@ -373,12 +488,13 @@ fn write_body<T>(
     total: Option<u64>,
     job: &Job,
     progress: &ProgressCallback,
-    partial: &Path,
+    limits: &Limits,
     written: &AtomicU64,
     hashing: &std::thread::ScopedJoinHandle<'_, T>,
 ) -> Result<u64, Failure> {
     let mut buffer = vec![0u8; CHUNK_BYTES];
     let mut writeback = Writeback::new(offset);
+    let mut rate = RateGuard::new(limits);
     let mut received = 0u64;
     let mut reported_at = 0u64;
     report(progress, job, Phase::Downloading, offset, total);
@@ -395,10 +511,20 @@ fn write_body<T>(
                 )))
             }
         };
+        if let Some(size) = job.size {
+            if offset + received + length as u64 > size {
+                return Err(Failure::Permanent(AssetError::TooLong {
+                    object: job.object.clone(),
+                    url: job.url.clone(),
+                    size,
+                    announced: None,
+                }));
+            }
+        }
         file.write_all(&buffer[..length]).map_err(|source| {
             Failure::Permanent(AssetError::Io {
                 step: "writing",
-                path: partial.to_path_buf(),
+                path: job.dir.join(&job.partial_name()),
                 error: source,
             })
         })?;
@@ -410,19 +536,19 @@ fn write_body<T>(
             reported_at = received;
             report(progress, job, Phase::Downloading, offset + received, total);
         }
+        rate.received(length as u64).map_err(Failure::Transient)?;
     }
 }
 
 /// The hasher's side of [`stream_body`]: hashes the file from `offset` as far as it has been
 /// written, until the writer has finished and everything written is hashed.
 fn hash_behind_writer(
-    file: &mut File,
+    file: &File,
     mut hasher: Sha256,
     offset: u64,
     written: &AtomicU64,
     finished: &AtomicBool,
 ) -> std::io::Result<Sha256> {
-    file.seek(SeekFrom::Start(offset))?;
     let mut buffer = vec![0u8; CHUNK_BYTES];
     let mut hashed = 0u64;
     loop {
@@ -437,7 +563,7 @@ fn hash_behind_writer(
             continue;
         }
         let want = available.min(CHUNK_BYTES as u64) as usize;
-        file.read_exact(&mut buffer[..want])?;
+        file.read_exact_at(&mut buffer[..want], offset + hashed)?;
         hasher.update(&buffer[..want]);
         hashed += want as u64;
     }
@@ -492,13 +618,59 @@ fn start_writeback(file: &File, from: u64, length: u64) {
 fn start_writeback(_file: &File, _from: u64, _length: u64) {}
 
 /// Makes the verified partial file the target: fsync, mode, rename, fsync the directory.
-fn install(job: &Job, file: File, partial: &Path) -> Result<(), AssetError> {
-    file.sync_all().map_err(AssetError::io("syncing", partial))?;
-    set_mode(&file, job.mode).map_err(AssetError::io("setting the mode of", partial))?;
+fn install(job: &Job, file: File) -> Result<(), AssetError> {
+    let partial = job.partial_name();
+    file.sync_all()
+        .map_err(AssetError::io("syncing", job.dir.join(&partial)))?;
+    safe_fs::set_mode(&file, job.mode).map_err(AssetError::io("setting the mode of", job.dir.join(&partial)))?;
     drop(file);
-    std::fs::rename(partial, &job.target).map_err(AssetError::io("renaming into place", &job.target))?;
-    sync_parent_dir(&job.target);
+    // Whatever was planted at the final path (a link, a file) is replaced, never followed.
+    job.dir.rename(&partial, &job.name)?;
+    job.dir.sync();
     Ok(())
+}
+
+/// Installs `job` from `source`, an installed file with the same expected digest, copying it
+/// through the job's own partial file and hashing it on the way: identical contents are
+/// downloaded once, and every destination still gets its own verified, regular file.
+pub(crate) fn install_copy(job: &Job, source: &mut File, progress: &ProgressCallback) -> Result<(), AssetError> {
+    let partial = job.partial_name();
+    job.dir.remove_foreign(&partial)?;
+    job.dir.remove(&partial)?;
+    let mut file = job.dir.create_new(&partial, 0o600)?;
+    let length = source
+        .metadata()
+        .map_err(AssetError::io("reading metadata of", job.target()))?
+        .len();
+    report(progress, job, Phase::Verifying, 0, Some(length));
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(AssetError::io("reading", job.target()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    loop {
+        let read = source
+            .read(&mut buffer)
+            .map_err(AssetError::io("reading", job.target()))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        file.write_all(&buffer[..read])
+            .map_err(AssetError::io("writing", job.dir.join(&partial)))?;
+    }
+    let actual = hex(hasher.finalize().as_slice());
+    if actual != job.sha256 {
+        drop(file);
+        let _ = job.dir.remove(&partial);
+        return Err(AssetError::DigestMismatch {
+            object: job.object.clone(),
+            url: job.url.clone(),
+            expected: job.sha256.clone(),
+            actual,
+        });
+    }
+    install(job, file)
 }
 
 /// Feeds the first `length` bytes of `file` to `hasher`.
@@ -515,13 +687,12 @@ fn hash_prefix(file: &mut File, length: u64, hasher: &mut Sha256) -> std::io::Re
     }
 }
 
-/// SHA-256 of a whole file, reporting progress as `Verifying`.
-pub(crate) fn hash_file(path: &Path, job: &Job, progress: &ProgressCallback) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
+/// SHA-256 of a whole open file, reporting progress as `Verifying`.
+pub(crate) fn hash_file(file: &mut File, job: &Job, progress: &ProgressCallback) -> std::io::Result<String> {
     let length = file.metadata()?.len();
     report(progress, job, Phase::Verifying, 0, Some(length));
     let mut hasher = Sha256::new();
-    hash_prefix(&mut file, length, &mut hasher)?;
+    hash_prefix(file, length, &mut hasher)?;
     Ok(hex(hasher.finalize().as_slice()))
 }
 
@@ -557,11 +728,32 @@ fn status_failure(url: &str, status: u16) -> Failure {
     }
 }
 
+/// Network trouble is worth retrying; a bad URL or a TLS/certificate error is not (the next
+/// attempt would meet the same certificate).
 fn classify_ureq_error(url: &str, error: ureq::Error) -> Failure {
     match error {
         ureq::Error::BadUri(message) => Failure::Permanent(AssetError::Config(format!("bad URL {url}: {message}"))),
+        ureq::Error::Tls(message) => Failure::Permanent(AssetError::Tls {
+            url: url.to_owned(),
+            message: message.to_owned(),
+        }),
+        ureq::Error::Rustls(error) => Failure::Permanent(AssetError::Tls {
+            url: url.to_owned(),
+            message: error.to_string(),
+        }),
+        ureq::Error::Io(error) if is_tls_error(&error) => Failure::Permanent(AssetError::Tls {
+            url: url.to_owned(),
+            message: error.to_string(),
+        }),
         other => Failure::Transient(other.to_string()),
     }
+}
+
+/// True for an I/O error that carries a rustls error (how a failed handshake surfaces).
+fn is_tls_error(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 /// Exponential backoff from `base`, doubled per attempt, with up to 50% random jitter so that
@@ -638,26 +830,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[cfg(unix)]
-fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_file: &File, _mode: u32) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// Makes a rename durable; best effort, since not every platform can open a directory.
-fn sync_parent_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        if let Ok(dir) = File::open(dir) {
-            let _ = dir.sync_all();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,6 +889,48 @@ mod tests {
             let delay = backoff(base, attempt);
             assert!(delay >= exponential && delay <= exponential.mul_f64(1.5), "{delay:?}");
         }
+    }
+
+    #[test]
+    fn refused_redirects_say_why() {
+        assert_eq!(
+            redirect_refusal("https://cdn.example/a", "http://cdn.example/a", true).unwrap(),
+            "it would downgrade https to plain http"
+        );
+        assert!(redirect_refusal("http://127.0.0.1/a", "http://evil.example/a", false)
+            .unwrap()
+            .contains("plain http to a host that is not loopback"));
+        assert!(redirect_refusal("http://127.0.0.1/a", "ftp://x/a", false)
+            .unwrap()
+            .contains("https://"));
+        assert_eq!(
+            redirect_refusal("http://127.0.0.1/a", "http://localhost/b", false),
+            None
+        );
+    }
+
+    #[test]
+    fn rate_guard_abandons_only_after_a_slow_window() {
+        let limits = Limits {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            min_bytes_per_second: 1000,
+            rate_window: Duration::from_millis(50),
+            retries: 0,
+            retry_backoff: Duration::ZERO,
+            allow_insecure_http: false,
+        };
+        let mut guard = RateGuard::new(&limits);
+        guard.received(10).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let err = guard.received(1).unwrap_err();
+        assert!(
+            err.starts_with("the transfer is slower than the minimum rate of 1000 bytes/s (11 bytes in"),
+            "{err}"
+        );
+        let mut fast = RateGuard::new(&limits);
+        std::thread::sleep(Duration::from_millis(60));
+        fast.received(1_000_000).unwrap();
     }
 
     #[test]

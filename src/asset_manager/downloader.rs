@@ -2,14 +2,19 @@
 //! with backoff, sha256 checked while writing, atomic rename), for callers that fetch files a
 //! manifest does not list — such as the release pipeline's pinned upstream binaries.
 //!
-//! Writes only the target (through its `.partial-{sha256}` file beside it).
+//! Writes only the target (through its `.partial-{name}.{sha256}` file beside it), relative to
+//! a handle on the target's directory, never through a link.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::download::{Http, Job};
+use super::download::{Http, Job, Limits};
+use super::safe_fs::Dir;
 use super::{AssetError, Progress, ProgressCallback};
-use super::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF};
+use super::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MIN_TRANSFER_RATE, DEFAULT_RATE_WINDOW, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES,
+    DEFAULT_RETRY_BACKOFF,
+};
 
 /// Downloads single objects whose sha256 is known in advance.
 pub struct Downloader {
@@ -27,13 +32,15 @@ impl Downloader {
     /// A downloader that may use plain http to any host when `allow_insecure_http`, and reports
     /// progress through `progress`.
     pub fn with_options(allow_insecure_http: bool, progress: ProgressCallback) -> Downloader {
-        let http = Http::new(
-            DEFAULT_CONNECT_TIMEOUT,
-            DEFAULT_READ_TIMEOUT,
-            DEFAULT_RETRIES,
-            DEFAULT_RETRY_BACKOFF,
+        let http = Http::new(Limits {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            min_bytes_per_second: DEFAULT_MIN_TRANSFER_RATE,
+            rate_window: DEFAULT_RATE_WINDOW,
+            retries: DEFAULT_RETRIES,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
             allow_insecure_http,
-        );
+        });
         Downloader { http, progress }
     }
 
@@ -41,11 +48,34 @@ impl Downloader {
     /// file is resumed. `object` names the download in progress reports and errors.
     pub fn download(&self, object: &str, url: &str, sha256: &str, target: &Path, mode: u32) -> Result<(), AssetError> {
         self.http.check_url(url)?;
+        let (Some(parent), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str())) else {
+            return Err(AssetError::Config(format!(
+                "download target {} has no file name",
+                target.display()
+            )));
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let progress = self.progress.clone();
+        let report = Arc::new(move |path: &Path| {
+            let name = path.display().to_string();
+            progress(&Progress {
+                name: &name,
+                phase: super::Phase::RemovedLink,
+                bytes_done: 0,
+                bytes_total: None,
+            })
+        });
         let job = Job {
             object: object.to_owned(),
             url: url.to_owned(),
             sha256: sha256.to_owned(),
-            target: target.to_path_buf(),
+            size: None,
+            dir: Arc::new(Dir::open_root(parent, report)?),
+            name: name.to_owned(),
             mode,
         };
         self.http.download(&job, &self.progress)

@@ -47,6 +47,69 @@ pub enum AssetError {
         /// The number of redirects followed before giving up.
         limit: u32,
     },
+    /// A redirect was not followed: it pointed somewhere the URL policy refuses.
+    #[error("GET {from}: refusing the redirect to {to}: {reason}")]
+    RedirectRefused {
+        /// The URL that answered with the redirect.
+        from: String,
+        /// Where it pointed.
+        to: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A TLS handshake or certificate check failed; not retried, the next attempt would meet
+    /// the same certificate.
+    #[error("GET {url}: TLS error (not retried): {message}")]
+    Tls {
+        /// The URL that was requested.
+        url: String,
+        /// The TLS library's message.
+        message: String,
+    },
+    /// The server sends (or announces) more bytes than the manifest's `size` of the object.
+    #[error("{object} from {url}: the body is longer than the manifest's size of {size} bytes{}; nothing more was written", announced.map(|a| format!(" (the server announces {a})")).unwrap_or_default())]
+    TooLong {
+        /// What the object is.
+        object: String,
+        /// Where it came from.
+        url: String,
+        /// The manifest's size.
+        size: u64,
+        /// The length the server announced, when it announced one.
+        announced: Option<u64>,
+    },
+    /// The manifest bytes do not have the digest the caller pinned.
+    #[error("{url}: the manifest's sha256 is {actual}, not the pinned {expected}; refusing to use it")]
+    ManifestDigest {
+        /// Where the manifest came from.
+        url: String,
+        /// The pinned digest.
+        expected: String,
+        /// The digest of the bytes received.
+        actual: String,
+    },
+    /// A signed `latest.json` names a version lower than one verified before.
+    #[error("{url} names version {offered}, lower than version {highest} verified before: refusing to roll back (a replayed or stale latest.json?)")]
+    Rollback {
+        /// Where `latest.json` came from.
+        url: String,
+        /// The version it names.
+        offered: String,
+        /// The highest version whose signed `latest.json` was verified before.
+        highest: String,
+    },
+    /// The local directory a binary's `install_dir` names cannot be used.
+    #[error("binary {binary}: cannot use the local directory {} (install_dir {install_dir:?}, relative to the parent of the runtime bin dir): {error}", path.display())]
+    InstallDir {
+        /// The binary's name.
+        binary: String,
+        /// The manifest's `install_dir`.
+        install_dir: String,
+        /// The local directory it names.
+        path: PathBuf,
+        /// What went wrong.
+        error: String,
+    },
     /// A downloaded object did not have the digest the manifest promises, twice in a row.
     #[error("{object} from {url}: sha256 mismatch: expected {expected}, got {actual}")]
     DigestMismatch {

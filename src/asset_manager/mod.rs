@@ -1,11 +1,35 @@
 //! The AssetManager: fetches, verifies and installs one asset version's boot assets and runtime
 //! binaries from the CDN, the way the runtime does on every user's machine.
 //!
-//! Reads `latest.json`, `asset/v{version}/manifest.json` (and its `.minisig` when a key is
-//! trusted) and the objects the manifest names, over HTTP(S) with blocking I/O. Writes
-//! `{cache}/{version}/{manifest.json, kernel, rootfs.erofs}` and the runtime binaries, each
-//! through a partial file that is hashed while written and renamed into place only once its
-//! digest is proven, plus a `.verified` record per file so a warm start does not re-hash.
+//! Reads `latest.json` (and `latest.json.minisig` when a key is trusted),
+//! `asset/v{version}/manifest.json` (and its `.minisig`) and the objects the manifest names, over
+//! HTTP(S) with blocking I/O. Writes `{cache}/{version}/{manifest.json, kernel, rootfs.erofs}` and
+//! the runtime binaries, each through a partial file that is hashed while written and renamed
+//! into place only once its digest is proven, plus a `.verified` record per file so a warm start
+//! does not re-hash, and in `{cache}` the last resolved version ([`LAST_RESOLVED_FILE`]) and the
+//! highest version a signed `latest.json` named ([`HIGHEST_VERIFIED_FILE`]). Nothing below the
+//! cache dir or the runtime bin dir is reached through a link (see `safe_fs`).
+//!
+//! # Worst-case duration
+//!
+//! Every network wait is bounded. One attempt at one object of `S` bytes takes at most
+//! `2 × connect_timeout` (name resolution, connection) + `2 × read_timeout` (sending the request,
+//! receiving the response headers) + `S / min_transfer_rate + rate_window + read_timeout` (the
+//! body: every full window must reach the minimum rate, and the read that ends a window waits at
+//! most `read_timeout`). An object gets `retries + 1` attempts with backoff between them (at most
+//! 1.5 × the doubling delays), and one more such round after a digest mismatch.
+//!
+//! With the defaults (connect 15 s, read 30 s, 32 KiB/s over 30 s, 3 retries, 0.5 s backoff):
+//! - one attempt: at most 150 s + `S` / 32 KiB/s; a server trickling a byte every few seconds is
+//!   abandoned after at most 60 s of body (window + one read);
+//! - a document (`latest.json`, a manifest, a signature: a few KiB) gives up after at most
+//!   4 × 150 s + 5.25 s ≈ 10.1 min;
+//! - `prepare()` of `latest` with a trusted key makes four documents one after the other
+//!   (≤ 40.4 min), then downloads kernel and rootfs in parallel: for a largest object of 20 MiB,
+//!   at most 2 × (4 × (150 s + 640 s) + 5.25 s) ≈ 105.5 min, so ≤ 2.4 h in all before it fails.
+//!   Lower `read_timeout`, `rate_window` or `retries`, or raise `min_transfer_rate`, to shorten
+//!   it; the formula holds for any setting. A warm `prepare()` of an installed version makes no
+//!   request at all.
 //!
 //! ```no_run
 //! use boot_assets::asset_manager::AssetManager;
@@ -24,8 +48,10 @@ mod download;
 mod downloader;
 mod error;
 mod lock;
+mod safe_fs;
 mod signature;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,9 +60,12 @@ use std::time::Duration;
 pub use downloader::Downloader;
 pub use error::AssetError;
 
+use sha2::Digest;
+
+use crate::cdn;
 use crate::manifest::{Arch, Latest, Manifest};
-use crate::{cdn, fsutil};
 use download::{Http, Job};
+use safe_fs::{Dir, LinkReporter};
 
 /// Objects downloaded at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -52,6 +81,21 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Time a read may wait for the next byte by default before the transfer counts as stalled.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The slowest transfer rate accepted by default, in bytes per second, averaged over
+/// [`DEFAULT_RATE_WINDOW`]: a transfer below it is abandoned and retried (resuming).
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 32 * 1024;
+
+/// The window over which the transfer rate is measured by default.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
+
+/// In the cache dir: the version `latest` last resolved to, and whether its `latest.json` was
+/// signature-checked (`version=0.2.0 signed=true`); used when `latest.json` cannot be fetched.
+pub const LAST_RESOLVED_FILE: &str = ".last-resolved";
+
+/// In the cache dir: the highest version a signature-checked `latest.json` has named; a signed
+/// `latest.json` naming a lower one is refused as a rollback.
+pub const HIGHEST_VERIFIED_FILE: &str = ".highest-verified";
 
 /// The special version that means "whatever `latest.json` names".
 pub const LATEST: &str = "latest";
@@ -75,6 +119,9 @@ pub enum Phase {
     Ready,
     /// Already installed and verified; nothing was fetched.
     Cached,
+    /// A link (or FIFO, socket, device) found where a file of ours belongs was removed, never
+    /// followed; `name` is its path.
+    RemovedLink,
 }
 
 /// One progress report.
@@ -108,6 +155,9 @@ pub struct PreparedAssets {
     pub rootfs: PathBuf,
     /// The command line to boot the kernel with.
     pub kernel_cmdline: String,
+    /// Set when `latest` was asked for, `latest.json` could not be fetched, and the last
+    /// resolved version (fully verified in the cache) was used instead: why it could not.
+    pub offline_fallback: Option<String>,
 }
 
 /// One runtime binary installed by [`AssetManager::prepare_binaries`].
@@ -143,7 +193,10 @@ pub struct AssetManagerBuilder {
     retry_backoff: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
+    min_transfer_rate: u64,
+    rate_window: Duration,
     public_keys: Vec<String>,
+    expected_manifest_sha256: Option<String>,
     allow_insecure_http: bool,
     progress: Option<ProgressCallback>,
 }
@@ -198,8 +251,31 @@ impl AssetManagerBuilder {
         self
     }
 
+    /// The slowest accepted transfer rate in bytes per second, averaged over the rate window
+    /// (default [`DEFAULT_MIN_TRANSFER_RATE`]; 0 turns the check off). A transfer below it is
+    /// abandoned and retried, resuming where it stopped.
+    pub fn min_transfer_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_transfer_rate = bytes_per_second;
+        self
+    }
+
+    /// The window the transfer rate is measured over (default [`DEFAULT_RATE_WINDOW`]).
+    pub fn rate_window(mut self, window: Duration) -> Self {
+        self.rate_window = window;
+        self
+    }
+
+    /// Pins the manifest: its bytes (fetched or cached) must have this sha256 before they are
+    /// parsed or used.
+    pub fn expected_manifest_sha256(mut self, sha256: impl Into<String>) -> Self {
+        self.expected_manifest_sha256 = Some(sha256.into());
+        self
+    }
+
     /// Trusts a minisign public key (a `.pub` file's text or its base64 line). With at least one
-    /// key, `manifest.json.minisig` must verify before the manifest is used.
+    /// key, `manifest.json.minisig` must verify before the manifest is used, and when following
+    /// `latest`, `latest.json.minisig` must verify and `latest.json` may not name a version lower
+    /// than one it named before.
     pub fn trusted_public_key(mut self, key: impl Into<String>) -> Self {
         self.public_keys.push(key.into());
         self
@@ -243,6 +319,16 @@ impl AssetManagerBuilder {
                 ))
             })?;
         }
+        if self.rate_window.is_zero() {
+            return Err(AssetError::Config("the rate window must be longer than zero".into()));
+        }
+        if let Some(sha256) = &self.expected_manifest_sha256 {
+            if !crate::manifest::is_sha256_hex(sha256) {
+                return Err(AssetError::Config(format!(
+                    "expected manifest sha256 {sha256:?} is not 64 lowercase hex digits"
+                )));
+            }
+        }
         download::check_url_policy(&self.cdn_base_url, self.allow_insecure_http)?;
         let public_keys = self
             .public_keys
@@ -257,13 +343,16 @@ impl AssetManagerBuilder {
             cache_dir,
             concurrency: self.concurrency,
             public_keys,
-            http: Http::new(
-                self.connect_timeout,
-                self.read_timeout,
-                self.retries,
-                self.retry_backoff,
-                self.allow_insecure_http,
-            ),
+            expected_manifest_sha256: self.expected_manifest_sha256,
+            http: Http::new(download::Limits {
+                connect_timeout: self.connect_timeout,
+                read_timeout: self.read_timeout,
+                min_bytes_per_second: self.min_transfer_rate,
+                rate_window: self.rate_window,
+                retries: self.retries,
+                retry_backoff: self.retry_backoff,
+                allow_insecure_http: self.allow_insecure_http,
+            }),
             progress: self.progress.unwrap_or_else(|| Arc::new(|_: &Progress<'_>| {})),
         })
     }
@@ -273,11 +362,12 @@ impl AssetManagerBuilder {
 pub struct AssetManager {
     cdn_base_url: String,
     requested_version: String,
-    resolved_version: OnceLock<String>,
+    resolved_version: OnceLock<(String, Option<String>)>,
     arch: Arch,
     cache_dir: PathBuf,
     concurrency: usize,
     public_keys: Vec<minisign_verify::PublicKey>,
+    expected_manifest_sha256: Option<String>,
     http: Http,
     progress: ProgressCallback,
 }
@@ -295,7 +385,10 @@ impl AssetManager {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
+            rate_window: DEFAULT_RATE_WINDOW,
             public_keys: Vec::new(),
+            expected_manifest_sha256: None,
             allow_insecure_http: false,
             progress: None,
         }
@@ -313,24 +406,135 @@ impl AssetManager {
 
     /// The version to install: the requested one, or the one `latest.json` names (fetched once
     /// per manager, so `prepare` and `prepare_binaries` agree).
+    ///
+    /// With a trusted key, `latest.json.minisig` must verify and the version may not be lower
+    /// than the highest a signed `latest.json` named before. When `latest.json` cannot be
+    /// fetched, the last resolved version is used if it is fully verified in the cache (with a
+    /// trusted key: only if its manifest signature verifies).
     pub fn resolve_version(&self) -> Result<String, AssetError> {
+        self.resolve().map(|(version, _)| version)
+    }
+
+    fn resolve(&self) -> Result<(String, Option<String>), AssetError> {
         if self.requested_version != LATEST {
-            return Ok(self.requested_version.clone());
+            return Ok((self.requested_version.clone(), None));
         }
-        if let Some(version) = self.resolved_version.get() {
-            return Ok(version.clone());
+        if let Some(resolved) = self.resolved_version.get() {
+            return Ok(resolved.clone());
         }
+        let root = self.cache_root()?;
         let url = cdn::join_url(&self.cdn_base_url, cdn::LATEST_PATH);
-        let bytes = self.http.fetch_document(&url)?;
-        let latest = Latest::from_json(&bytes).map_err(|error| AssetError::Manifest { url, error })?;
-        Ok(self.resolved_version.get_or_init(|| latest.version).clone())
+        let resolved = match self.fetch_latest(&url) {
+            Ok(version) => {
+                if !self.public_keys.is_empty() {
+                    self.refuse_rollback(&root, &url, &version)?;
+                }
+                let record = format!("version={version} signed={}\n", !self.public_keys.is_empty());
+                root.write_atomic(LAST_RESOLVED_FILE, record.as_bytes(), 0o644)?;
+                (version, None)
+            }
+            Err(error @ (AssetError::Transfer { .. } | AssetError::HttpStatus { .. } | AssetError::Tls { .. })) => {
+                match self.offline_version(&root)? {
+                    Some(version) => (version, Some(error.to_string())),
+                    None => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(self.resolved_version.get_or_init(|| resolved).clone())
+    }
+
+    /// Fetches `latest.json` (and with trusted keys its signature, which must verify).
+    fn fetch_latest(&self, url: &str) -> Result<String, AssetError> {
+        let bytes = self.http.fetch_document(url)?;
+        if !self.public_keys.is_empty() {
+            let signature_url = format!("{url}{}", cdn::SIGNATURE_SUFFIX);
+            let signature = self.http.fetch_document(&signature_url).map_err(|e| match e {
+                AssetError::HttpStatus { status: 404, .. } => AssetError::Signature {
+                    url: url.to_owned(),
+                    reason: format!("{signature_url} does not exist (HTTP 404)"),
+                },
+                other => other,
+            })?;
+            signature::verify(&self.public_keys, &bytes, &signature, url)?;
+        }
+        let latest = Latest::from_json(&bytes).map_err(|error| AssetError::Manifest {
+            url: url.to_owned(),
+            error,
+        })?;
+        Ok(latest.version)
+    }
+
+    /// Refuses a signed `latest.json` that names a version lower than the highest one a signed
+    /// `latest.json` named before, and remembers the new highest.
+    fn refuse_rollback(&self, root: &Dir, url: &str, version: &str) -> Result<(), AssetError> {
+        let offered = parse_version(version)?;
+        let highest = root
+            .read_small(HIGHEST_VERIFIED_FILE, 1024)?
+            .and_then(|bytes| Latest::from_json(&bytes).ok())
+            .and_then(|latest| {
+                semver::Version::parse(&latest.version)
+                    .ok()
+                    .map(|v| (latest.version, v))
+            });
+        match highest {
+            Some((text, highest)) if offered < highest => Err(AssetError::Rollback {
+                url: url.to_owned(),
+                offered: version.to_owned(),
+                highest: text,
+            }),
+            Some((_, highest)) if offered == highest => Ok(()),
+            _ => {
+                let record = Latest {
+                    version: version.to_owned(),
+                };
+                root.write_atomic(HIGHEST_VERIFIED_FILE, record.to_json_pretty().as_bytes(), 0o644)
+            }
+        }
+    }
+
+    /// The last resolved version, if it is fully verified in the cache for this arch: its
+    /// manifest trusted (signature, pinned digest) and its kernel and rootfs records valid.
+    fn offline_version(&self, root: &Dir) -> Result<Option<String>, AssetError> {
+        let Some(bytes) = root.read_small(LAST_RESOLVED_FILE, 1024)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut version = None;
+        let mut signed = false;
+        for field in text.split_whitespace() {
+            match field.split_once('=') {
+                Some(("version", value)) => version = Some(value.to_owned()),
+                Some(("signed", value)) => signed = value == "true",
+                _ => {}
+            }
+        }
+        let Some(version) = version.filter(|v| semver::Version::parse(v).is_ok()) else {
+            return Ok(None);
+        };
+        if !self.public_keys.is_empty() && !signed {
+            return Ok(None);
+        }
+        if root.kind(&version)? != safe_fs::EntryKind::Directory {
+            return Ok(None);
+        }
+        let dir = root.subdir(&version)?;
+        let Some(manifest) = self.local_manifest(&dir, &version)? else {
+            return Ok(None);
+        };
+        let Some(target) = manifest.targets.get(&self.arch) else {
+            return Ok(None);
+        };
+        let verified = cache::is_verified(&dir, cdn::KERNEL_FILE, &target.kernel.sha256)
+            && cache::is_verified(&dir, cdn::ROOTFS_FILE, &target.rootfs.sha256);
+        Ok(verified.then_some(version))
     }
 
     /// Installs the kernel and rootfs of this arch under `{cache}/{version}/` and returns where
     /// they are. When everything is already installed and verified, no request is made.
     pub fn prepare(&self) -> Result<PreparedAssets, AssetError> {
-        let version = self.resolve_version()?;
-        let dir = self.cache_dir.join(&version);
+        let (version, offline_fallback) = self.resolve()?;
+        let dir = Arc::new(self.cache_root()?.subdir(&version)?);
         let _lock = lock::lock_dir(&dir)?;
         let manifest = self.load_manifest(&version, &dir)?;
         let target = manifest
@@ -347,32 +551,35 @@ impl AssetManager {
                     .join(", "),
             })?
             .clone();
-        let kernel = dir.join(cdn::KERNEL_FILE);
-        let rootfs = dir.join(cdn::ROOTFS_FILE);
         let jobs = [
             self.job(
                 "kernel",
                 &target.kernel.path,
                 &target.kernel.sha256,
-                &kernel,
+                target.kernel.size,
+                &dir,
+                cdn::KERNEL_FILE,
                 ASSET_MODE,
             ),
             self.job(
                 "rootfs",
                 &target.rootfs.path,
                 &target.rootfs.sha256,
-                &rootfs,
+                target.rootfs.size,
+                &dir,
+                cdn::ROOTFS_FILE,
                 ASSET_MODE,
             ),
         ];
         self.run_jobs(&jobs)?;
         Ok(PreparedAssets {
             version,
-            dir,
-            kernel,
-            rootfs,
+            kernel: dir.join(cdn::KERNEL_FILE),
+            rootfs: dir.join(cdn::ROOTFS_FILE),
+            dir: dir.path().to_path_buf(),
             kernel_cmdline: target.kernel_cmdline.clone(),
             manifest,
+            offline_fallback,
         })
     }
 
@@ -380,28 +587,64 @@ impl AssetManager {
     /// a binary with `install_dir`, into `{parent of runtime_bin_dir}/{install_dir}/{name}`.
     pub fn prepare_binaries(&self, runtime_bin_dir: &Path) -> Result<Vec<InstalledBinary>, AssetError> {
         let version = self.resolve_version()?;
-        let version_dir = self.cache_dir.join(&version);
+        let version_dir = self.cache_root()?.subdir(&version)?;
         let manifest = {
             let _lock = lock::lock_dir(&version_dir)?;
             self.load_manifest(&version, &version_dir)?
         };
-        let _lock = lock::lock_dir(runtime_bin_dir)?;
+        let bin_dir = Arc::new(Dir::open_root(runtime_bin_dir, self.link_reporter())?);
+        let _lock = lock::lock_dir(&bin_dir)?;
+        let mut install_dirs: HashMap<String, Arc<Dir>> = HashMap::new();
         let mut installed = Vec::new();
         let mut jobs = Vec::new();
         for binary in Manifest::binaries_for(&manifest.binaries, self.arch) {
             let file = &binary.targets[&self.arch];
-            let dir = install_dir_of(runtime_bin_dir, binary.install_dir.as_deref());
-            std::fs::create_dir_all(&dir).map_err(AssetError::io("creating directory", &dir))?;
-            let path = dir.join(&binary.name);
-            jobs.push(self.job(&binary.name, &file.path, &file.sha256, &path, BINARY_MODE));
+            let dir = match &binary.install_dir {
+                None => bin_dir.clone(),
+                Some(relative) => match install_dirs.get(relative) {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let dir = Arc::new(self.open_install_dir(runtime_bin_dir, &binary.name, relative)?);
+                        install_dirs.insert(relative.clone(), dir.clone());
+                        dir
+                    }
+                },
+            };
+            jobs.push(self.job(
+                &binary.name,
+                &file.path,
+                &file.sha256,
+                file.size,
+                &dir,
+                &binary.name,
+                BINARY_MODE,
+            ));
             installed.push(InstalledBinary {
                 name: binary.name.clone(),
                 version: binary.version.clone(),
-                path,
+                path: dir.join(&binary.name),
             });
         }
         self.run_jobs(&jobs)?;
         Ok(installed)
+    }
+
+    /// `{parent of runtime_bin_dir}/{install_dir}`, each component below the parent opened (or
+    /// created) without following a link; errors speak of that local directory.
+    fn open_install_dir(&self, runtime_bin_dir: &Path, binary: &str, relative: &str) -> Result<Dir, AssetError> {
+        let local = install_dir_of(runtime_bin_dir, Some(relative));
+        let error = |error: String| AssetError::InstallDir {
+            binary: binary.to_owned(),
+            install_dir: relative.to_owned(),
+            path: local.clone(),
+            error,
+        };
+        if let Some(problem) = crate::manifest::relative_path_problem(relative) {
+            return Err(error(problem));
+        }
+        let parent = runtime_bin_dir.parent().unwrap_or(Path::new("."));
+        let parent = Dir::open_root(parent, self.link_reporter()).map_err(|e| error(e.to_string()))?;
+        parent.subdir_path(relative).map_err(|e| error(e.to_string()))
     }
 
     /// Removes every installed version except those in `keep` (directories named like a
@@ -414,6 +657,7 @@ impl AssetManager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
             Err(e) => return Err(AssetError::io("listing", &self.cache_dir)(e)),
         };
+        // `file_type` does not follow links: a link named like a version is not a version.
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
@@ -421,8 +665,9 @@ impl AssetManager {
             .filter(|name| semver::Version::parse(name).is_ok())
             .collect();
         names.sort();
+        let root = self.cache_root()?;
         for name in names {
-            let dir = self.cache_dir.join(&name);
+            let dir = root.subdir(&name)?;
             let Some(lock) = lock::try_lock_dir(&dir)? else {
                 report.in_use.push(name);
                 continue;
@@ -430,7 +675,8 @@ impl AssetManager {
             if keep.contains(&name.as_str()) {
                 report.removed_partials.extend(remove_stray_files(&dir)?);
             } else {
-                std::fs::remove_dir_all(&dir).map_err(AssetError::io("removing", &dir))?;
+                // std's remove_dir_all removes links as links, never what they point to.
+                std::fs::remove_dir_all(dir.path()).map_err(AssetError::io("removing", dir.path()))?;
                 report.removed_versions.push(name);
             }
             drop(lock);
@@ -438,24 +684,56 @@ impl AssetManager {
         Ok(report)
     }
 
+    /// The cache dir, opened (and created); everything below it is reached through this handle.
+    fn cache_root(&self) -> Result<Dir, AssetError> {
+        Dir::open_root(&self.cache_dir, self.link_reporter())
+    }
+
+    /// Reports a removed link as a [`Phase::RemovedLink`] progress event.
+    fn link_reporter(&self) -> LinkReporter {
+        let progress = self.progress.clone();
+        Arc::new(move |path: &Path| {
+            let name = path.display().to_string();
+            progress(&Progress {
+                name: &name,
+                phase: Phase::RemovedLink,
+                bytes_done: 0,
+                bytes_total: None,
+            });
+        })
+    }
+
+    /// The verified local copy of the manifest, when there is one that is still trusted.
+    fn local_manifest(&self, dir: &Dir, version: &str) -> Result<Option<Manifest>, AssetError> {
+        let Some(bytes) = dir.read_small(cdn::MANIFEST_FILE, download::MAX_DOCUMENT_BYTES)? else {
+            return Ok(None);
+        };
+        let label = dir.join(cdn::MANIFEST_FILE).display().to_string();
+        if self.check_pinned_digest(&label, &bytes).is_err() {
+            return Ok(None);
+        }
+        let signature_name = format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX);
+        let signature = || {
+            dir.read_small(&signature_name, download::MAX_DOCUMENT_BYTES)
+                .ok()
+                .flatten()
+        };
+        Ok(self.trust_manifest(&bytes, signature, &label, version).ok())
+    }
+
     /// The manifest of `version`: the verified local copy when there is one, else fetched,
-    /// signature-checked (when keys are trusted), validated and stored.
-    fn load_manifest(&self, version: &str, dir: &Path) -> Result<Manifest, AssetError> {
-        let local = dir.join(cdn::MANIFEST_FILE);
-        let local_signature = dir.join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX));
-        let local_label = local.display().to_string();
-        if let Ok(bytes) = std::fs::read(&local) {
-            if let Ok(manifest) =
-                self.trust_manifest(&bytes, || std::fs::read(&local_signature).ok(), &local_label, version)
-            {
-                self.report_manifest(Phase::Cached, bytes.len() as u64);
-                return Ok(manifest);
-            }
+    /// checked against the pinned digest and the signature (when configured), validated and
+    /// stored.
+    fn load_manifest(&self, version: &str, dir: &Dir) -> Result<Manifest, AssetError> {
+        if let Some(manifest) = self.local_manifest(dir, version)? {
+            self.report_manifest(Phase::Cached, 0);
+            return Ok(manifest);
         }
 
         self.report_manifest(Phase::Downloading, 0);
         let url = cdn::join_url(&self.cdn_base_url, &cdn::manifest_path(version));
         let bytes = self.http.fetch_document(&url)?;
+        self.check_pinned_digest(&url, &bytes)?;
         let signature_url = format!("{url}{}", cdn::SIGNATURE_SUFFIX);
         let mut signature = None;
         if !self.public_keys.is_empty() {
@@ -470,11 +748,29 @@ impl AssetManager {
         }
         let manifest = self.trust_manifest(&bytes, || signature.clone(), &url, version)?;
         if let Some(signature) = &signature {
-            fsutil::write_atomic(&local_signature, signature).map_err(AssetError::io("writing", &local_signature))?;
+            let name = format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX);
+            dir.write_atomic(&name, signature, ASSET_MODE)?;
         }
-        fsutil::write_atomic(&local, &bytes).map_err(AssetError::io("writing", &local))?;
+        dir.write_atomic(cdn::MANIFEST_FILE, &bytes, ASSET_MODE)?;
         self.report_manifest(Phase::Ready, bytes.len() as u64);
         Ok(manifest)
+    }
+
+    /// Refuses manifest bytes whose sha256 is not the pinned one (when one is pinned).
+    fn check_pinned_digest(&self, label: &str, bytes: &[u8]) -> Result<(), AssetError> {
+        let Some(expected) = &self.expected_manifest_sha256 else {
+            return Ok(());
+        };
+        let actual = format!("{:x}", sha2::Sha256::digest(bytes));
+        if &actual == expected {
+            Ok(())
+        } else {
+            Err(AssetError::ManifestDigest {
+                url: label.to_owned(),
+                expected: expected.clone(),
+                actual,
+            })
+        }
     }
 
     /// Checks the signature (when keys are trusted), the contract rules and the version.
@@ -515,27 +811,56 @@ impl AssetManager {
         });
     }
 
-    fn job(&self, object: &str, path: &str, sha256: &str, target: &Path, mode: u32) -> Job {
+    #[allow(clippy::too_many_arguments)] // Every field of a job, named at the call site.
+    fn job(
+        &self,
+        object: &str,
+        path: &str,
+        sha256: &str,
+        size: Option<u64>,
+        dir: &Arc<Dir>,
+        name: &str,
+        mode: u32,
+    ) -> Job {
         Job {
             object: object.to_owned(),
             url: cdn::join_url(&self.cdn_base_url, path),
             sha256: sha256.to_owned(),
-            target: target.to_path_buf(),
+            size,
+            dir: dir.clone(),
+            name: name.to_owned(),
             mode,
         }
     }
 
     /// Runs the jobs on up to `concurrency` threads; the first error (in job order) wins.
+    ///
+    /// Jobs with the same digest form one group, run by one thread: the first is downloaded, the
+    /// others are copied from it (each through its own partial file), so identical contents are
+    /// fetched once and never share a temporary.
     fn run_jobs(&self, jobs: &[Job]) -> Result<(), AssetError> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (index, job) in jobs.iter().enumerate() {
+            match groups.iter_mut().find(|group| jobs[group[0]].sha256 == job.sha256) {
+                Some(group) => group.push(index),
+                None => groups.push(vec![index]),
+            }
+        }
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<(), AssetError>>>> = Mutex::new(jobs.iter().map(|_| None).collect());
         std::thread::scope(|scope| {
-            for _ in 0..self.concurrency.min(jobs.len()) {
+            for _ in 0..self.concurrency.min(groups.len()) {
                 scope.spawn(|| loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(index) else { break };
-                    let result = self.ensure_installed(job);
-                    results.lock().expect("no job panics while holding the lock")[index] = Some(result);
+                    let Some(group) = groups.get(index) else { break };
+                    let first = &jobs[group[0]];
+                    let result = self.ensure_installed(first, None);
+                    let first_ok = result.is_ok();
+                    results.lock().expect("no job panics while holding the lock")[group[0]] = Some(result);
+                    for &other in &group[1..] {
+                        let result = self.ensure_installed(&jobs[other], first_ok.then_some(first));
+                        results.lock().expect("no job panics while holding the lock")[other] = Some(result);
+                    }
                 });
             }
         });
@@ -543,37 +868,56 @@ impl AssetManager {
         results.into_iter().flatten().collect()
     }
 
-    /// Makes sure one file is installed and verified: by its record, by hashing it, or by
-    /// downloading it.
-    fn ensure_installed(&self, job: &Job) -> Result<(), AssetError> {
-        download::report(&self.progress, job, Phase::Checking, 0, None);
-        if cache::is_verified(&job.target, &job.sha256) {
-            ensure_mode(&job.target, job.mode)?;
-            let size = std::fs::metadata(&job.target).map(|m| m.len()).unwrap_or(0);
-            download::report(&self.progress, job, Phase::Cached, size, Some(size));
-            return Ok(());
+    /// Makes sure one file is installed and verified: by its record, by hashing it, by copying
+    /// it from `same_content` (an installed file with the same digest), or by downloading it.
+    fn ensure_installed(&self, job: &Job, same_content: Option<&Job>) -> Result<(), AssetError> {
+        download::report(&self.progress, job, Phase::Checking, 0, job.size);
+        // A link (or FIFO, …) at the final path is removed and reported, never followed.
+        if job.dir.kind(&job.name)? == safe_fs::EntryKind::Foreign {
+            job.dir.remove_foreign(&job.name)?;
         }
-        cache::remove_record(&job.target);
-        if job.target.is_file() {
+        if cache::is_verified(&job.dir, &job.name, &job.sha256) {
+            if let Some(file) = job.dir.open_regular(&job.name, false)? {
+                ensure_mode(&file, job)?;
+                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                download::report(&self.progress, job, Phase::Cached, size, Some(size));
+                return Ok(());
+            }
+        }
+        cache::remove_record(&job.dir, &job.name);
+        if let Some(mut file) = job.dir.open_regular(&job.name, false)? {
             // Installed before, but without a valid record: the digest decides.
-            let actual = download::hash_file(&job.target, job, &self.progress)
-                .map_err(AssetError::io("hashing", &job.target))?;
+            let actual =
+                download::hash_file(&mut file, job, &self.progress).map_err(AssetError::io("hashing", job.target()))?;
             if actual == job.sha256 {
-                ensure_mode(&job.target, job.mode)?;
-                cache::write_record(&job.target, &job.sha256)?;
-                let size = std::fs::metadata(&job.target).map(|m| m.len()).unwrap_or(0);
+                ensure_mode(&file, job)?;
+                drop(file);
+                cache::write_record(&job.dir, &job.name, &job.sha256)?;
+                let size = job.dir.stamp(&job.name).map(|s| s.size).unwrap_or(0);
                 download::report(&self.progress, job, Phase::Cached, size, Some(size));
                 return Ok(());
             }
             // Changed on disk: it must not stay where the runtime would boot it.
-            std::fs::remove_file(&job.target).map_err(AssetError::io("removing the altered file", &job.target))?;
+            drop(file);
+            job.dir.remove(&job.name)?;
         }
-        self.http.download(job, &self.progress)?;
-        cache::write_record(&job.target, &job.sha256)?;
-        let size = std::fs::metadata(&job.target).map(|m| m.len()).unwrap_or(0);
+        let copied = match same_content.map(|source| source.dir.open_regular(&source.name, false)) {
+            Some(Ok(Some(mut source))) => download::install_copy(job, &mut source, &self.progress).is_ok(),
+            _ => false,
+        };
+        if !copied {
+            self.http.download(job, &self.progress)?;
+        }
+        cache::write_record(&job.dir, &job.name, &job.sha256)?;
+        let size = job.dir.stamp(&job.name).map(|s| s.size).unwrap_or(0);
         download::report(&self.progress, job, Phase::Ready, size, Some(size));
         Ok(())
     }
+}
+
+/// Parses a version that `latest.json` named (already checked to be semantic by its parser).
+fn parse_version(version: &str) -> Result<semver::Version, AssetError> {
+    semver::Version::parse(version).map_err(|e| AssetError::Config(format!("version {version:?}: {e}")))
 }
 
 /// `{runtime_bin_dir}`, or `{parent of runtime_bin_dir}/{install_dir}` per the contract.
@@ -592,37 +936,26 @@ fn default_cache_dir() -> Result<PathBuf, AssetError> {
     Ok(PathBuf::from(home).join(".arcbox").join("boot"))
 }
 
-/// Removes `.partial-*` and `.tmp-*` files from `dir`; returns what it removed.
-fn remove_stray_files(dir: &Path) -> Result<Vec<PathBuf>, AssetError> {
+/// Removes `.partial-*` and `.tmp-*` entries from `dir` (links as links); returns what it removed.
+fn remove_stray_files(dir: &Dir) -> Result<Vec<PathBuf>, AssetError> {
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(AssetError::io("listing", dir))? {
-        let entry = entry.map_err(AssetError::io("listing", dir))?;
+    for entry in std::fs::read_dir(dir.path()).map_err(AssetError::io("listing", dir.path()))? {
+        let entry = entry.map_err(AssetError::io("listing", dir.path()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(download::PARTIAL_PREFIX) || name.starts_with(".tmp-") {
-            std::fs::remove_file(entry.path()).map_err(AssetError::io("removing", entry.path()))?;
+        if name.starts_with(download::PARTIAL_PREFIX) || name.starts_with(safe_fs::TEMP_PREFIX) {
+            dir.remove(&name)?;
             removed.push(entry.path());
         }
     }
     Ok(removed)
 }
 
-#[cfg(unix)]
-fn ensure_mode(path: &Path, mode: u32) -> Result<(), AssetError> {
-    use std::os::unix::fs::PermissionsExt;
-    let current = std::fs::metadata(path)
-        .map_err(AssetError::io("reading metadata of", path))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if current != mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(AssetError::io("setting the mode of", path))?;
+/// Sets the job's mode on the open installed file when it differs (never through a path).
+fn ensure_mode(file: &std::fs::File, job: &Job) -> Result<(), AssetError> {
+    let current = safe_fs::mode_of(file).map_err(AssetError::io("reading metadata of", job.target()))?;
+    if current != job.mode {
+        safe_fs::set_mode(file, job.mode).map_err(AssetError::io("setting the mode of", job.target()))?;
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn ensure_mode(_path: &Path, _mode: u32) -> Result<(), AssetError> {
     Ok(())
 }
 
@@ -660,7 +993,8 @@ mod tests {
         std::fs::create_dir_all(cache.path().join("not-a-version")).unwrap();
         std::fs::write(cache.path().join("0.3.0").join(".partial-abc"), b"x").unwrap();
         std::fs::write(cache.path().join("0.3.0").join("kernel"), b"k").unwrap();
-        let held = lock::lock_dir(&cache.path().join("0.2.0")).unwrap();
+        let held_dir = Dir::open_root(&cache.path().join("0.2.0"), Arc::new(|_: &Path| {})).unwrap();
+        let held = lock::lock_dir(&held_dir).unwrap();
 
         let manager = AssetManager::builder("https://cdn.example")
             .cache_dir(cache.path())

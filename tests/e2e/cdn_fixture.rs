@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use boot_assets::asset_manager::{AssetManager, AssetManagerBuilder};
-use boot_assets::{cdn, Arch, FileEntry, KernelEntry, Latest, Manifest, Target};
+use boot_assets::{cdn, Arch, Binary, FileEntry, KernelEntry, Latest, Manifest, Target};
 use sha2::{Digest, Sha256};
 
 use crate::fault_server::FaultServer;
@@ -74,12 +74,15 @@ impl Fixture {
                         path: kernel_path(),
                         sha256: sha256(&kernel),
                         version: "6.1.0".into(),
+                        size: Some(kernel.len() as u64),
                     },
                     rootfs: FileEntry {
                         path: rootfs_path(),
                         sha256: sha256(&rootfs),
+                        size: Some(rootfs.len() as u64),
                     },
                     kernel_cmdline: ARCH.default_kernel_cmdline().into(),
+                    runtime: None,
                 },
             )]
             .into(),
@@ -102,6 +105,30 @@ impl Fixture {
             manifest,
             cache: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// Adds runtime binaries `(name, install_dir, bytes)` to the manifest and serves them.
+    pub fn add_binaries(&mut self, binaries: &[(&str, Option<&str>, &[u8])]) {
+        for (name, install_dir, bytes) in binaries {
+            let path = cdn::binary_path(name, "1.0+b", ARCH);
+            self.server.put(&path, bytes.to_vec());
+            self.manifest.binaries.push(Binary {
+                name: (*name).into(),
+                version: "1.0+b".into(),
+                install_dir: install_dir.map(str::to_owned),
+                targets: [(
+                    ARCH,
+                    FileEntry {
+                        path,
+                        sha256: sha256(bytes),
+                        size: Some(bytes.len() as u64),
+                    },
+                )]
+                .into(),
+            });
+        }
+        self.server
+            .put(&cdn::manifest_path(VERSION), self.manifest.to_json_pretty());
     }
 
     /// Serves `manifest` (unvalidated, as given) instead of the fixture's.

@@ -42,6 +42,9 @@ pub enum Fault {
     WrongContentRange,
     /// Answer with `302 Found` to this location.
     RedirectTo(String),
+    /// Send the headers and this many bytes at once, then one byte per interval (a server that
+    /// keeps a connection alive without ever finishing it).
+    Trickle(usize, Duration),
 }
 
 /// One request the server received.
@@ -232,7 +235,9 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
             let body = &body[start as usize..];
             head(&mut stream, status, body.len() as u64, &extra)?;
             let limit = match fault {
-                Some(Fault::ResetAfter(n) | Fault::ShortBody(n) | Fault::StallAfter(n)) => n.min(body.len()),
+                Some(Fault::ResetAfter(n) | Fault::ShortBody(n) | Fault::StallAfter(n) | Fault::Trickle(n, _)) => {
+                    n.min(body.len())
+                }
                 _ => body.len(),
             };
             write_body(&mut stream, &body[..limit], rate, &count)?;
@@ -240,6 +245,18 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
                 Some(Fault::ResetAfter(_)) => {
                     std::thread::sleep(Duration::from_millis(200));
                     reset(&stream);
+                    return Ok(());
+                }
+                Some(Fault::Trickle(_, every)) => {
+                    let deadline = Instant::now() + STALL_LIMIT;
+                    for byte in &body[limit..] {
+                        if Instant::now() >= deadline || stopping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::sleep(every);
+                        stream.write_all(std::slice::from_ref(byte))?;
+                        count(1);
+                    }
                     return Ok(());
                 }
                 Some(Fault::StallAfter(_)) => {

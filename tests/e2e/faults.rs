@@ -426,3 +426,562 @@ fn two_processes_at_once_both_succeed_with_one_download() {
     assert_eq!(fixture.server.bytes_served(&rootfs_path()), ROOTFS_BYTES as u64);
     assert!(fixture.partial_files().is_empty());
 }
+
+// ---- A hostile cache directory (issue 11, items 3, 5, 6) ----
+
+/// Collects every `RemovedLink` report of a manager.
+fn removed_links() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    impl Fn(&boot_assets::asset_manager::Progress<'_>) + Send + Sync + 'static,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let callback = move |p: &boot_assets::asset_manager::Progress<'_>| {
+        if p.phase == boot_assets::asset_manager::Phase::RemovedLink {
+            sink.lock().unwrap().push(p.name.to_owned());
+        }
+    };
+    (seen, callback)
+}
+
+fn is_regular_file(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+#[test]
+fn planted_links_at_every_path_the_client_writes_are_removed_and_never_followed() {
+    let mut fixture = Fixture::new();
+    fixture.add_binaries(&[
+        ("dockerd", None, b"#!/bin/sh\necho dockerd\n"),
+        ("docker-init", Some("libexec/docker"), b"init"),
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let victim = home.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let version_dir = fixture.version_dir();
+    let bin_dir = home.path().join("runtime/bin");
+    std::fs::create_dir_all(&version_dir).unwrap();
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::create_dir_all(home.path().join("runtime/libexec")).unwrap();
+    let rootfs_sha = sha256(&fixture.rootfs);
+    let planted = [
+        version_dir.join(".lock"),
+        version_dir.join(format!(".partial-rootfs.erofs.{rootfs_sha}")),
+        version_dir.join(".rootfs.erofs.verified"),
+        version_dir.join(cdn::ROOTFS_FILE),
+        version_dir.join(cdn::KERNEL_FILE),
+        version_dir.join(cdn::MANIFEST_FILE),
+        fixture
+            .cache
+            .path()
+            .join(boot_assets::asset_manager::LAST_RESOLVED_FILE),
+        bin_dir.join(".lock"),
+        bin_dir.join("dockerd"),
+        home.path().join("runtime/libexec/docker"),
+    ];
+    for link in &planted {
+        std::os::unix::fs::symlink(&victim, link).unwrap();
+    }
+    // A dangling link too: creating through it would create its target.
+    let dangling_target = home.path().join("created-through-a-link");
+    std::os::unix::fs::symlink(&dangling_target, bin_dir.join(".dockerd.verified")).unwrap();
+
+    let (reports, callback) = removed_links();
+    let manager = fixture.builder().version("latest").progress(callback).build().unwrap();
+    manager.prepare().unwrap();
+    manager.prepare_binaries(&bin_dir).unwrap();
+
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "the link's target was written"
+    );
+    assert!(!dangling_target.exists(), "a dangling link's target was created");
+    fixture.assert_installed();
+    for file in [
+        version_dir.join(cdn::ROOTFS_FILE),
+        version_dir.join(cdn::KERNEL_FILE),
+        version_dir.join(cdn::MANIFEST_FILE),
+        bin_dir.join("dockerd"),
+        home.path().join("runtime/libexec/docker/docker-init"),
+    ] {
+        assert!(is_regular_file(&file), "{} is not a regular file", file.display());
+    }
+    let reports = reports.lock().unwrap();
+    for link in planted.iter().chain([&bin_dir.join(".dockerd.verified")]) {
+        let link = link.display().to_string();
+        assert!(
+            reports.contains(&link),
+            "{link} was not reported as removed: {reports:?}"
+        );
+    }
+}
+
+#[test]
+fn a_linked_version_directory_is_replaced_and_its_target_left_alone() {
+    let fixture = Fixture::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), fixture.version_dir()).unwrap();
+    fixture.manager().prepare().unwrap();
+    fixture.assert_installed();
+    assert!(std::fs::symlink_metadata(fixture.version_dir()).unwrap().is_dir());
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "files went through the link"
+    );
+}
+
+#[test]
+fn binaries_with_identical_contents_install_from_one_download() {
+    let mut fixture = Fixture::new();
+    let same = crate::cdn_fixture::random_bytes(200_000);
+    fixture.add_binaries(&[
+        ("one", None, &same),
+        ("two", None, &same),
+        ("three", Some("libexec"), &same),
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let bin_dir = home.path().join("runtime/bin");
+    let installed = fixture.manager().prepare_binaries(&bin_dir).unwrap();
+    assert_eq!(installed.len(), 3);
+    for binary in &installed {
+        assert!(
+            std::fs::read(&binary.path).unwrap() == same,
+            "{} differs",
+            binary.path.display()
+        );
+        assert!(is_regular_file(&binary.path));
+    }
+    let requests: usize = ["one", "two", "three"]
+        .iter()
+        .map(|name| {
+            fixture
+                .server
+                .requests_for(&cdn::binary_path(name, "1.0+b", ARCH))
+                .len()
+        })
+        .sum();
+    assert_eq!(requests, 1, "identical contents were downloaded more than once");
+    let leftovers: Vec<_> = std::fs::read_dir(&bin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".partial-") || n.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn in_place_edit_with_the_mtime_restored_is_refetched() {
+    let fixture = Fixture::new();
+    fixture.manager().prepare().unwrap();
+    let rootfs = fixture.version_dir().join(cdn::ROOTFS_FILE);
+    let before = std::fs::metadata(&rootfs).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let file = std::fs::OpenOptions::new().write(true).open(&rootfs).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[fixture.rootfs[10] ^ 1], 10).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = std::fs::metadata(&rootfs).unwrap();
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    assert_eq!(after.len(), before.len());
+
+    fixture.manager().prepare().unwrap();
+    fixture.assert_installed();
+    assert_eq!(
+        rootfs_requests(&fixture).len(),
+        2,
+        "the edited rootfs was served as verified"
+    );
+}
+
+// ---- Bounded time (item 4) ----
+
+#[test]
+fn trickling_server_is_abandoned_within_the_configured_bound() {
+    let fixture = Fixture::new();
+    fixture
+        .server
+        .fault_always(&rootfs_path(), Fault::Trickle(CUT_AT, Duration::from_millis(200)));
+    let (window, read_timeout, retries) = (Duration::from_secs(1), Duration::from_secs(2), 1);
+    let manager = fixture
+        .builder()
+        .read_timeout(read_timeout)
+        .min_transfer_rate(64 * 1024)
+        .rate_window(window)
+        .retries(retries)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = manager.prepare().unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(error, AssetError::Transfer { attempts: 2, .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("slower than the minimum rate of 65536 bytes/s"),
+        "{error}"
+    );
+    // The documented bound per attempt: connect + headers + window + one read, plus backoff.
+    let bound = (retries + 1) * (window + read_timeout * 2) + Duration::from_secs(1);
+    assert!(elapsed < bound, "took {elapsed:?}, the bound is {bound:?}");
+    fixture.assert_no_corrupt_final_file();
+}
+
+/// A real TLS server (`openssl s_server`) on loopback with a self-signed certificate that no
+/// client trusts; killed when dropped.
+struct UntrustedTlsServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl UntrustedTlsServer {
+    fn start() -> UntrustedTlsServer {
+        let openssl = support::require_tool("openssl", "apt-get install -y openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        support::run_ok(
+            Command::new(&openssl)
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&openssl)
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(port.to_string())
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        UntrustedTlsServer { child, port, _dir: dir }
+    }
+}
+
+impl Drop for UntrustedTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn certificate_errors_are_not_retried() {
+    let server = UntrustedTlsServer::start();
+    let cache = tempfile::tempdir().unwrap();
+    let backoff = Duration::from_secs(1);
+    let started = Instant::now();
+    let error = boot_assets::AssetManager::builder(format!("https://127.0.0.1:{}", server.port))
+        .version(VERSION)
+        .arch(ARCH)
+        .cache_dir(cache.path())
+        .retries(3)
+        .retry_backoff(backoff)
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(error, AssetError::Tls { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("TLS error (not retried)") && text.to_lowercase().contains("certificate"),
+        "{text}"
+    );
+    assert!(elapsed < backoff, "took {elapsed:?}: the handshake was retried");
+}
+
+// ---- latest.json: offline warm start, rollback, replay (items 7, 8) ----
+
+#[test]
+fn offline_latest_uses_the_last_fully_verified_version_and_says_so() {
+    let fixture = Fixture::new();
+    let first = fixture.builder().version("latest").build().unwrap().prepare().unwrap();
+    assert_eq!(first.offline_fallback, None);
+    fixture.server.fault_always(cdn::LATEST_PATH, Fault::Status(503));
+    let before = fixture.server.requests().len();
+    let offline = fixture
+        .builder()
+        .version("latest")
+        .retries(0)
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap();
+    assert_eq!(offline.version, VERSION);
+    let reason = offline.offline_fallback.expect("the fallback is reported");
+    assert!(reason.contains("latest.json") && reason.contains("503"), "{reason}");
+    let after: Vec<String> = fixture.server.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        after,
+        vec![format!("/{}", cdn::LATEST_PATH)],
+        "only latest.json was asked for"
+    );
+
+    // Not fully verified any more: no fallback, the fetch error is the answer.
+    std::fs::remove_file(fixture.version_dir().join(cdn::ROOTFS_FILE)).unwrap();
+    let error = fixture
+        .builder()
+        .version("latest")
+        .retries(0)
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap_err();
+    assert!(
+        matches!(error, AssetError::Transfer { .. } | AssetError::HttpStatus { .. }),
+        "{error:?}"
+    );
+}
+
+/// Serves `latest.json` naming `version`, signed by `pair`; returns (bytes, signature).
+fn serve_signed_latest(
+    fixture: &Fixture,
+    pair: &crate::signature::KeyPair,
+    version: &str,
+    scratch: &std::path::Path,
+) -> (String, String) {
+    let latest = boot_assets::Latest {
+        version: version.into(),
+    }
+    .to_json_pretty();
+    let signature = crate::signature::sign(pair, latest.as_bytes(), scratch);
+    fixture.server.put(cdn::LATEST_PATH, latest.clone());
+    fixture.server.put(
+        &format!("{}{}", cdn::LATEST_PATH, cdn::SIGNATURE_SUFFIX),
+        signature.clone(),
+    );
+    (latest, signature)
+}
+
+fn signed_manifest(fixture: &Fixture, pair: &crate::signature::KeyPair, scratch: &std::path::Path) {
+    let manifest = fixture.manifest.to_json_pretty();
+    let signature = crate::signature::sign(pair, manifest.as_bytes(), scratch);
+    fixture.server.put(
+        &format!("{}{}", cdn::manifest_path(VERSION), cdn::SIGNATURE_SUFFIX),
+        signature,
+    );
+}
+
+#[test]
+fn a_signed_latest_json_moving_back_or_replayed_is_refused_naming_both_versions() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pair = crate::signature::key_pair(scratch.path(), "release");
+    let key = std::fs::read_to_string(&pair.public).unwrap();
+    let fixture = Fixture::new();
+    signed_manifest(&fixture, &pair, scratch.path());
+    let with_key = || fixture.builder().version("latest").trusted_public_key(key.clone());
+
+    // An older release was current once; the client saw it.
+    let (old_latest, old_signature) = serve_signed_latest(&fixture, &pair, "1.0.0", scratch.path());
+    assert_eq!(with_key().build().unwrap().resolve_version().unwrap(), "1.0.0");
+    // Then the new one, fully installed.
+    serve_signed_latest(&fixture, &pair, VERSION, scratch.path());
+    with_key().build().unwrap().prepare().unwrap();
+
+    // A replay of the old, validly signed latest.json is refused before anything is fetched.
+    fixture.server.put(cdn::LATEST_PATH, old_latest);
+    fixture
+        .server
+        .put(&format!("{}{}", cdn::LATEST_PATH, cdn::SIGNATURE_SUFFIX), old_signature);
+    let error = with_key().build().unwrap().prepare().unwrap_err();
+    assert!(matches!(error, AssetError::Rollback { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}/latest.json names version 1.0.0, lower than version {VERSION} verified before: refusing to roll \
+             back (a replayed or stale latest.json?)",
+            fixture.server.url()
+        )
+    );
+
+    // A freshly signed latest.json that moves back is refused the same way.
+    serve_signed_latest(&fixture, &pair, "1.2.2", scratch.path());
+    let error = with_key().build().unwrap().prepare().unwrap_err().to_string();
+    assert!(
+        error.contains("names version 1.2.2, lower than version 1.2.3"),
+        "{error}"
+    );
+
+    // A latest.json whose signature does not match it is refused too.
+    fixture.server.put(
+        cdn::LATEST_PATH,
+        boot_assets::Latest {
+            version: "9.9.9".into(),
+        }
+        .to_json_pretty(),
+    );
+    let error = with_key().build().unwrap().prepare().unwrap_err();
+    assert!(matches!(error, AssetError::Signature { .. }), "{error:?}");
+}
+
+#[test]
+fn offline_fallback_with_a_key_needs_a_signed_resolution() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pair = crate::signature::key_pair(scratch.path(), "release");
+    let key = std::fs::read_to_string(&pair.public).unwrap();
+    let fixture = Fixture::new();
+    signed_manifest(&fixture, &pair, scratch.path());
+    // Resolved without a key: not good enough for a client that trusts one.
+    fixture.builder().version("latest").build().unwrap().prepare().unwrap();
+    fixture.server.fault_always(cdn::LATEST_PATH, Fault::Status(503));
+    let keyed = || {
+        fixture
+            .builder()
+            .version("latest")
+            .retries(0)
+            .trusted_public_key(key.clone())
+    };
+    assert!(keyed().build().unwrap().prepare().is_err());
+
+    fixture.server.heal();
+    serve_signed_latest(&fixture, &pair, VERSION, scratch.path());
+    keyed().build().unwrap().prepare().unwrap();
+    fixture.server.fault_always(cdn::LATEST_PATH, Fault::Status(503));
+    let offline = keyed().build().unwrap().prepare().unwrap();
+    assert!(offline.offline_fallback.is_some());
+}
+
+// ---- Pinned manifest digest (item 9) ----
+
+#[test]
+fn a_wrong_pinned_manifest_digest_is_refused_before_the_manifest_is_used() {
+    let fixture = Fixture::new();
+    let actual = sha256(fixture.manifest.to_json_pretty().as_bytes());
+    let wrong = "0".repeat(64);
+    let error = fixture
+        .builder()
+        .expected_manifest_sha256(&wrong)
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}/{}: the manifest's sha256 is {actual}, not the pinned {wrong}; refusing to use it",
+            fixture.server.url(),
+            cdn::manifest_path(VERSION)
+        )
+    );
+    assert!(rootfs_requests(&fixture).is_empty());
+    assert!(!fixture.version_dir().join(cdn::MANIFEST_FILE).exists());
+
+    fixture
+        .builder()
+        .expected_manifest_sha256(&actual)
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap();
+    fixture.assert_installed();
+    // A cached manifest that no longer has the pinned digest is not used: it is fetched again.
+    let cached = fixture.version_dir().join(cdn::MANIFEST_FILE);
+    let mut edited = std::fs::read_to_string(&cached).unwrap();
+    edited.push(' ');
+    std::fs::write(&cached, edited).unwrap();
+    let before = fixture.server.requests_for(&cdn::manifest_path(VERSION)).len();
+    fixture
+        .builder()
+        .expected_manifest_sha256(&actual)
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap();
+    assert_eq!(
+        fixture.server.requests_for(&cdn::manifest_path(VERSION)).len(),
+        before + 1
+    );
+}
+
+// ---- Messages (item 10) ----
+
+#[test]
+fn a_refused_redirect_names_both_urls_and_why() {
+    let fixture = Fixture::new();
+    fixture
+        .server
+        .fault_always(&rootfs_path(), Fault::RedirectTo("http://mirror.example/rootfs".into()));
+    let error = fixture.manager().prepare().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "GET {}/{}: refusing the redirect to http://mirror.example/rootfs: the target is plain http to a host \
+             that is not loopback (insecure http is not allowed)",
+            fixture.server.url(),
+            rootfs_path()
+        )
+    );
+    assert_eq!(rootfs_requests(&fixture).len(), 1, "a refused redirect is not retried");
+}
+
+#[test]
+fn an_unusable_install_dir_is_named_as_the_local_directory() {
+    let mut fixture = Fixture::new();
+    fixture.add_binaries(&[("docker-init", Some("libexec/docker"), b"init")]);
+    let home = tempfile::tempdir().unwrap();
+    let runtime = home.path().join("runtime");
+    let bin_dir = runtime.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    // A regular file of the user's where the install dir's first component belongs.
+    std::fs::write(runtime.join("libexec"), b"not a directory").unwrap();
+    let error = fixture.manager().prepare_binaries(&bin_dir).unwrap_err();
+    assert!(matches!(error, AssetError::InstallDir { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "binary docker-init: cannot use the local directory {} (install_dir \"libexec/docker\", relative to the \
+             parent of the runtime bin dir): opening directory {}: a regular file is in the way where a directory \
+             belongs; remove it",
+            runtime.join("libexec/docker").display(),
+            runtime.join("libexec").display()
+        )
+    );
+    assert_eq!(std::fs::read(runtime.join("libexec")).unwrap(), b"not a directory");
+}
+
+#[test]
+fn duplicate_arch_keys_in_a_served_manifest_are_refused() {
+    let fixture = Fixture::new();
+    let text = fixture.manifest.to_json_pretty();
+    let start = text.find("\"x86_64\": {").unwrap();
+    let end = text[start..].find("\n    }").unwrap() + start + "\n    }".len();
+    let target = text[start..end].to_owned();
+    fixture.serve_manifest_text(&text.replacen(&target, &format!("{target},\n    {target}"), 1));
+    let error = fixture.manager().prepare().unwrap_err().to_string();
+    assert!(
+        error.contains("duplicate arch key `x86_64`: each arch may appear only once"),
+        "{error}"
+    );
+    assert!(rootfs_requests(&fixture).is_empty());
+}

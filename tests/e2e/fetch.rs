@@ -15,7 +15,7 @@ use crate::nginx::Nginx;
 use crate::support::{run_ok, xtask};
 
 /// The version the fixture release carries.
-const RELEASE_VERSION: &str = "0.9.1";
+pub(crate) const RELEASE_VERSION: &str = "0.9.1";
 
 /// A fixed SOURCE_DATE_EPOCH (2026-03-03T12:00:00Z).
 const EPOCH: &str = "1772539200";
@@ -27,7 +27,7 @@ struct ArchInputs {
 }
 
 /// Fixture binaries: (name, version, install_dir, arches).
-const FIXTURE_BINARIES: [(&str, &str, Option<&str>, &[Arch]); 3] = [
+pub(crate) const FIXTURE_BINARIES: [(&str, &str, Option<&str>, &[Arch]); 3] = [
     ("dockerd", "27.5.1", None, &[Arch::Arm64, Arch::X86_64]),
     (
         "docker-init",
@@ -60,6 +60,7 @@ fn stage_binaries(work: &Path, dist: &Path) -> (PathBuf, BTreeMap<(String, Arch)
                 FileEntry {
                     path,
                     sha256: sha256(&bytes),
+                    size: Some(bytes.len() as u64),
                 },
             );
             contents.insert((name.to_owned(), arch), bytes);
@@ -84,11 +85,24 @@ fn file_mode(path: &Path) -> u32 {
         & 0o7777
 }
 
-#[test]
-fn release_outputs_served_by_nginx_install_per_the_contract() {
-    let work = tempfile::tempdir().unwrap();
-    let dist = work.path().join("dist");
-    let cdn_root = work.path().join("cdn");
+/// A release made by the real pipeline and laid out as a CDN tree.
+pub(crate) struct ReleasedTree {
+    /// The CDN tree's root (serve it with nginx).
+    pub cdn_root: PathBuf,
+    /// The unified manifest's bytes, as published.
+    pub manifest_bytes: Vec<u8>,
+    /// The unified manifest.
+    pub manifest: Manifest,
+    /// Every binary's bytes by (name, arch).
+    pub binaries: BTreeMap<(String, Arch), Vec<u8>>,
+    inputs: BTreeMap<Arch, ArchInputs>,
+}
+
+/// The real pipeline: `release` per arch (with the fixture binaries, one with `install_dir`,
+/// one with a `+` version), `merge-manifest`, `cdn-tree`, all under `work`.
+pub(crate) fn released_cdn_tree(work: &Path) -> ReleasedTree {
+    let dist = work.join("dist");
+    let cdn_root = work.join("cdn");
     let inputs: BTreeMap<Arch, ArchInputs> = [
         (
             Arch::X86_64,
@@ -106,12 +120,11 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         ),
     ]
     .into();
-    let (fragment, binaries) = stage_binaries(work.path(), &dist);
+    let (fragment, binaries) = stage_binaries(work, &dist);
 
-    // The real pipeline: release per arch, merge, lay out as a CDN tree.
     for (arch, input) in &inputs {
-        let kernel = work.path().join(format!("kernel-{arch}"));
-        let rootfs = work.path().join(format!("rootfs-{arch}.erofs"));
+        let kernel = work.join(format!("kernel-{arch}"));
+        let rootfs = work.join(format!("rootfs-{arch}.erofs"));
         std::fs::write(&kernel, &input.kernel).unwrap();
         std::fs::write(&rootfs, &input.rootfs).unwrap();
         run_ok(
@@ -145,6 +158,25 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
     );
     let manifest_bytes = std::fs::read(dist.join("manifest.json")).unwrap();
     let manifest = Manifest::from_json_validated(&manifest_bytes).unwrap();
+    ReleasedTree {
+        cdn_root,
+        manifest_bytes,
+        manifest,
+        binaries,
+        inputs,
+    }
+}
+
+#[test]
+fn release_outputs_served_by_nginx_install_per_the_contract() {
+    let work = tempfile::tempdir().unwrap();
+    let ReleasedTree {
+        cdn_root,
+        manifest_bytes,
+        manifest,
+        binaries,
+        inputs,
+    } = released_cdn_tree(work.path());
     assert_eq!(
         std::fs::read_to_string(cdn_root.join(cdn::LATEST_PATH)).unwrap(),
         format!("{{\n  \"version\": \"{RELEASE_VERSION}\"\n}}\n")
@@ -153,6 +185,13 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         cdn_root.join("bin/FEX/2508-abc/arm64/FEX").is_file(),
         "safe_version turns + into -"
     );
+    // release and sync-binaries record every file's size.
+    for target in manifest.targets.values() {
+        assert!(
+            target.kernel.size.is_some() && target.rootfs.size.is_some(),
+            "{target:?}"
+        );
+    }
 
     let server = Nginx::start(&cdn_root);
     for (arch, input) in &inputs {

@@ -12,6 +12,7 @@ mod faults;
 mod fetch;
 mod fex;
 mod fixtures;
+mod interop;
 mod kernel;
 mod live;
 mod nginx;

@@ -22,7 +22,7 @@ fn stderr_of(output: &std::process::Output) -> String {
 #[test]
 fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothing() {
     let work = tempfile::tempdir().unwrap();
-    let cdn = Cdn::start();
+    let mut cdn = Cdn::start();
     let keys = keygen(work.path());
     let dist = build_release(&work.path().join("r"), "0.2.0", 0, None);
 
@@ -59,6 +59,28 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     let latest_at = log.find("latest.json now names 0.2.0").expect("latest moved");
     assert!(verified_at < latest_at, "latest.json moved before verification:\n{log}");
     assert_eq!(cdn.latest().as_deref(), Some("0.2.0"));
+    // latest.json is signed too, and the real minisign CLI agrees.
+    let signed = work.path().join("signed-latest");
+    std::fs::create_dir_all(&signed).unwrap();
+    std::fs::write(signed.join("latest.json"), cdn.object(cdn::LATEST_PATH).unwrap()).unwrap();
+    std::fs::write(
+        signed.join("latest.json.minisig"),
+        cdn.object("latest.json.minisig").expect("latest.json.minisig"),
+    )
+    .unwrap();
+    let minisign = crate::support::require_tool("minisign", "apt-get install -y minisign");
+    let checked = run_ok(
+        std::process::Command::new(minisign)
+            .arg("-V")
+            .arg("-p")
+            .arg(&keys.public)
+            .arg("-m")
+            .arg(signed.join("latest.json")),
+    );
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("boot-assets latest.json v0.2.0"),
+        "{checked:?}"
+    );
 
     // Every published object is the release's bytes.
     let manifest = Manifest::from_json_validated(&std::fs::read(dist.join("manifest.json")).unwrap()).unwrap();
@@ -186,6 +208,28 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     assert!(!log.contains("publish: upload "), "{log}");
     assert!(log.contains("latest.json already names 0.2.0"), "{log}");
     assert_eq!(cdn.snapshot(), before, "a re-publish changed the bucket");
+
+    // A pointer published before latest.json was signed gets its signature on the next run,
+    // without latest.json itself being rewritten.
+    let latest_before = cdn.object(cdn::LATEST_PATH).unwrap();
+    std::fs::remove_file(cdn.s3.bucket_dir().join("latest.json.minisig")).unwrap();
+    // A restarted server sees the directory as it is now (it caches what it listed).
+    cdn.restart_s3();
+    let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
+    assert!(stderr_of(&output).contains("publish: sign latest.json (version 0.2.0) into latest.json.minisig"));
+    assert_eq!(cdn.object(cdn::LATEST_PATH).unwrap(), latest_before);
+    run_ok(
+        xtask()
+            .args([
+                "verify-published",
+                "--cdn",
+                &cdn.url(),
+                "--version",
+                "latest",
+                "--public-key",
+            ])
+            .arg(&keys.public),
+    );
 }
 
 #[test]

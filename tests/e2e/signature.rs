@@ -12,16 +12,16 @@ use crate::cdn_fixture::{rootfs_path, Fixture, ARCH, VERSION};
 use crate::support::{self, run_ok};
 
 /// A minisign key pair made by the real CLI, without a password.
-struct KeyPair {
-    public: PathBuf,
-    secret: PathBuf,
+pub(crate) struct KeyPair {
+    pub(crate) public: PathBuf,
+    pub(crate) secret: PathBuf,
 }
 
 fn minisign() -> PathBuf {
     support::require_tool("minisign", "apt-get install -y minisign")
 }
 
-fn key_pair(dir: &Path, name: &str) -> KeyPair {
+pub(crate) fn key_pair(dir: &Path, name: &str) -> KeyPair {
     let pair = KeyPair {
         public: dir.join(format!("{name}.pub")),
         secret: dir.join(format!("{name}.key")),
@@ -38,7 +38,7 @@ fn key_pair(dir: &Path, name: &str) -> KeyPair {
 }
 
 /// Signs `bytes` with the CLI and returns the `.minisig` text.
-fn sign(pair: &KeyPair, bytes: &[u8], dir: &Path) -> String {
+pub(crate) fn sign(pair: &KeyPair, bytes: &[u8], dir: &Path) -> String {
     let file = dir.join(cdn::MANIFEST_FILE);
     std::fs::write(&file, bytes).unwrap();
     run_ok(

@@ -275,3 +275,54 @@ fn unpinned_entries_are_refused_until_pin_fills_them_in() {
     );
     assert!(run.fragment().is_file() && staged(&run.output(), "runc", "27.5.1", Arch::X86_64).is_file());
 }
+
+/// The same sources written the way upstream's `upstream.toml` is: `[[binaries]]` tables,
+/// no `format` for archives (tgz by default), no digests.
+fn upstream_style_config(base: &str) -> String {
+    let mut text = String::from("# upstream.toml, unchanged format\n");
+    for (name, member) in [("dockerd", "docker/dockerd"), ("runc", "docker/runc")] {
+        text.push_str(&format!("\n[[binaries]]\nname = \"{name}\"\nversion = \"27.5.1\"\n"));
+        for arch in ["arm64", "x86_64"] {
+            text.push_str(&format!(
+                "\n[binaries.source.{arch}]\nurl = \"{base}/docker.tgz\"\nextract = \"{member}\"\n"
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\n[[binaries]]\nname = \"tool\"\nversion = \"1.0+build.7\"\ninstall_dir = \"libexec\"\n\n\
+         [binaries.source.arm64]\nformat = \"binary\"\nurl = \"{base}/tool\"\n"
+    ));
+    text
+}
+
+#[test]
+fn upstreams_config_format_is_read_unchanged_and_needs_pin() {
+    let upstream = upstream();
+    let nginx = Nginx::start(upstream.dir.path());
+    let run = Run::new();
+    let text = upstream_style_config(&nginx.url());
+    let stderr = run_fails(&mut run.command(&text));
+    assert!(
+        stderr.contains("no sha256 pinned for dockerd (arm64), dockerd (x86_64), runc (arm64)"),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
+
+    let output = run_ok(run.command(&text).arg("--pin"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--pin wrote 5 digest(s)"));
+    let pinned = std::fs::read_to_string(run.work.path().join("binaries.toml")).unwrap();
+    assert!(
+        pinned.starts_with("# upstream.toml, unchanged format\n") && pinned.contains("[[binaries]]"),
+        "{pinned}"
+    );
+    let fragment: Vec<Binary> = serde_json::from_slice(&std::fs::read(run.fragment()).unwrap()).unwrap();
+    let names: Vec<&str> = fragment.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["dockerd", "runc", "tool"]);
+    assert_eq!(fragment[2].install_dir.as_deref(), Some("libexec"));
+    let dockerd = staged(&run.output(), "dockerd", "27.5.1", Arch::X86_64);
+    assert_eq!(std::fs::read(&dockerd).unwrap(), b"\x7fELF dockerd");
+    assert_eq!(
+        fragment[0].targets[&Arch::X86_64].size,
+        Some(b"\x7fELF dockerd".len() as u64)
+    );
+}

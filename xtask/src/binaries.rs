@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use boot_assets::manifest::validate_binaries;
+use boot_assets::manifest::{binaries_from_json_strict, validate_binaries};
 use boot_assets::Binary;
 
 use crate::util;
@@ -14,15 +14,8 @@ use crate::util;
 /// Reads a fragment; errors name the file and the JSON path that did not fit.
 pub fn read_fragment(path: &Path) -> Result<Vec<Binary>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading binaries fragment {}", path.display()))?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let binaries: Vec<Binary> = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not a JSON array of manifest binaries at `{}`: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        )
-    })?;
+    let binaries = binaries_from_json_strict(&bytes)
+        .with_context(|| format!("{}: not a JSON array of manifest binaries", path.display()))?;
     validate_binaries(&binaries).with_context(|| format!("binaries fragment {}", path.display()))?;
     Ok(binaries)
 }
@@ -69,6 +62,7 @@ mod tests {
                 FileEntry {
                     path: cdn::binary_path(name, version, Arch::Arm64),
                     sha256: "c".repeat(64),
+                    size: None,
                 },
             )]
             .into(),

@@ -25,7 +25,12 @@ impl flags::Fetch {
             .concurrency(self.concurrency)
             .retries(self.retries)
             .read_timeout(Duration::from_secs(self.read_timeout_secs))
+            .min_transfer_rate(self.min_rate)
+            .rate_window(Duration::from_secs(self.rate_window_secs))
             .allow_insecure_http(self.allow_insecure_http);
+        if let Some(sha256) = &self.manifest_sha256 {
+            builder = builder.expected_manifest_sha256(sha256);
+        }
         if let Some(arch) = self.arch {
             builder = builder.arch(arch.into());
         }
@@ -45,6 +50,13 @@ impl flags::Fetch {
         let assets = manager
             .prepare()
             .with_context(|| format!("fetch: installing boot assets from {}", self.cdn))?;
+        if let Some(reason) = &assets.offline_fallback {
+            eprintln!(
+                "fetch: latest.json could not be fetched ({reason}); using the last resolved version {}, \
+                 fully verified in the cache",
+                assets.version
+            );
+        }
         println!("version\t{}", assets.version);
         println!("kernel\t{}", assets.kernel.display());
         println!("rootfs\t{}", assets.rootfs.display());
@@ -85,6 +97,16 @@ impl Bars {
     }
 
     fn update(&self, progress: &Progress<'_>) {
+        if progress.phase == Phase::RemovedLink {
+            // Always said, even with --quiet: something planted a link in the cache or bin dir.
+            let line = format!("fetch: removed a link planted at {} (never followed)", progress.name);
+            if self.quiet || !console_is_attended() {
+                eprintln!("{line}");
+            } else {
+                let _ = self.multi.println(line);
+            }
+            return;
+        }
         let mut by_name = self.by_name.lock().expect("no panic while drawing");
         let bar = by_name.entry(progress.name.to_owned()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new(0));
@@ -106,6 +128,7 @@ impl Bars {
             Phase::Verifying => "verifying",
             Phase::Ready => "ready",
             Phase::Cached => "cached",
+            Phase::RemovedLink => "removed link",
         };
         bar.set_message(phase);
         if matches!(progress.phase, Phase::Ready | Phase::Cached) {

@@ -114,6 +114,7 @@ impl flags::Fex {
                 FileEntry {
                     path: cdn::binary_path(FEX_NAME, &version, FEX_ARCH),
                     sha256: util::sha256_bytes(&bytes),
+                    size: Some(bytes.len() as u64),
                 },
             )]
             .into(),

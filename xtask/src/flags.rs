@@ -251,6 +251,16 @@ pub struct Fetch {
     /// Seconds a read may wait for data before the transfer counts as stalled.
     #[arg(long, default_value_t = 30)]
     pub read_timeout_secs: u64,
+    /// Slowest accepted transfer rate in bytes per second over the rate window (0: no check);
+    /// a slower transfer is abandoned and retried.
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_MIN_TRANSFER_RATE)]
+    pub min_rate: u64,
+    /// Seconds over which the transfer rate is measured.
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_RATE_WINDOW.as_secs())]
+    pub rate_window_secs: u64,
+    /// Pinned sha256 of the manifest: its bytes must have it before they are parsed or used.
+    #[arg(long)]
+    pub manifest_sha256: Option<String>,
     /// Allow plain http to hosts other than loopback.
     #[arg(long)]
     pub allow_insecure_http: bool,
@@ -286,7 +296,8 @@ pub enum BenchCommand {
     Boot(BenchBoot),
 }
 
-/// Time an AssetManager install of a large asset from nginx on loopback against `curl -o`,
+/// Time `cargo xtask fetch` (dev profile, as people run it) and the release-built library
+/// installing a large asset from nginx on loopback against `curl -o`,
 /// `curl -o && sha256sum`, `openssl dgst -sha256` and `curl -o && sync` (the durable
 /// baseline), alternating; print medians, ratios and the manager's peak RSS.
 #[derive(Debug, clap::Args)]

@@ -68,21 +68,26 @@ impl flags::Release {
                         path: cdn::kernel_path(&self.version, arch),
                         sha256: util::sha256_file(&kernel)?,
                         version: kernel_version,
+                        size: Some(util::file_size(&kernel)?),
                     },
                     rootfs: FileEntry {
                         path: cdn::rootfs_path(&self.version, arch),
                         sha256: util::sha256_file(&rootfs)?,
+                        size: Some(util::file_size(&rootfs)?),
                     },
                     kernel_cmdline: self
                         .kernel_cmdline
                         .clone()
                         .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned()),
+                    runtime: None,
                 },
             )]
             .into(),
             binaries,
         };
-        manifest.validate().context("the assembled manifest is invalid")?;
+        manifest
+            .validate_for_writing()
+            .context("the assembled manifest is invalid")?;
 
         let outputs = assemble(&self.output_dir, arch, &manifest, &kernel, &rootfs)?;
         eprintln!(

@@ -58,6 +58,13 @@ pub fn now_epoch() -> u64 {
         .unwrap_or(0)
 }
 
+/// The length of a file in bytes; the error names the file.
+pub fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("reading the size of {}", path.display()))?
+        .len())
+}
+
 /// SHA-256 of a file as 64 lowercase hex digits, read in large chunks.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;

@@ -35,7 +35,11 @@ impl flags::MergeManifest {
 /// Reads and validates one manifest file; errors name the file.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let bytes = std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
-    Manifest::from_json_validated(&bytes).with_context(|| format!("manifest {}", path.display()))
+    let manifest = Manifest::from_json_strict(&bytes).with_context(|| format!("manifest {}", path.display()))?;
+    manifest
+        .validate_for_writing()
+        .with_context(|| format!("manifest {}", path.display()))?;
+    Ok(manifest)
 }
 
 /// Merges labelled manifests (the label is the file name, used in every error).
@@ -44,7 +48,9 @@ pub fn merge(inputs: &[(String, Manifest)]) -> Result<Manifest> {
         bail!("no manifests to merge: pass at least one per-arch manifest.json");
     };
     for (label, manifest) in inputs {
-        manifest.validate().with_context(|| format!("manifest {label}"))?;
+        manifest
+            .validate_for_writing()
+            .with_context(|| format!("manifest {label}"))?;
     }
 
     let mut merged = first.clone();
@@ -90,7 +96,9 @@ pub fn merge(inputs: &[(String, Manifest)]) -> Result<Manifest> {
     }
 
     merged.binaries = merge_binaries(inputs)?;
-    merged.validate().context("the merged manifest is invalid")?;
+    merged
+        .validate_for_writing()
+        .context("the merged manifest is invalid")?;
     Ok(merged)
 }
 
@@ -163,6 +171,7 @@ mod tests {
                 FileEntry {
                     path: cdn::binary_path(name, "1.0", arch),
                     sha256: sha256.into(),
+                    size: None,
                 },
             )]
             .into(),
@@ -184,12 +193,15 @@ mod tests {
                         path: cdn::kernel_path("0.2.0", arch),
                         sha256: A.into(),
                         version: "6.1.0".into(),
+                        size: Some(1),
                     },
                     rootfs: FileEntry {
                         path: cdn::rootfs_path("0.2.0", arch),
                         sha256: B.into(),
+                        size: Some(2),
                     },
                     kernel_cmdline: arch.default_kernel_cmdline().into(),
+                    runtime: None,
                 },
             )]
             .into(),

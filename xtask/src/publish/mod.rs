@@ -12,7 +12,8 @@
 //! 3. upload the missing objects: kernels, rootfs images and binaries, then the manifest, then
 //!    its signature;
 //! 4. verify from the CDN URL with the AssetManager, every arch and binary (and boot with `--boot`);
-//! 5. move `latest.json` forward only;
+//! 5. move `latest.json` forward only: sign it (`latest.json.minisig`, uploaded first), then
+//!    replace it, so a client that trusts the key can refuse a replayed or moved-back pointer;
 //! 6. with `--github-release`, create the release and add the assets it lacks.
 
 pub mod github;
@@ -39,6 +40,9 @@ const IMMUTABLE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
 /// Cache-Control of `latest.json`: caches must revalidate, so a new release is seen at once.
 const LATEST_CACHE_CONTROL: &str = "no-cache";
+
+/// The signature of `latest.json`, relative to the CDN root (mutable, like `latest.json`).
+const LATEST_SIGNATURE_PATH: &str = "latest.json.minisig";
 
 /// The manifest's signature path, relative to the CDN root.
 fn signature_path(version: &str) -> String {
@@ -184,14 +188,55 @@ impl flags::Publish {
             verified.binary_files
         );
 
-        // 5. Move latest.json forward only, judged on what it names now, after the verification.
+        // 5. Move latest.json forward only, judged on what it names now, after the verification;
+        // its signature goes up first, so latest.json is still the last object written.
         let latest = latest_action(&bucket, &self.version)?;
-        if latest == LatestAction::Write {
-            bucket.replace(
-                &staging.path().join(cdn::LATEST_PATH),
-                cdn::LATEST_PATH,
-                LATEST_CACHE_CONTROL,
-            )?;
+        match latest {
+            LatestAction::Write => {
+                let Some(secret_key) = &secret_key else {
+                    bail!(
+                        "latest.json must move to {} and be signed (latest.json.minisig), but there is no signing \
+                         key: pass --signing-key FILE or put the key file's text in {} and run publish again",
+                        self.version,
+                        signing::SIGNING_KEY_ENV
+                    );
+                };
+                let staged_latest = staging.path().join(cdn::LATEST_PATH);
+                let latest_bytes =
+                    std::fs::read(&staged_latest).with_context(|| format!("reading {}", staged_latest.display()))?;
+                upload_latest_signature(
+                    &bucket,
+                    staging.path(),
+                    secret_key,
+                    &public_key,
+                    &self.version,
+                    &latest_bytes,
+                )?;
+                bucket.replace(&staged_latest, cdn::LATEST_PATH, LATEST_CACHE_CONTROL)?;
+            }
+            // A pointer published before latest.json was signed gets its signature now.
+            LatestAction::AlreadyCurrent => {
+                let current = bucket.read(cdn::LATEST_PATH)?.unwrap_or_default();
+                let signed = bucket
+                    .read(LATEST_SIGNATURE_PATH)?
+                    .is_some_and(|signature| signing::verify(&public_key, &current, &signature).is_ok());
+                match (&secret_key, signed) {
+                    (_, true) => {}
+                    (Some(secret_key), false) => upload_latest_signature(
+                        &bucket,
+                        staging.path(),
+                        secret_key,
+                        &public_key,
+                        &self.version,
+                        &current,
+                    )?,
+                    (None, false) => eprintln!(
+                        "publish: warning: {LATEST_SIGNATURE_PATH} is missing or does not verify; run publish with the \
+                         signing key to sign latest.json (clients that trust the key refuse it until then)"
+                    ),
+                }
+            }
+            LatestAction::KeepNewer(_) | LatestAction::KeepForPrerelease => {}
         }
         eprintln!("publish: {}", describe_latest(&latest, &self.version));
 
@@ -250,6 +295,28 @@ fn upload_missing(bucket: &Bucket<'_>, planned: &[PlannedObject], dry_run: bool)
         }
     }
     Ok(())
+}
+
+/// Signs `latest` (the bytes of `latest.json` that are or will be published) and uploads the
+/// signature as `latest.json.minisig`, before `latest.json` itself moves.
+fn upload_latest_signature(
+    bucket: &Bucket<'_>,
+    staging: &Path,
+    secret_key: &minisign::SecretKey,
+    public_key: &minisign::PublicKey,
+    version: &str,
+    latest: &[u8],
+) -> Result<()> {
+    let signature = signing::sign(
+        secret_key,
+        public_key,
+        latest,
+        &signing::latest_trusted_comment(version),
+    )?;
+    let staged = staging.join(LATEST_SIGNATURE_PATH);
+    util::write_atomic(&staged, signature.as_bytes())?;
+    eprintln!("publish: sign latest.json (version {version}) into {LATEST_SIGNATURE_PATH}");
+    bucket.replace(&staged, LATEST_SIGNATURE_PATH, LATEST_CACHE_CONTROL)
 }
 
 /// What to do with `latest.json`, given what the bucket's copy names right now.

@@ -108,6 +108,11 @@ pub fn trusted_comment(version: &str, manifest_sha256: &str) -> String {
     format!("boot-assets manifest v{version} sha256:{manifest_sha256}")
 }
 
+/// The trusted comment of the `latest.json` signature: it binds the version it points to.
+pub fn latest_trusted_comment(version: &str) -> String {
+    format!("boot-assets latest.json v{version}")
+}
+
 /// Signs `manifest` and checks the result against `public_key`, so a secret key that does not
 /// belong to the trusted public key is caught before anything is uploaded.
 pub fn sign(secret_key: &SecretKey, public_key: &PublicKey, manifest: &[u8], trusted: &str) -> Result<String> {

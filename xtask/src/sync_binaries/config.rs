@@ -2,6 +2,10 @@
 //!
 //! Pure parsing and validation over the file's text ([`parse`]), and the in-place rewrite of
 //! pinned digests that keeps comments and layout ([`pin_digests`]).
+//!
+//! Upstream's `upstream.toml` is read unchanged: its tables are `[[binaries]]` (ours are
+//! `[[binary]]`), `format` defaults to `tgz`, and it pins no digests (so every entry needs
+//! `--pin` first).
 
 use std::collections::BTreeMap;
 
@@ -14,8 +18,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The binaries, in file order.
-    #[serde(default, rename = "binary")]
+    /// The binaries, in file order (`[[binary]]`, or upstream's `[[binaries]]`).
+    #[serde(default, rename = "binary", alias = "binaries")]
     pub binaries: Vec<BinarySpec>,
 }
 
@@ -35,6 +39,8 @@ pub struct BinarySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// `tgz` when absent, as in upstream's file.
+    #[serde(default)]
     pub format: Format,
     pub url: String,
     /// The member to take from a `tgz`.
@@ -46,10 +52,11 @@ pub struct Source {
 }
 
 /// How the upstream file holds the binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A gzip-compressed tar archive; `extract` names the member.
+    #[default]
     Tgz,
     /// The executable itself.
     Binary,
@@ -105,10 +112,15 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
 /// Sets `sha256` for every (binary, arch) in `digests`, keeping the rest of the text as it is.
 pub fn pin_digests(text: &str, digests: &BTreeMap<(String, Arch), String>) -> Result<String> {
     let mut document: toml_edit::DocumentMut = text.parse().context("parsing binaries.toml for pinning")?;
+    let key = if document.contains_key("binary") {
+        "binary"
+    } else {
+        "binaries"
+    };
     let binaries = document
-        .get_mut("binary")
+        .get_mut(key)
         .and_then(|item| item.as_array_of_tables_mut())
-        .context("binaries.toml has no [[binary]] tables")?;
+        .context("the config has no [[binary]] (or upstream's [[binaries]]) tables")?;
     for table in binaries.iter_mut() {
         let Some(name) = table.get("name").and_then(|v| v.as_str()).map(str::to_owned) else {
             continue;
@@ -215,6 +227,45 @@ mod tests {
         let config = parse(&pinned, "pinned").unwrap();
         assert_eq!(config.binaries[0].source[&Arch::Arm64].sha256, digest);
         assert_eq!(config.binaries[0].source[&Arch::X86_64].sha256, "a".repeat(64));
+    }
+
+    #[test]
+    fn upstreams_file_is_read_unchanged() {
+        let path = crate::util::project_root().join("tests/fixtures/upstream.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = parse(&text, "tests/fixtures/upstream.toml").unwrap();
+        let by_name = |name: &str| config.binaries.iter().find(|b| b.name == name).unwrap();
+        // `format` defaults to tgz, with the member to extract.
+        let dockerd = &by_name("dockerd").source[&Arch::Arm64];
+        assert_eq!(
+            (dockerd.format, dockerd.extract.as_deref()),
+            (Format::Tgz, Some("docker/dockerd"))
+        );
+        assert_eq!(by_name("k3s").source[&Arch::X86_64].format, Format::Binary);
+        assert_eq!(by_name("k3s").version, "v1.31.4+k3s1");
+        assert_eq!(by_name("vmlinux").install_dir.as_deref(), Some("kernel"));
+        // No digests: every entry waits for --pin.
+        assert!(config
+            .binaries
+            .iter()
+            .flat_map(|b| b.source.values())
+            .all(|s| s.sha256.is_empty()));
+
+        let digest = "d".repeat(64);
+        let pinned = pin_digests(
+            &text,
+            &BTreeMap::from([(("k3s".to_owned(), Arch::X86_64), digest.clone())]),
+        )
+        .unwrap();
+        assert!(
+            pinned.contains("[[binaries]]") && pinned.contains("# upstream-style"),
+            "{pinned}"
+        );
+        let config = parse(&pinned, "pinned").unwrap();
+        assert_eq!(
+            config.binaries.iter().find(|b| b.name == "k3s").unwrap().source[&Arch::X86_64].sha256,
+            digest
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl flags::SyncBinaries {
             .unwrap_or_else(|| self.output.join("binaries.json"));
         let previous = binaries::read_fragment_or_empty(&fragment_path)?;
         let downloader = Downloader::new();
-        let mut staged: BTreeMap<(String, Arch), String> = BTreeMap::new();
+        let mut staged: BTreeMap<(String, Arch), (String, u64)> = BTreeMap::new();
         let mut pending = Vec::new();
         for (binary, arch, source) in selected(&config, &arches) {
             let relative = cdn::binary_relative_path(&binary.name, &binary.version, arch);
@@ -80,7 +80,8 @@ impl flags::SyncBinaries {
                     "sync-binaries: {} ({arch}) {} is already staged",
                     binary.name, binary.version
                 );
-                staged.insert((binary.name.clone(), arch), digest);
+                let size = util::file_size(&self.output.join(&relative))?;
+                staged.insert((binary.name.clone(), arch), (digest, size));
                 continue;
             }
             let upstream = fetch_upstream(&downloader, &downloads, &binary.name, arch, source)?;
@@ -105,7 +106,7 @@ impl flags::SyncBinaries {
                 _ => copy_executable(&upstream, &target)?,
             };
             eprintln!("sync-binaries: staged {} ({arch}) {}", binary.name, binary.version);
-            staged.insert((binary.name.clone(), arch), digest);
+            staged.insert((binary.name.clone(), arch), (digest, util::file_size(&target)?));
             ready.push((target, self.output.join(&relative)));
         }
         for (from, to) in ready {
@@ -193,7 +194,11 @@ fn copy_executable(from: &Path, target: &Path) -> Result<String> {
 
 /// The fragment after this run: each configured binary with the files staged now, plus the files
 /// of other arches the previous fragment recorded for the same version.
-fn fragment_entries(config: &Config, previous: &[Binary], staged: &BTreeMap<(String, Arch), String>) -> Vec<Binary> {
+fn fragment_entries(
+    config: &Config,
+    previous: &[Binary],
+    staged: &BTreeMap<(String, Arch), (String, u64)>,
+) -> Vec<Binary> {
     let mut entries: Vec<Binary> = previous
         .iter()
         .filter(|b| !config.binaries.iter().any(|spec| spec.name == b.name))
@@ -205,13 +210,14 @@ fn fragment_entries(config: &Config, previous: &[Binary], staged: &BTreeMap<(Str
             .find(|b| b.name == spec.name && b.version == spec.version && b.install_dir == spec.install_dir)
             .map(|b| b.targets.clone())
             .unwrap_or_default();
-        for ((name, arch), sha256) in staged {
+        for ((name, arch), (sha256, size)) in staged {
             if *name == spec.name {
                 targets.insert(
                     *arch,
                     FileEntry {
                         path: cdn::binary_path(name, &spec.version, *arch),
                         sha256: sha256.clone(),
+                        size: Some(*size),
                     },
                 );
             }

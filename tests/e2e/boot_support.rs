@@ -288,8 +288,10 @@ pub fn parse_checks(console: &str) -> BTreeMap<String, (bool, String)> {
     checks
 }
 
-/// The fragment options of `arch` as the `.config` lines they must appear as (later fragments
-/// win), for the check agent to find in /proc/config.gz.
+/// The options `arch`'s kernel must have, as the `.config` lines they must appear as, for the
+/// check agent to find in /proc/config.gz: every fragment line (later fragments win), then every
+/// option of the requirement lists that apply to the arch and of the shipped iptables extensions
+/// as `CONFIG_X=y` (see `recipe::required_options`).
 pub fn expected_kernel_options(arch: Arch) -> String {
     let dir = support::project_root().join("manifests/kernel");
     let mut options: BTreeMap<String, String> = BTreeMap::new();
@@ -307,6 +309,9 @@ pub fn expected_kernel_options(arch: Arch) -> String {
                 options.insert(name.to_owned(), as_config);
             }
         }
+    }
+    for name in crate::recipe::required_options(arch) {
+        options.insert(format!("CONFIG_{name}"), format!("CONFIG_{name}=y"));
     }
     options.into_values().map(|line| line + "\n").collect()
 }

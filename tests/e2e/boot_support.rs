@@ -182,7 +182,10 @@ pub fn require_kernel_tools(arch: Arch) {
     }
     // No /usr/src check: `cargo xtask kernel` fetches its pinned source package itself
     // (manifests/kernel/source.lock).
-    support::require_tool("apt-get", "apt is Debian's package manager: run the tests on Debian bookworm");
+    support::require_tool(
+        "apt-get",
+        "apt is Debian's package manager: run the tests on Debian bookworm",
+    );
 }
 
 /// Fails with the install line when QEMU or virtiofsd is missing (unless QEMU is overridden).

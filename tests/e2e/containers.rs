@@ -119,7 +119,10 @@ fn containers_run_in_the_guest(arch: Arch) {
         report.contains("kernel start → first container output: ") && !report.contains("first container output: never"),
         "{arch}: the boot report has no time to the first container output:\n{report}"
     );
-    let extensions = rules.iter().map(|rule| &rule.extension).collect::<std::collections::BTreeSet<_>>();
+    let extensions = rules
+        .iter()
+        .map(|rule| &rule.extension)
+        .collect::<std::collections::BTreeSet<_>>();
     eprintln!(
         "{arch}: {} checks ok, {} iptables extensions exercised by {} rules; boot {:.1} s, test {:.1} s\n{report}",
         expected.len(),

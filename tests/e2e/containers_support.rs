@@ -41,7 +41,11 @@ pub const CHAIN_VERSION: &str = "0.0.1-containers";
 /// The programs taken out of the packages: (binary name, package, path in its data archive).
 pub const PROGRAMS: &[(&str, &str, &str)] = &[
     ("containerd", "containerd", "usr/bin/containerd"),
-    ("containerd-shim-runc-v2", "containerd", "usr/bin/containerd-shim-runc-v2"),
+    (
+        "containerd-shim-runc-v2",
+        "containerd",
+        "usr/bin/containerd-shim-runc-v2",
+    ),
     ("ctr", "containerd", "usr/bin/ctr"),
     // Debian's usr/bin/runc is a symlink to this file; sync-binaries refuses links.
     ("runc", "runc", "usr/sbin/runc"),
@@ -159,7 +163,11 @@ impl PrivateApt {
 
     fn has_lists(&self) -> bool {
         std::fs::read_dir(self.root.join("state/lists"))
-            .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().contains("Packages")))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("Packages"))
+            })
             .unwrap_or(false)
     }
 
@@ -333,7 +341,13 @@ fn build_release_chain(work: &Path) -> PathBuf {
             .arg(dist.join("manifest.json")),
     );
     let cdn = work.join("cdn");
-    run_ok(xtask().args(["cdn-tree", "--dist"]).arg(&dist).arg("--output").arg(&cdn));
+    run_ok(
+        xtask()
+            .args(["cdn-tree", "--dist"])
+            .arg(&dist)
+            .arg("--output")
+            .arg(&cdn),
+    );
     cdn
 }
 

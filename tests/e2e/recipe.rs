@@ -166,7 +166,10 @@ fn every_shipped_extension_has_a_rule_and_options() {
     assert!(rules.iter().any(|rule| rule.family == "ipv6"));
     for arch in Arch::ALL {
         let options = required_options(arch);
-        assert!(options.contains("IP_NF_RAW") && options.contains("VXLAN"), "{options:?}");
+        assert!(
+            options.contains("IP_NF_RAW") && options.contains("VXLAN"),
+            "{options:?}"
+        );
     }
     assert!(required_options(Arch::Arm64).contains("RTC_DRV_PL031"));
     assert!(!required_options(Arch::X86_64).contains("RTC_DRV_PL031"));

@@ -184,8 +184,7 @@ fn pinned_runc(sh: &Shell, arch: Arch, dir: &Path) -> Result<PathBuf> {
     let entries = lock::Lock::load(&lock_path, false)?.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], &hint)?;
     let apt = fetch::Apt::new(deb_arch)?;
     let packages = fetch::fetch_locked(sh, &apt, &entries, &hint)?;
-    let contents = deb::unpack_deb(&packages[0])
-        .with_context(|| format!("unpacking {}", entries[0].describe()))?;
+    let contents = deb::unpack_deb(&packages[0]).with_context(|| format!("unpacking {}", entries[0].describe()))?;
     let runc = deb::resolve(&contents.entries, RUNC_IN_PACKAGE)
         .with_context(|| format!("{} has no {RUNC_IN_PACKAGE}", entries[0].describe()))?;
     let runtime_bin = dir.join("runtime-bin");

@@ -79,9 +79,9 @@ fn decompress(member: &str, compressed: &[u8]) -> Result<Vec<u8>> {
 pub fn data_tar_decoder<'a>(member: &str, compressed: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     Ok(match member {
         "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(compressed)),
-        "data.tar.zst" => Box::new(
-            zstd::stream::read::Decoder::new(compressed).context("starting to zstd-decompress data.tar.zst")?,
-        ),
+        "data.tar.zst" => {
+            Box::new(zstd::stream::read::Decoder::new(compressed).context("starting to zstd-decompress data.tar.zst")?)
+        }
         "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(compressed)),
         "data.tar" => Box::new(compressed),
         other => bail!("unsupported package data member {other}"),

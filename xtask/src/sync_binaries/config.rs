@@ -91,9 +91,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
             }
             match (source.format, &source.extract) {
                 (Format::Tgz, None) => bail!("{at}: format \"tgz\" needs `extract = \"path/in/archive\"`"),
-                (Format::Deb, None) => bail!(
-                    "{at}: format \"deb\" needs `extract = \"usr/bin/NAME\"`, the file's path in the package"
-                ),
+                (Format::Deb, None) => {
+                    bail!("{at}: format \"deb\" needs `extract = \"usr/bin/NAME\"`, the file's path in the package")
+                }
                 (Format::Tgz | Format::Deb, Some(member)) => {
                     if let Some(problem) = relative_path_problem(member) {
                         bail!("{at}: extract {problem}");

@@ -37,10 +37,7 @@ pub fn extract_deb_member(package: &Path, member: &str, output: &Path) -> Result
             return extract_from_tar(tar, package, &format!("the package's {name}"), member, output);
         }
     }
-    bail!(
-        "{}: no data.tar member: not a Debian binary package",
-        package.display()
-    )
+    bail!("{}: no data.tar member: not a Debian binary package", package.display())
 }
 
 /// Streams the tar archive `tar` (read from `origin`, described as `what` in errors) and writes
@@ -193,7 +190,8 @@ mod tests {
         header.set_size(10);
         header.set_mode(0o755);
         header.set_cksum();
-        data.append_data(&mut header, "./usr/sbin/runc", &b"runc-bytes"[..]).unwrap();
+        data.append_data(&mut header, "./usr/sbin/runc", &b"runc-bytes"[..])
+            .unwrap();
         let mut link = tar::Header::new_gnu();
         link.set_entry_type(tar::EntryType::Symlink);
         link.set_size(0);
@@ -223,7 +221,10 @@ mod tests {
         let err = extract_deb_member(&deb, "usr/bin/runcc", &dir.path().join("miss"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no member \"usr/bin/runcc\"; closest members: \"usr/bin/runc\""), "{err}");
+        assert!(
+            err.contains("no member \"usr/bin/runcc\"; closest members: \"usr/bin/runc\""),
+            "{err}"
+        );
         let err = extract_deb_member(&archive(dir.path()), "docker/dockerd", &dir.path().join("tgz"))
             .unwrap_err()
             .to_string();

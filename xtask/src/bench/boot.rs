@@ -1,14 +1,13 @@
 //! `cargo xtask bench boot`: boots each arch N times and prints the median kernel start →
-//! /sbin/init and /sbin/init → agent times, and with `--containers` the median kernel start →
-//! first container output.
+//! /sbin/init, /sbin/init → agent and kernel start → first container output times.
 //!
 //! Reads build/{arch}/kernel (building it when missing, through the kernel cache) and
 //! build/{arch}/rootfs.erofs (made by `cargo xtask rootfs`), and the agent fixture
-//! tests/fixtures/agent/hello-agent.sh — or, with `--containers`,
 //! tests/fixtures/agent/container-agent.sh in its first-container-only mode, with runc from
 //! `--runtime-bin` or from the package pinned in tests/fixtures/containers/packages.lock (fetched
-//! with the rootfs build's private apt state and package cache). Writes nothing but temporary
-//! files and the report on stdout.
+//! with the rootfs build's private apt state and package cache) — or, with `--no-containers`,
+//! tests/fixtures/agent/hello-agent.sh. Writes nothing but temporary files and the report on
+//! stdout.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,10 +20,10 @@ use crate::boot::qemu::{self, Accel, VmSpec};
 use crate::rootfs::{deb, fetch, lock};
 use crate::{boot, flags, kernel, util};
 
-/// The agent every benchmark boot runs: it prints one line and powers off.
+/// The agent of a `--no-containers` boot: it prints one line and powers off.
 const BENCH_AGENT: &str = "tests/fixtures/agent/hello-agent.sh";
 
-/// The agent of a `--containers` boot; the share file below makes it stop after one container.
+/// The agent of a container boot; the share file below makes it stop after one container.
 const CONTAINER_AGENT: &str = "tests/fixtures/agent/container-agent.sh";
 
 /// The share file that puts the container agent in its first-container-only mode.
@@ -33,7 +32,7 @@ const FIRST_CONTAINER_ONLY: &str = "test/first-container-only";
 /// The container runtime packages pinned for the container tests and this benchmark.
 const CONTAINER_PACKAGES_LOCK: &str = "tests/fixtures/containers/packages.lock";
 
-/// The package and the path in it of the runc a `--containers` boot runs.
+/// The package and the path in it of the runc a container boot runs.
 const RUNC_PACKAGE: &str = "runc";
 const RUNC_IN_PACKAGE: &str = "usr/sbin/runc";
 
@@ -58,6 +57,7 @@ impl flags::BenchBoot {
         if self.runs == 0 {
             bail!("--runs must be at least 1");
         }
+        let containers = !self.no_containers;
         let mut report = Vec::new();
         for arch in arches {
             let kernel = match &self.kernel {
@@ -76,7 +76,7 @@ impl flags::BenchBoot {
             }
             let share = tempfile::tempdir().context("creating the share directory")?;
             let scratch = tempfile::tempdir().context("creating a temporary directory")?;
-            if self.containers {
+            if containers {
                 let runtime_bin = match &self.runtime_bin {
                     Some(dir) => dir.clone(),
                     None => pinned_runc(sh, arch, scratch.path())?,
@@ -120,7 +120,7 @@ impl flags::BenchBoot {
                         boot::console::tail(&run.lines, 30)
                     );
                 };
-                let container = match (self.containers, found.kernel_to_first_container()) {
+                let container = match (containers, found.kernel_to_first_container()) {
                     (false, _) => None,
                     (true, Some(container)) => Some(container),
                     (true, None) => bail!(
@@ -150,7 +150,7 @@ impl flags::BenchBoot {
                 to_container: (!to_container.is_empty()).then(|| median(&mut to_container)),
             });
         }
-        let container_header = if self.containers {
+        let container_header = if containers {
             "  kernel start → first container output"
         } else {
             ""

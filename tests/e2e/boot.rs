@@ -523,7 +523,11 @@ fn boot_takes_a_release_tarball() {
 #[test]
 fn agent_fixtures_are_shellcheck_clean_posix_sh() {
     support::require_tool("shellcheck", "apt-get install -y shellcheck");
-    for agent in [boot::CHECK_AGENT, "tests/fixtures/agent/hello-agent.sh"] {
+    for agent in [
+        boot::CHECK_AGENT,
+        "tests/fixtures/agent/hello-agent.sh",
+        crate::containers_support::CONTAINER_AGENT,
+    ] {
         support::run_ok(
             std::process::Command::new("shellcheck")
                 .args(["--shell=sh", "--severity=style"])

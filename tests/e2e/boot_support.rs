@@ -180,8 +180,12 @@ pub fn require_kernel_tools(arch: Arch) {
     if arch == Arch::Arm64 {
         support::require_tool("aarch64-linux-gnu-gcc", "apt-get install -y gcc-aarch64-linux-gnu");
     }
-    // The source is the locked Debian package, which `cargo xtask kernel` fetches with apt.
-    support::require_tool("apt-get", "a Debian host with apt");
+    // No /usr/src check: `cargo xtask kernel` fetches its pinned source package itself
+    // (manifests/kernel/source.lock).
+    support::require_tool(
+        "apt-get",
+        "apt is Debian's package manager: run the tests on Debian bookworm",
+    );
 }
 
 /// Fails with the install line when QEMU or virtiofsd is missing (unless QEMU is overridden).
@@ -285,8 +289,10 @@ pub fn parse_checks(console: &str) -> BTreeMap<String, (bool, String)> {
     checks
 }
 
-/// The fragment options of `arch` as the `.config` lines they must appear as (later fragments
-/// win), for the check agent to find in /proc/config.gz.
+/// The options `arch`'s kernel must have, as the `.config` lines they must appear as, for the
+/// check agent to find in /proc/config.gz: every fragment line (later fragments win), then every
+/// option of the requirement lists that apply to the arch and of the shipped iptables extensions
+/// as `CONFIG_X=y` (see `recipe::required_options`).
 pub fn expected_kernel_options(arch: Arch) -> String {
     let dir = support::project_root().join("manifests/kernel");
     let mut options: BTreeMap<String, String> = BTreeMap::new();
@@ -304,6 +310,9 @@ pub fn expected_kernel_options(arch: Arch) -> String {
                 options.insert(name.to_owned(), as_config);
             }
         }
+    }
+    for name in crate::recipe::required_options(arch) {
+        options.insert(format!("CONFIG_{name}"), format!("CONFIG_{name}=y"));
     }
     options.into_values().map(|line| line + "\n").collect()
 }

@@ -6,6 +6,8 @@
 mod boot;
 mod boot_support;
 mod cdn_fixture;
+mod containers;
+mod containers_support;
 mod contract;
 mod fault_server;
 mod faults;
@@ -19,6 +21,7 @@ mod nginx;
 mod publish;
 mod publish_boot;
 mod publish_support;
+mod recipe;
 mod reproducible;
 mod rootfs;
 mod signature;

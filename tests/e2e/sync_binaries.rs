@@ -1,7 +1,7 @@
 //! `cargo xtask sync-binaries` end to end against a real nginx on loopback: a Docker-style
-//! `.tgz` and a direct binary are downloaded through the library's downloader, checked against
-//! their pins, extracted and staged, and recorded in the binaries fragment; every refusal leaves
-//! nothing at the output path.
+//! `.tgz`, a direct binary and a Debian package (built with `dpkg-deb`) are downloaded through
+//! the library's downloader, checked against their pins, extracted and staged, and recorded in
+//! the binaries fragment; every refusal leaves nothing at the output path.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use boot_assets::{cdn, Arch, Binary};
 use sha2::{Digest, Sha256};
 
 use crate::nginx::Nginx;
-use crate::support::{run_fails, run_ok, xtask};
+use crate::support::{self, run_fails, run_ok, xtask};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
@@ -325,4 +325,64 @@ fn upstreams_config_format_is_read_unchanged_and_needs_pin() {
         fragment[0].targets[&Arch::X86_64].size,
         Some(b"\x7fELF dockerd".len() as u64)
     );
+}
+
+/// A Debian package built with the real `dpkg-deb`: `usr/sbin/tool` and Debian's usual link
+/// beside it, `usr/bin/tool -> ../sbin/tool`; returns its path and sha256.
+fn debian_package(dir: &Path) -> (PathBuf, String) {
+    support::require_tool("dpkg-deb", "apt-get install -y dpkg");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/sbin")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        "Package: tool\nVersion: 1.0-1\nArchitecture: arm64\nMaintainer: e2e <e2e@example.invalid>\nDescription: e2e\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("usr/sbin/tool"), b"\x7fELF deb tool").unwrap();
+    std::fs::set_permissions(tree.join("usr/sbin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../sbin/tool", tree.join("usr/bin/tool")).unwrap();
+    let deb = dir.join("tool_1.0-1_arm64.deb");
+    run_ok(
+        std::process::Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&tree)
+            .arg(&deb),
+    );
+    let digest = sha256_hex(&std::fs::read(&deb).unwrap());
+    (deb, digest)
+}
+
+fn deb_config(base: &str, sha256: &str, member: &str) -> String {
+    format!(
+        "[[binary]]\nname = \"tool\"\nversion = \"1.0-1\"\n[binary.source.arm64]\nformat = \"deb\"\n\
+         url = \"{base}/tool_1.0-1_arm64.deb\"\nextract = \"{member}\"\nsha256 = \"{sha256}\"\n"
+    )
+}
+
+#[test]
+fn a_program_is_taken_out_of_a_debian_package() {
+    let served = tempfile::tempdir().unwrap();
+    let (_, digest) = debian_package(served.path());
+    let server = Nginx::start(served.path());
+    let run = Run::new();
+    run_ok(&mut run.command(&deb_config(&server.url(), &digest, "usr/sbin/tool")));
+    let path = staged(&run.output(), "tool", "1.0-1", Arch::Arm64);
+    assert_eq!(std::fs::read(&path).unwrap(), b"\x7fELF deb tool");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+    let fragment: Vec<Binary> = serde_json::from_slice(&std::fs::read(run.fragment()).unwrap()).unwrap();
+    assert_eq!(
+        fragment[0].targets[&Arch::Arm64].sha256,
+        sha256_hex(b"\x7fELF deb tool")
+    );
+
+    // Debian's usr/bin link is refused, naming the member; nothing is staged.
+    let run = Run::new();
+    let stderr = run_fails(&mut run.command(&deb_config(&server.url(), &digest, "usr/bin/tool")));
+    assert!(
+        stderr.contains("member \"./usr/bin/tool\" is a link, not a regular file; refusing it"),
+        "{stderr}"
+    );
+    run.assert_nothing_written();
 }

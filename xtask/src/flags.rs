@@ -542,11 +542,12 @@ pub struct Boot {
     pub qemu: Option<PathBuf>,
 }
 
-/// Boot each arch N times and print the median kernel start → /sbin/init and /sbin/init →
-/// agent times.
+/// Boot each arch N times and print the median kernel start → /sbin/init, /sbin/init → agent
+/// and kernel start → first container output times.
 ///
 /// Uses build/{arch}/kernel (built if missing) and build/{arch}/rootfs.erofs (from
-/// `cargo xtask rootfs`), with an agent that prints one line and powers off.
+/// `cargo xtask rootfs`), with the container agent: it mounts cgroup v2, runs one busybox
+/// container with runc and powers off (with --no-containers, an agent that prints one line).
 #[derive(Debug, clap::Args)]
 pub struct BenchBoot {
     /// Boots per arch.
@@ -567,4 +568,14 @@ pub struct BenchBoot {
     /// The QEMU binary; defaults to qemu-system-x86_64 / qemu-system-aarch64 from PATH.
     #[arg(long, env = "BOOT_ASSETS_QEMU")]
     pub qemu: Option<PathBuf>,
+    /// Boot the one-line agent only, without timing kernel start → first container output.
+    ///
+    /// By default every boot runs one container (`runc run` of a busybox bundle) with runc from
+    /// --runtime-bin, or else from the Debian package pinned in
+    /// tests/fixtures/containers/packages.lock (fetched with apt, verified, cached).
+    #[arg(long)]
+    pub no_containers: bool,
+    /// A runtime bin dir with the arch's `runc` (with one --arch), instead of the pinned package.
+    #[arg(long, conflicts_with = "no_containers")]
+    pub runtime_bin: Option<PathBuf>,
 }

@@ -1,10 +1,15 @@
 //! `cargo xtask bench boot`: boots each arch N times and prints the median kernel start →
-//! /sbin/init and /sbin/init → agent times.
+//! /sbin/init, /sbin/init → agent and kernel start → first container output times.
 //!
 //! Reads build/{arch}/kernel (building it when missing, through the kernel cache) and
 //! build/{arch}/rootfs.erofs (made by `cargo xtask rootfs`), and the agent fixture
-//! tests/fixtures/agent/hello-agent.sh; writes nothing but the report on stdout.
+//! tests/fixtures/agent/container-agent.sh in its first-container-only mode, with runc from
+//! `--runtime-bin` or from the package pinned in tests/fixtures/containers/packages.lock (fetched
+//! with the rootfs build's private apt state and package cache) — or, with `--no-containers`,
+//! tests/fixtures/agent/hello-agent.sh. Writes nothing but temporary files and the report on
+//! stdout.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -12,10 +17,32 @@ use boot_assets::{cdn, Arch};
 use xshell::Shell;
 
 use crate::boot::qemu::{self, Accel, VmSpec};
+use crate::rootfs::{deb, fetch, lock};
 use crate::{boot, flags, kernel, util};
 
-/// The agent every benchmark boot runs: it prints one line and powers off.
+/// The agent of a `--no-containers` boot: it prints one line and powers off.
 const BENCH_AGENT: &str = "tests/fixtures/agent/hello-agent.sh";
+
+/// The agent of a container boot; the share file below makes it stop after one container.
+const CONTAINER_AGENT: &str = "tests/fixtures/agent/container-agent.sh";
+
+/// The share file that puts the container agent in its first-container-only mode.
+const FIRST_CONTAINER_ONLY: &str = "test/first-container-only";
+
+/// The container runtime packages pinned for the container tests and this benchmark.
+const CONTAINER_PACKAGES_LOCK: &str = "tests/fixtures/containers/packages.lock";
+
+/// The package and the path in it of the runc a container boot runs.
+const RUNC_PACKAGE: &str = "runc";
+const RUNC_IN_PACKAGE: &str = "usr/sbin/runc";
+
+/// The medians of one arch.
+struct ArchReport {
+    arch: Arch,
+    to_init: Duration,
+    to_agent: Duration,
+    to_container: Option<Duration>,
+}
 
 impl flags::BenchBoot {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -24,12 +51,13 @@ impl flags::BenchBoot {
         } else {
             self.arch.iter().map(|&a| a.into()).collect()
         };
-        if (self.kernel.is_some() || self.rootfs.is_some()) && arches.len() != 1 {
-            bail!("--kernel and --rootfs name one arch's files: pass exactly one --arch with them");
+        if (self.kernel.is_some() || self.rootfs.is_some() || self.runtime_bin.is_some()) && arches.len() != 1 {
+            bail!("--kernel, --rootfs and --runtime-bin name one arch's files: pass exactly one --arch with them");
         }
         if self.runs == 0 {
             bail!("--runs must be at least 1");
         }
+        let containers = !self.no_containers;
         let mut report = Vec::new();
         for arch in arches {
             let kernel = match &self.kernel {
@@ -47,9 +75,29 @@ impl flags::BenchBoot {
                 );
             }
             let share = tempfile::tempdir().context("creating the share directory")?;
-            boot::prepare_share(share.path(), Some(&util::project_root().join(BENCH_AGENT)), None, &[])?;
+            let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+            if containers {
+                let runtime_bin = match &self.runtime_bin {
+                    Some(dir) => dir.clone(),
+                    None => pinned_runc(sh, arch, scratch.path())?,
+                };
+                if !runtime_bin.join("runc").is_file() {
+                    bail!("--runtime-bin {}: it holds no runc", runtime_bin.display());
+                }
+                let marker = scratch.path().join("first-container-only");
+                std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
+                boot::prepare_share(
+                    share.path(),
+                    Some(&util::project_root().join(CONTAINER_AGENT)),
+                    Some(&runtime_bin),
+                    &[(PathBuf::from(FIRST_CONTAINER_ONLY), marker)],
+                )?;
+            } else {
+                boot::prepare_share(share.path(), Some(&util::project_root().join(BENCH_AGENT)), None, &[])?;
+            }
             let mut to_init = Vec::new();
             let mut to_agent = Vec::new();
+            let mut to_container = Vec::new();
             for run_index in 1..=self.runs {
                 let spec = VmSpec {
                     arch,
@@ -72,30 +120,81 @@ impl flags::BenchBoot {
                         boot::console::tail(&run.lines, 30)
                     );
                 };
+                let container = match (containers, found.kernel_to_first_container()) {
+                    (false, _) => None,
+                    (true, Some(container)) => Some(container),
+                    (true, None) => bail!(
+                        "{arch} boot {run_index}: no container printed its first line (a line starting with {}):\n{}",
+                        boot::console::FIRST_CONTAINER_OUTPUT_MARKER,
+                        boot::console::tail(&run.lines, 30)
+                    ),
+                };
                 eprintln!(
-                    "bench boot {arch} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s, total {:.2} s",
+                    "bench boot {arch} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
                     self.runs,
                     init.as_secs_f64(),
                     agent.as_secs_f64(),
+                    container
+                        .map(|c| format!(", kernel → first container output {:.3} s", c.as_secs_f64()))
+                        .unwrap_or_default(),
                     run.ended_at.as_secs_f64()
                 );
                 to_init.push(init);
                 to_agent.push(agent);
+                to_container.extend(container);
             }
-            report.push((arch, median(&mut to_init), median(&mut to_agent)));
+            report.push(ArchReport {
+                arch,
+                to_init: median(&mut to_init),
+                to_agent: median(&mut to_agent),
+                to_container: (!to_container.is_empty()).then(|| median(&mut to_container)),
+            });
         }
-        println!("arch     runs  kernel start → /sbin/init  /sbin/init → agent");
-        for (arch, init, agent) in report {
+        let container_header = if containers {
+            "  kernel start → first container output"
+        } else {
+            ""
+        };
+        println!("arch     runs  kernel start → /sbin/init  /sbin/init → agent{container_header}");
+        for row in report {
             println!(
-                "{:<8} {:>4}  {:>22.3} s  {:>16.3} s",
-                arch.as_str(),
+                "{:<8} {:>4}  {:>22.3} s  {:>16.3} s{}",
+                row.arch.as_str(),
                 self.runs,
-                init.as_secs_f64(),
-                agent.as_secs_f64()
+                row.to_init.as_secs_f64(),
+                row.to_agent.as_secs_f64(),
+                row.to_container
+                    .map(|c| format!("  {:>35.3} s", c.as_secs_f64()))
+                    .unwrap_or_default()
             );
         }
         Ok(())
     }
+}
+
+/// Fetches the pinned runc package of `arch` (verified against the lock), and puts its runc into
+/// `{dir}/runtime-bin/runc`; returns that runtime bin dir.
+fn pinned_runc(sh: &Shell, arch: Arch, dir: &Path) -> Result<PathBuf> {
+    let lock_path = util::project_root().join(CONTAINER_PACKAGES_LOCK);
+    let hint = format!("re-resolve {CONTAINER_PACKAGES_LOCK} as its header says");
+    let deb_arch = match arch {
+        Arch::Arm64 => "arm64",
+        Arch::X86_64 => "amd64",
+    };
+    let entries = lock::Lock::load(&lock_path, false)?.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], &hint)?;
+    let apt = fetch::Apt::new(deb_arch)?;
+    let packages = fetch::fetch_locked(sh, &apt, &entries, &hint)?;
+    let contents = deb::unpack_deb(&packages[0]).with_context(|| format!("unpacking {}", entries[0].describe()))?;
+    let runc = deb::resolve(&contents.entries, RUNC_IN_PACKAGE)
+        .with_context(|| format!("{} has no {RUNC_IN_PACKAGE}", entries[0].describe()))?;
+    let runtime_bin = dir.join("runtime-bin");
+    std::fs::create_dir_all(&runtime_bin).with_context(|| format!("creating {}", runtime_bin.display()))?;
+    let target = runtime_bin.join("runc");
+    util::write_atomic(&target, runc.bytes)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", target.display()))?;
+    Ok(runtime_bin)
 }
 
 /// The median of a non-empty list (the lower middle one for an even count).
@@ -116,7 +215,13 @@ mod tests {
     }
 
     #[test]
-    fn the_bench_agent_exists() {
-        assert!(util::project_root().join(BENCH_AGENT).is_file());
+    fn the_bench_agents_and_the_lock_exist() {
+        for file in [BENCH_AGENT, CONTAINER_AGENT] {
+            assert!(util::project_root().join(file).is_file(), "{file}");
+        }
+        let lock = lock::Lock::load(&util::project_root().join(CONTAINER_PACKAGES_LOCK), false).unwrap();
+        for deb_arch in ["amd64", "arm64"] {
+            lock.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], "hint").unwrap();
+        }
     }
 }

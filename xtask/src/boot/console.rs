@@ -1,5 +1,6 @@
 //! Reading a guest console: which lines are the kernel's, the init's and the agent's, and the
-//! boot milestones (init started, agent's first line, power-off, panic) with their times.
+//! boot milestones (init started, agent's first line, first container output, power-off, panic)
+//! with their times.
 //!
 //! Pure functions over captured lines; every line carries the host time since QEMU started.
 
@@ -16,6 +17,10 @@ pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
 /// Prefix of every console line the init trampoline prints.
 pub const INIT_LINE_PREFIX: &str = "arcbox-init:";
+
+/// The start of the line a container prints first, by convention of the test agents
+/// (tests/fixtures/agent/container-agent.sh): the milestone "first container output".
+pub const FIRST_CONTAINER_OUTPUT_MARKER: &str = "BOOT-ASSETS-CONTAINER-OUTPUT";
 
 /// One console line and when the host saw it, relative to QEMU's start.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +40,9 @@ pub struct BootMilestones {
     pub agent_first_line: Option<Duration>,
     /// The agent's first line itself.
     pub agent_first_text: Option<String>,
+    /// Host time when the first line a container printed arrived (it starts with
+    /// [`FIRST_CONTAINER_OUTPUT_MARKER`]).
+    pub first_container_output: Option<Duration>,
     /// The guest powered off (kernel's power-down line).
     pub powered_off: bool,
     /// The kernel panicked.
@@ -45,6 +53,12 @@ impl BootMilestones {
     /// Init start → the agent's first line, on the host clock.
     pub fn init_to_agent(&self) -> Option<Duration> {
         Some(self.agent_first_line?.saturating_sub(self.init_seen?))
+    }
+
+    /// Kernel start → the first container output: the kernel clock up to init, then the host
+    /// clock (the guest's clock and the host's only meet at the init hand-over line).
+    pub fn kernel_to_first_container(&self) -> Option<Duration> {
+        Some(self.kernel_to_init? + self.first_container_output?.saturating_sub(self.init_seen?))
     }
 }
 
@@ -66,6 +80,9 @@ pub fn milestones(lines: &[ConsoleLine]) -> BootMilestones {
                 found.kernel_to_init = printk_time(text);
             }
             continue;
+        }
+        if found.first_container_output.is_none() && text.trim_start().starts_with(FIRST_CONTAINER_OUTPUT_MARKER) {
+            found.first_container_output = Some(line.at);
         }
         if found.agent_first_line.is_none()
             && !text.trim().is_empty()
@@ -128,6 +145,21 @@ mod tests {
         assert_eq!(found.init_to_agent(), Some(Duration::from_millis(300)));
         assert!(found.powered_off);
         assert!(!found.panicked);
+    }
+
+    #[test]
+    fn first_container_output_is_timed_from_kernel_start() {
+        let lines = console(&[
+            (900, "[    0.500000] Run /sbin/init as init process"),
+            (1000, "arcbox-agent: container agent"),
+            (1500, "CHECK runc-run ok BOOT-ASSETS-CONTAINER-OUTPUT runc: hello"),
+            (3400, "BOOT-ASSETS-CONTAINER-OUTPUT runc: hello"),
+            (5000, "BOOT-ASSETS-CONTAINER-OUTPUT ctr: hello"),
+        ]);
+        let found = milestones(&lines);
+        assert_eq!(found.first_container_output, Some(Duration::from_millis(3400)));
+        assert_eq!(found.kernel_to_first_container(), Some(Duration::from_millis(3000)));
+        assert_eq!(milestones(&lines[..3]).kernel_to_first_container(), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Reads the release tarball (its `kernel`, `rootfs.erofs` and `manifest.json` command line) or
 //! the kernel and rootfs files, the agent file and the runtime bin directory; writes only
 //! temporary files (the share, the scratch disk) that are removed afterwards. Prints the console
-//! to stdout and the timings (kernel start → /sbin/init, init → the agent's first line) to stderr.
+//! to stdout and the timings (kernel start → /sbin/init, init → the agent's first line, and
+//! kernel start → the first container output when a container printed one) to stderr.
 
 pub mod console;
 pub mod qemu;
@@ -110,6 +111,12 @@ fn report(arch: Arch, run: &BootRun) {
             .map(|text| format!(" ({text:?})"))
             .unwrap_or_default()
     );
+    if found.first_container_output.is_some() {
+        eprintln!(
+            "boot {arch}: kernel start → first container output: {} (kernel clock to init, then host clock)",
+            seconds(found.kernel_to_first_container())
+        );
+    }
     eprintln!(
         "boot {arch}: QEMU ended after {:.2} s ({})",
         run.ended_at.as_secs_f64(),

@@ -1,5 +1,6 @@
 //! Unpacks a Debian package (`.deb`) in memory: the `ar` archive, then its `data.tar.*`
-//! (xz, zstd, gzip or plain).
+//! (xz, zstd, gzip or plain). [`data_tar_decoder`] is the streaming form of the last step,
+//! which `sync-binaries` uses to take one program out of a package.
 //!
 //! No package database, no maintainer scripts, nothing written to disk: the result is a map from
 //! normalized path (`usr/bin/socat`, no leading `./` or `/`) to file, directory or symlink, plus
@@ -66,26 +67,25 @@ pub fn unpack_deb(bytes: &[u8]) -> Result<DebContents> {
 
 fn decompress(member: &str, compressed: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    match member {
-        "data.tar.xz" => {
-            xz2::read::XzDecoder::new(compressed)
-                .read_to_end(&mut out)
-                .context("xz-decompressing data.tar.xz")?;
-        }
-        "data.tar.zst" => {
-            zstd::stream::read::Decoder::new(compressed)
-                .and_then(|mut decoder| decoder.read_to_end(&mut out))
-                .context("zstd-decompressing data.tar.zst")?;
-        }
-        "data.tar.gz" => {
-            flate2::read::GzDecoder::new(compressed)
-                .read_to_end(&mut out)
-                .context("gzip-decompressing data.tar.gz")?;
-        }
-        "data.tar" => out.extend_from_slice(compressed),
-        other => bail!("unsupported package data member {other}"),
-    }
+    data_tar_decoder(member, compressed)?
+        .read_to_end(&mut out)
+        .with_context(|| format!("decompressing {member}"))?;
     Ok(out)
+}
+
+/// A reader of the plain tar stream inside a package's data member (`data.tar.xz`, `.zst`,
+/// `.gz` or `data.tar`), decompressing `compressed` as it is read: callers that want one file
+/// out of a large package stream it instead of holding the archive in memory.
+pub fn data_tar_decoder<'a>(member: &str, compressed: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    Ok(match member {
+        "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(compressed)),
+        "data.tar.zst" => {
+            Box::new(zstd::stream::read::Decoder::new(compressed).context("starting to zstd-decompress data.tar.zst")?)
+        }
+        "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(compressed)),
+        "data.tar" => Box::new(compressed),
+        other => bail!("unsupported package data member {other}"),
+    })
 }
 
 /// Reads a data tarball into a [`DebContents`]; hard links become copies of their target.

@@ -43,7 +43,7 @@ pub struct Source {
     #[serde(default)]
     pub format: Format,
     pub url: String,
-    /// The member to take from a `tgz`.
+    /// The member to take from a `tgz`, or from a `deb`'s data archive.
     #[serde(default)]
     pub extract: Option<String>,
     /// SHA-256 of the downloaded upstream file; empty until pinned.
@@ -60,6 +60,8 @@ pub enum Format {
     Tgz,
     /// The executable itself.
     Binary,
+    /// A Debian binary package; `extract` names the file in its data archive (`usr/sbin/runc`).
+    Deb,
 }
 
 /// Parses and validates the file's text; `origin` names it in errors.
@@ -96,7 +98,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
             }
             match (source.format, &source.extract) {
                 (Format::Tgz, None) => bail!("{at}: format \"tgz\" needs `extract = \"path/in/archive\"`"),
-                (Format::Tgz, Some(member)) => {
+                (Format::Deb, None) => {
+                    bail!("{at}: format \"deb\" needs `extract = \"usr/bin/NAME\"`, the file's path in the package")
+                }
+                (Format::Tgz | Format::Deb, Some(member)) => {
                     if let Some(problem) = relative_path_problem(member) {
                         bail!("{at}: extract {problem}");
                     }
@@ -179,6 +184,19 @@ mod tests {
             error(&text),
             "binaries.toml: binary \"dockerd\" (arm64): format \"tgz\" needs `extract = \"path/in/archive\"`"
         );
+    }
+
+    #[test]
+    fn deb_needs_extract() {
+        let deb = GOOD.replacen("format = \"tgz\"", "format = \"deb\"", 1);
+        let config = parse(&deb, "binaries.toml").unwrap();
+        assert_eq!(config.binaries[0].source[&Arch::Arm64].format, Format::Deb);
+        assert_eq!(
+            error(&deb.replace("extract = \"docker/dockerd\"\n", "")),
+            "binaries.toml: binary \"dockerd\" (arm64): format \"deb\" needs `extract = \"usr/bin/NAME\"`, the \
+             file's path in the package"
+        );
+        assert!(error(&deb.replace("docker/dockerd", "../usr/bin/x")).contains("has a `..` component"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Takes one member out of a `.tgz` while streaming it: no archive is held in memory and nothing
-//! but the named regular file is ever written.
+//! Takes one member out of a `.tgz`, or out of a Debian package's data archive, while streaming
+//! it: no archive is held in memory and nothing but the named regular file is ever written.
 //!
-//! Reads the archive file, writes the member atomically (temporary file, mode 0755, rename).
+//! Reads the archive or package file, writes the member atomically (temporary file, mode 0755,
+//! rename).
 
 use std::io::{Read, Write};
 use std::path::{Component, Path};
@@ -18,13 +19,38 @@ const CLOSEST_MEMBERS_SHOWN: usize = 5;
 /// is refused; a miss lists the closest member names.
 pub fn extract_member(archive: &Path, member: &str, output: &Path) -> Result<String> {
     let file = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let tar = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+    extract_from_tar(tar, archive, "a .tgz", member, output)
+}
+
+/// Like [`extract_member`], for a Debian package: `member` is a path in its `data.tar.*`
+/// (e.g. `usr/sbin/runc`), with the same refusals.
+pub fn extract_deb_member(package: &Path, member: &str, output: &Path) -> Result<String> {
+    let file = std::fs::File::open(package).with_context(|| format!("opening {}", package.display()))?;
+    let mut ar = ar::Archive::new(std::io::BufReader::new(file));
+    while let Some(entry) = ar.next_entry() {
+        let entry = entry.with_context(|| format!("reading {} as a Debian package (ar)", package.display()))?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        if name.starts_with("data.tar") {
+            let tar = crate::rootfs::deb::data_tar_decoder(&name, entry)
+                .with_context(|| format!("{}: member {name}", package.display()))?;
+            return extract_from_tar(tar, package, &format!("the package's {name}"), member, output);
+        }
+    }
+    bail!("{}: no data.tar member: not a Debian binary package", package.display())
+}
+
+/// Streams the tar archive `tar` (read from `origin`, described as `what` in errors) and writes
+/// the member named `member` to `output`.
+fn extract_from_tar(tar: impl Read, origin: &Path, what: &str, member: &str, output: &Path) -> Result<String> {
+    let archive = origin;
+    let mut tar = tar::Archive::new(tar);
     let mut names = Vec::new();
     let entries = tar
         .entries()
-        .with_context(|| format!("reading {} as a .tgz", archive.display()))?;
+        .with_context(|| format!("reading {} as {what}", archive.display()))?;
     for entry in entries {
-        let mut entry = entry.with_context(|| format!("reading {} as a .tgz", archive.display()))?;
+        let mut entry = entry.with_context(|| format!("reading {} as {what}", archive.display()))?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let normalized = name.trim_start_matches("./");
@@ -154,6 +180,55 @@ mod tests {
             "{err}"
         );
         assert!(!out.exists());
+    }
+
+    /// Builds a Debian package whose data.tar.xz holds `usr/sbin/runc` and the link Debian ships
+    /// beside it, `usr/bin/runc -> ../sbin/runc`.
+    fn package(dir: &Path) -> std::path::PathBuf {
+        let mut data = tar::Builder::new(xz2::write::XzEncoder::new(Vec::new(), 1));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(10);
+        header.set_mode(0o755);
+        header.set_cksum();
+        data.append_data(&mut header, "./usr/sbin/runc", &b"runc-bytes"[..])
+            .unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        data.append_link(&mut link, "./usr/bin/runc", "../sbin/runc").unwrap();
+        let data = data.into_inner().unwrap().finish().unwrap();
+        let path = dir.join("runc.deb");
+        let mut deb = ar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (name, body) in [("debian-binary", &b"2.0\n"[..]), ("data.tar.xz", &data)] {
+            let header = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
+            deb.append(&header, body).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn takes_a_program_out_of_a_debian_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = package(dir.path());
+        let out = dir.path().join("out/runc");
+        let digest = extract_deb_member(&deb, "usr/sbin/runc", &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"runc-bytes");
+        assert_eq!(digest, crate::util::sha256_bytes(b"runc-bytes"));
+        let err = extract_deb_member(&deb, "usr/bin/runc", &dir.path().join("link"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("member \"usr/bin/runc\" is a link"), "{err}");
+        let err = extract_deb_member(&deb, "usr/bin/runcc", &dir.path().join("miss"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no member \"usr/bin/runcc\"; closest members: \"usr/bin/runc\""),
+            "{err}"
+        );
+        let err = extract_deb_member(&archive(dir.path()), "docker/dockerd", &dir.path().join("tgz"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("as a Debian package"), "{err}");
     }
 
     #[test]

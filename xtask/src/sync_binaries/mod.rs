@@ -3,8 +3,8 @@
 //!
 //! Reads `manifests/binaries.toml` (`config`) and the existing fragment; downloads each upstream
 //! file once into `{cache}/downloads/{sha256}` with the library's [`Downloader`] (resume,
-//! retries, digest checked while writing); extracts the named `.tgz` member while streaming
-//! (`extract`) or takes the file as is; writes `{output}/{name}/{safe_version}/{arch}/{name}`
+//! retries, digest checked while writing); extracts the named member of a `.tgz` or of a Debian
+//! package's data archive while streaming (`extract`) or takes the file as is; writes `{output}/{name}/{safe_version}/{arch}/{name}`
 //! (0755) and the fragment, each atomically. A binary already staged with the digest the fragment
 //! records is skipped without any download. With `--pin`, missing digests are downloaded,
 //! computed and written into the config file first.
@@ -102,6 +102,8 @@ impl flags::SyncBinaries {
             let target = staging.path().join(&relative);
             let digest = match (source.format, &source.extract) {
                 (Format::Tgz, Some(member)) => extract::extract_member(&upstream, member, &target)
+                    .with_context(|| format!("{} ({arch})", binary.name))?,
+                (Format::Deb, Some(member)) => extract::extract_deb_member(&upstream, member, &target)
                     .with_context(|| format!("{} ({arch})", binary.name))?,
                 _ => copy_executable(&upstream, &target)?,
             };

@@ -1,0 +1,168 @@
+//! Containers in the booted guest, both arches: Debian's containerd, containerd-shim-runc-v2, ctr
+//! and runc go through the product's chain (binaries fragment → `release --binaries-json` →
+//! `merge-manifest` → CDN tree on nginx → `cargo xtask fetch --binaries` → runtime bin dir →
+//! VirtioFS) into a guest booted from the kernel and rootfs that same fetch installed, where
+//! `tests/fixtures/agent/container-agent.sh` checks iptables (every table, one rule per shipped
+//! extension), the link types, cgroup v2, `runc run`, and containerd running a networked,
+//! limited, seccomp-filtered container through `ctr`. See `containers_support` for the chain.
+
+use std::time::Instant;
+
+use boot_assets::Arch;
+
+use crate::boot_support::{self as boot, Assets};
+use crate::containers_support::{self as containers, CONTAINER_AGENT};
+use crate::recipe;
+use crate::support::project_root;
+
+/// Timeout of one container boot under TCG (measured: about 150 s on arm64).
+const CONTAINER_BOOT_TIMEOUT_SECS: u64 = 600;
+
+/// The checks of the agent that do not depend on the recipe, each a point of the issue.
+const CONTAINER_CHECKS: &[&str] = &[
+    // cgroup v2 with the controllers a runtime delegates.
+    "cgroup2-mount",
+    "cgroup/cpu",
+    "cgroup/cpuset",
+    "cgroup/io",
+    "cgroup/memory",
+    "cgroup/pids",
+    // runc runs a busybox bundle (with a seccomp filter, so libseccomp is loaded).
+    "runc-run",
+    "runc-seccomp",
+    // Every iptables and ip6tables table lists.
+    "iptables/filter",
+    "iptables/nat",
+    "iptables/mangle",
+    "iptables/raw",
+    "ip6tables/filter",
+    "ip6tables/nat",
+    "ip6tables/mangle",
+    "ip6tables/raw",
+    "ipset",
+    "iptables-rules",
+    // The link types container networks create.
+    "link/bridge",
+    "link/veth",
+    "link/vxlan",
+    "link/macvlan",
+    "link/ipvlan",
+    "link/dummy",
+    "link/wireguard",
+    // containerd with its state on the btrfs data disk, a container through ctr.
+    "containerd-state-btrfs",
+    "containerd",
+    "ctr-run",
+    "container-netns",
+    "container-to-guest",
+    "container-masquerade",
+    "container-dnat",
+    "container-seccomp",
+    "container-memory-max",
+    "container-pids-max",
+];
+
+fn containers_run_in_the_guest(arch: Arch) {
+    let started = Instant::now();
+    boot::require_qemu(arch);
+    let cdn = containers::container_cdn_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let installed = containers::install_from_cdn(arch, &cdn, dir.path());
+    let rules = recipe::extension_rules();
+    let rules_file = dir.path().join("iptables-rules");
+    std::fs::write(&rules_file, recipe::extension_rules_file(&rules)).unwrap();
+    let vxlan_link = containers::vxlan_link_helper(arch, dir.path());
+    let assets = Assets::Files {
+        kernel: installed.kernel,
+        rootfs: installed.rootfs,
+        cmdline: None,
+    };
+    let agent = project_root().join(CONTAINER_AGENT);
+
+    let _lock = boot::boot_lock();
+    let mut command = boot::boot_command(arch, &assets, Some(&agent), CONTAINER_BOOT_TIMEOUT_SECS);
+    command
+        .arg("--runtime-bin")
+        .arg(&installed.runtime_bin)
+        .arg("--share-file")
+        .arg(format!("test/iptables-rules={}", rules_file.display()))
+        .arg("--share-file")
+        .arg(format!("test/vxlan-link={}", vxlan_link.display()));
+    let booted = boot::run_boot(&mut command);
+    booted.assert_success();
+    let console = booted.console();
+    let checks = boot::parse_checks(&console);
+    let expected: Vec<String> = CONTAINER_CHECKS
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(rules.iter().map(recipe::ExtensionRule::check_name))
+        .collect();
+    let failed: Vec<String> = expected
+        .iter()
+        .filter_map(|name| match checks.get(name) {
+            Some((true, _)) => None,
+            Some((false, detail)) => Some(format!("{name}: {detail}")),
+            None => Some(format!("{name}: no CHECK line")),
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{arch}: {} of {} container checks failed:\n  {}\n--- console tail ---\n{}",
+        failed.len(),
+        expected.len(),
+        failed.join("\n  "),
+        boot::tail(&console, 40)
+    );
+    assert!(console.contains("CHECKS DONE"), "{arch}: the agent did not finish");
+    let report = booted.report();
+    assert!(
+        report.contains("kernel start → first container output: ") && !report.contains("first container output: never"),
+        "{arch}: the boot report has no time to the first container output:\n{report}"
+    );
+    let extensions = rules
+        .iter()
+        .map(|rule| &rule.extension)
+        .collect::<std::collections::BTreeSet<_>>();
+    eprintln!(
+        "{arch}: {} checks ok, {} iptables extensions exercised by {} rules; boot {:.1} s, test {:.1} s\n{report}",
+        expected.len(),
+        extensions.len(),
+        rules.len(),
+        booted.elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn containers_run_in_the_x86_64_guest() {
+    containers_run_in_the_guest(Arch::X86_64);
+}
+
+#[test]
+fn containers_run_in_the_arm64_guest() {
+    containers_run_in_the_guest(Arch::Arm64);
+}
+
+#[test]
+fn the_binaries_config_takes_every_program_from_a_pinned_package() {
+    let packages = containers::locked_packages();
+    assert_eq!(packages.len(), 4, "containerd and runc for amd64 and arm64");
+    let config = containers::binaries_config(&packages, "http://127.0.0.1:1");
+    for (name, package, member) in containers::PROGRAMS {
+        assert!(config.contains(&format!("name = \"{name}\"")), "{config}");
+        assert!(config.contains(&format!("extract = \"{member}\"")), "{config}");
+        for arch in Arch::ALL {
+            let entry = packages
+                .iter()
+                .find(|p| p.name == *package && p.for_arch == containers::deb_arch(arch))
+                .unwrap();
+            assert!(config.contains(&format!("/pool/{}\"", entry.filename)), "{config}");
+        }
+    }
+    let versions: Vec<&str> = config.lines().filter(|line| line.starts_with("version = ")).collect();
+    assert_eq!(versions.len(), containers::PROGRAMS.len());
+    assert!(
+        versions.iter().all(|line| !line.contains('~')),
+        "versions must be safe path components: {versions:?}"
+    );
+}

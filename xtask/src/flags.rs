@@ -81,9 +81,25 @@ pub struct Setup {
 /// Run the full test suite as CI does: setup, `cargo fmt --check`, clippy, `cargo test --workspace`.
 #[derive(Debug, clap::Args)]
 pub struct Test {
+    /// Accelerator of the boot tests of the host's arch (`BOOT_ASSETS_TEST_ACCEL` for the test
+    /// binaries): `auto` uses KVM when /dev/kvm opens and QEMU can create a KVM machine, else TCG.
+    /// A BOOT_ASSETS_TEST_ACCEL already in the environment wins over `auto`.
+    #[arg(long, value_enum, default_value_t = TestAccel::Auto)]
+    pub accel: TestAccel,
     /// Passed to the test binaries, e.g. a test name filter or `--nocapture`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub filter: Vec<String>,
+}
+
+/// How `cargo xtask test` chooses the boot tests' accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TestAccel {
+    /// KVM when it really works here (probed), TCG otherwise.
+    Auto,
+    /// Always TCG.
+    Tcg,
+    /// KVM for guests of the host's arch; fails up front when KVM does not work.
+    Kvm,
 }
 
 /// Where the kernel came from, recorded in the manifest's `source_*` fields when given.

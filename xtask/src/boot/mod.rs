@@ -8,6 +8,7 @@
 //! to stdout and the timings (kernel start → /sbin/init, init → the agent's first line) to stderr.
 
 pub mod console;
+pub mod kvm;
 pub mod qemu;
 
 use std::io::Read;

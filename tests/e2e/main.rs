@@ -7,6 +7,7 @@ mod boot;
 mod boot_support;
 mod cdn_fixture;
 mod contract;
+mod dist;
 mod fault_server;
 mod faults;
 mod fetch;

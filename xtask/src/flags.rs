@@ -47,9 +47,14 @@ pub enum Job {
     Test,
 }
 
-/// Build a whole release: kernel, rootfs and tarball for every arch, then the merged manifest.
+/// Build a whole release: runtime binaries, kernel, rootfs and tarball for every arch, then the
+/// merged manifest.
 ///
-/// The main job of a release engineer. Installs missing host packages first (as root).
+/// The main job of a release engineer. Installs missing host packages first (as root). The
+/// runtime binaries come from `sync-binaries` (`--binaries-config`, default
+/// manifests/binaries.toml, every entry pinned) staged into `{output_dir}/bin`, plus FEX built
+/// from `--fex-source` (arm64); or from an existing fragment (`--binaries-json`); or none
+/// (`--no-binaries`).
 #[derive(Debug, clap::Args)]
 pub struct Dist {
     /// Asset version, a semantic version such as 0.2.0 (no leading `v`).
@@ -60,10 +65,33 @@ pub struct Dist {
     pub arch: Vec<ArchFlag>,
     #[command(flatten)]
     pub source: KernelSource,
-    /// JSON array of runtime binaries to list in the manifests (from `sync-binaries` / `fex`).
-    #[arg(long)]
+    /// A prebuilt kernel image for one arch, `ARCH=PATH` (repeatable); arches without one are
+    /// built with `cargo xtask kernel` (cached).
+    #[arg(long = "kernel", value_name = "ARCH=PATH")]
+    pub kernels: Vec<String>,
+    /// A prebuilt EROFS rootfs for one arch, `ARCH=PATH` (repeatable); arches without one are
+    /// built with `cargo xtask rootfs`.
+    #[arg(long = "rootfs", value_name = "ARCH=PATH")]
+    pub rootfs: Vec<String>,
+    /// The runtime binaries config `sync-binaries` downloads, checks and stages into
+    /// `{output_dir}/bin` (fragment `{output_dir}/bin/binaries.json`) [default: manifests/binaries.toml].
+    #[arg(long, conflicts_with_all = ["binaries_json", "no_binaries"])]
+    pub binaries_config: Option<PathBuf>,
+    /// A FEX source tree to build with `cargo xtask fex --source` into `{output_dir}/bin` and the
+    /// same fragment (needs arm64 among the arches; clang and lld).
+    #[arg(long, conflicts_with_all = ["binaries_json", "no_binaries"])]
+    pub fex_source: Option<PathBuf>,
+    /// Directory of `*.patch` files applied to --fex-source [default: manifests/fex/patches].
+    #[arg(long, requires = "fex_source")]
+    pub fex_patches_dir: Option<PathBuf>,
+    /// An existing binaries fragment (from earlier `sync-binaries` / `fex` runs, binaries already
+    /// staged) to list instead of running sync-binaries.
+    #[arg(long, conflicts_with = "no_binaries")]
     pub binaries_json: Option<PathBuf>,
-    /// Where `{arch}/…` and the merged `manifest.json` are written.
+    /// Ship no runtime binaries (the manifests carry no `binaries`).
+    #[arg(long)]
+    pub no_binaries: bool,
+    /// Where `{arch}/…`, `bin/…` and the merged `manifest.json` are written.
     #[arg(long, default_value = "dist")]
     pub output_dir: PathBuf,
 }

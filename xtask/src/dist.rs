@@ -21,9 +21,6 @@ use crate::{setup, util};
 /// The binaries config used when neither `--binaries-config` nor another source is given.
 const DEFAULT_BINARIES_CONFIG: &str = "manifests/binaries.toml";
 
-/// Our FEX patches, applied to `--fex-source` unless `--fex-patches-dir` names others.
-const DEFAULT_FEX_PATCHES: &str = "manifests/fex/patches";
-
 /// Where the staged binaries and their fragment go, relative to the output directory.
 const BIN_DIR: &str = "bin";
 
@@ -126,15 +123,12 @@ impl flags::Dist {
         .run(sh)
         .with_context(|| format!("dist: staging the runtime binaries of {}", config.display()))?;
         if let Some(source) = &self.fex_source {
-            let patches = self
-                .fex_patches_dir
-                .clone()
-                .unwrap_or_else(|| util::project_root().join(DEFAULT_FEX_PATCHES));
             flags::Fex {
                 source: Some(source.clone()),
                 repo: None,
                 git_ref: None,
-                patches_dir: patches.is_dir().then_some(patches),
+                commit: None,
+                patches_dir: self.fex_patches_dir.iter().cloned().collect(),
                 version: None,
                 cmake_define: Vec::new(),
                 build_dir: None,

@@ -226,27 +226,35 @@ pub struct Schema {
 
 /// Build FEX's x86-64 interpreter for arm64 as a static-pie executable and stage it.
 ///
-/// Writes `{output}/FEX/{safe_version}/arm64/FEX` and replaces the FEX entry of the binaries
-/// fragment. A binary with PT_INTERP or DT_NEEDED, or not for aarch64, is refused.
+/// Builds with clang and lld (FEX refuses GCC), cross-compiling on non-arm64 hosts with Debian's
+/// arm64 cross sysroot. Writes `{output}/FEX/{safe_version}/arm64/FEX` and replaces the FEX entry
+/// of the binaries fragment. A binary with PT_INTERP or DT_NEEDED, or not for aarch64, is refused.
 #[derive(Debug, clap::Args)]
 pub struct Fex {
     /// A local FEX source tree (or any CMake tree with the same target and output path).
     #[arg(long, conflicts_with = "repo")]
     pub source: Option<PathBuf>,
-    /// Git URL to clone (shallow, with submodules) instead of --source.
-    #[arg(long, requires = "git_ref")]
+    /// Git URL to fetch FEX from instead of --source: exactly the commit pinned in
+    /// manifests/fex/build.toml ([source]), or --commit, with the submodules that commit records.
+    #[arg(long)]
     pub repo: Option<String>,
-    /// Tag or branch to clone with --repo; also the prefix of the default version.
+    /// The FEX ref being built: the prefix of the default version; with --repo it must be the
+    /// pinned ref of manifests/fex/build.toml unless --commit is given [default: the pinned ref].
     #[arg(long = "ref")]
     pub git_ref: Option<String>,
-    /// Directory of `*.patch` files, applied in name order before building.
+    /// The commit to fetch with --repo (40 hex digits) instead of the pinned one.
+    #[arg(long, requires = "repo")]
+    pub commit: Option<String>,
+    /// Directory of `*.patch` files, applied in name order before building (repeatable: one
+    /// directory after the other) [default: manifests/fex/patches].
     #[arg(long)]
-    pub patches_dir: Option<PathBuf>,
+    pub patches_dir: Vec<PathBuf>,
     /// Version key of this build; default `{ref}+{UTC time}`, unique per build because FEX
     /// builds are not reproducible.
     #[arg(long)]
     pub version: Option<String>,
-    /// Extra CMake cache entry `KEY=VALUE` (repeatable); overrides manifests/fex/build.toml.
+    /// Extra CMake cache entry `KEY=VALUE` (repeatable); overrides manifests/fex/build.toml and
+    /// the toolchain file choice (e.g. `CMAKE_TOOLCHAIN_FILE=…`).
     #[arg(long)]
     pub cmake_define: Vec<String>,
     /// Work directory for the clone and the CMake build; default build/fex.

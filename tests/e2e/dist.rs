@@ -1,8 +1,9 @@
 //! `cargo xtask dist`, the main job, end to end from a clean output directory: fixture kernels and
 //! rootfs images for both arches, and a tiny binaries config whose upstream files (a Docker-style
-//! `.tgz` and a direct binary) are served by a real nginx on loopback. Checks the complete `dist/`:
-//! the exact file list, tarball members, `sha256sum -c` on the sidecars, the per-arch manifests
-//! (same bytes as in the tarballs), the merged manifest and the staged binaries.
+//! `.tgz` and a direct binary) are served by a real nginx on loopback, plus FEX built from the
+//! stand-in by `fex` inside dist. Checks the complete `dist/`: the exact file list, tarball members,
+//! `sha256sum -c` on the sidecars, the per-arch manifests (same bytes as in the tarballs), the
+//! merged manifest and the staged binaries.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -117,12 +118,26 @@ fn dist_from_a_clean_directory_makes_the_whole_release_with_its_runtime_binaries
     let inputs = work.path().join("inputs");
     let out = work.path().join("dist");
 
-    let output = run_ok(&mut dist_command(&inputs, &config, &out));
+    // FEX from the stand-in tree, built by `fex` inside dist (clang + lld, our patches).
+    let output = run_ok(
+        dist_command(&inputs, &config, &out)
+            .arg("--fex-source")
+            .arg(crate::support::project_root().join("tests/fixtures/fex-standin")),
+    );
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("dist: runtime binaries from"), "{log}");
 
     // The complete dist/: nothing missing, nothing extra (no staging leftovers).
+    let merged = Manifest::from_json(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let fex = merged
+        .binaries
+        .iter()
+        .find(|b| b.name == "FEX")
+        .expect("FEX in the merged manifest");
+    let fex_staged = format!("bin/{}", cdn::binary_relative_path("FEX", &fex.version, Arch::Arm64));
+    assert!(fex_staged.ends_with("/arm64/FEX"), "{fex_staged}");
     let expected: BTreeSet<String> = [
+        fex_staged.clone(),
         "manifest.json".to_owned(),
         "bin/binaries.json".to_owned(),
         "bin/dockerd/27.5.1/arm64/dockerd".to_owned(),
@@ -146,12 +161,11 @@ fn dist_from_a_clean_directory_makes_the_whole_release_with_its_runtime_binaries
         .collect();
     assert!(leftovers.is_empty(), "staging folders left beside dist/: {leftovers:?}");
 
-    let merged = Manifest::from_json(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     merged.validate().unwrap();
     assert_eq!(merged.asset_version, VERSION);
     assert_eq!(merged.built_at, "2026-03-03T12:00:00Z");
     let names: Vec<&str> = merged.binaries.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["dockerd", "tool"]);
+    assert_eq!(names, ["FEX", "dockerd", "tool"]);
 
     for arch in [Arch::Arm64, Arch::X86_64] {
         let dir = out.join(arch.as_str());
@@ -183,7 +197,7 @@ fn dist_from_a_clean_directory_makes_the_whole_release_with_its_runtime_binaries
         // Per arch, the manifest lists exactly the binaries that arch has.
         let arch_names: Vec<&str> = manifest.binaries.iter().map(|b| b.name.as_str()).collect();
         let want: &[&str] = if arch == Arch::Arm64 {
-            &["dockerd", "tool"]
+            &["FEX", "dockerd", "tool"]
         } else {
             &["dockerd"]
         };

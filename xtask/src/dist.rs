@@ -6,7 +6,7 @@
 //! `{output_dir}/bin` and its fragment `{output_dir}/bin/binaries.json` (or takes an existing
 //! fragment with `--binaries-json`, or none with `--no-binaries`), then `release` per arch (which
 //! builds the kernel and rootfs unless `--kernel`/`--rootfs ARCH=PATH` gives them) and
-//! `merge-manifest`. Writes only under `{output_dir}`.
+//! `merge-manifest`. Writes under `{output_dir}`, plus FEX's CMake work tree in `build/fex`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
-//! `cargo xtask fex` end to end on the FEX stand-in (`tests/fixtures/fex-standin`): the real
-//! CMake + Ninja cross build, the ELF checks, staging and the binaries fragment. The real FEX
-//! tree cannot be fetched here; the release workflow runs the same command on it.
+//! `cargo xtask fex` end to end on the FEX stand-in (`tests/fixtures/fex-standin`, which keeps
+//! FEX's build gates): the real CMake + Ninja build with clang and lld against Debian's arm64 cross
+//! sysroot, FEX's GCC refusal, our patches (applied to the stand-in's equivalents of FEX's files),
+//! the ELF checks, staging and the binaries fragment, and a `--repo` fetch pinned by commit from a
+//! local git repository. The real FEX tree cannot be fetched here; the release workflow runs the
+//! same command on it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -11,13 +14,37 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{project_root, require_tool, run_fails, run_ok, xtask};
 
+/// How to install the FEX toolchain (clang, lld and the arm64 cross sysroot).
+const FEX_TOOLCHAIN_INSTALL: &str =
+    "apt-get install -y clang lld libc6-dev-arm64-cross libstdc++-12-dev-arm64-cross libgcc-12-dev-arm64-cross";
+
 fn require_build_tools() {
     require_tool("cmake", "apt-get install -y cmake");
     require_tool("ninja", "apt-get install -y ninja-build");
-    require_tool(
-        "aarch64-linux-gnu-gcc",
-        "apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
-    );
+    require_tool("clang", FEX_TOOLCHAIN_INSTALL);
+    require_tool("clang++", FEX_TOOLCHAIN_INSTALL);
+    require_tool("ld.lld", FEX_TOOLCHAIN_INSTALL);
+}
+
+fn standin() -> std::path::PathBuf {
+    project_root().join("tests/fixtures/fex-standin")
+}
+
+/// `cargo xtask fex --source <stand-in>` into `work`, with extra arguments.
+fn fex_on_standin(work: &Path, extra: &[&str]) -> Command {
+    let mut command = xtask();
+    command
+        .arg("fex")
+        .arg("--source")
+        .arg(standin())
+        .arg("--build-dir")
+        .arg(work.join("build"))
+        .arg("--output")
+        .arg(work.join("bin"))
+        .arg("--binaries-json")
+        .arg(work.join("binaries.json"))
+        .args(extra);
+    command
 }
 
 fn read_fragment(path: &Path) -> Vec<Binary> {
@@ -42,6 +69,8 @@ fn standin_is_built_static_pie_staged_and_recorded() {
             .arg("fex")
             .arg("--source")
             .arg(project_root().join("tests/fixtures/fex-standin"))
+            .arg("--patches-dir")
+            .arg(project_root().join("manifests/fex/patches"))
             .arg("--patches-dir")
             .arg(project_root().join("tests/fixtures/fex-patches"))
             .arg("--build-dir")
@@ -79,6 +108,262 @@ fn standin_is_built_static_pie_staged_and_recorded() {
         bytes.windows(marker.len()).any(|w| w == marker),
         "patched marker missing"
     );
+    // No PT_INTERP, no DT_NEEDED (readelf's own view, besides the xtask's goblin check).
+    let readelf = require_tool("readelf", "apt-get install -y binutils");
+    let program_headers = String::from_utf8(run_ok(Command::new(&readelf).arg("-lW").arg(&staged)).stdout).unwrap();
+    assert!(!program_headers.contains("INTERP"), "{program_headers}");
+    let dynamic = String::from_utf8(run_ok(Command::new(&readelf).arg("-dW").arg(&staged)).stdout).unwrap();
+    assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
+    // It runs (qemu-user) and, with our FEXServer patch, starts without a FEXServer.
+    let qemu = require_tool("qemu-aarch64", "apt-get install -y qemu-user");
+    let ran = run_ok(Command::new(qemu).arg(&staged).arg("first-argument"));
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(stdout.starts_with("FEX-STANDIN-RAN argc=2 ["), "{stdout}");
+    assert!(
+        stdout.contains("[first-argument] (FEX-STANDIN build: patched-1-then-2)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn standin_refuses_gcc_with_fexs_own_message() {
+    require_build_tools();
+    require_tool("aarch64-linux-gnu-g++", "apt-get install -y g++-aarch64-linux-gnu");
+    let work = tempfile::tempdir().unwrap();
+    // The toolchain file the repository used before (Debian's aarch64 GCC).
+    let gcc_toolchain = work.path().join("gcc.cmake");
+    std::fs::write(
+        &gcc_toolchain,
+        "set(CMAKE_SYSTEM_NAME Linux)\nset(CMAKE_SYSTEM_PROCESSOR aarch64)\n\
+         set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)\nset(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)\n",
+    )
+    .unwrap();
+    let define = format!("CMAKE_TOOLCHAIN_FILE={}", gcc_toolchain.display());
+    let stderr = run_fails(&mut fex_on_standin(
+        work.path(),
+        // Plain linker flags, so CMake's own compiler check passes and FEX's gate is what refuses.
+        &[
+            "--version",
+            "gcc",
+            "--cmake-define",
+            &define,
+            "--cmake-define",
+            "CMAKE_EXE_LINKER_FLAGS=",
+        ],
+    ));
+    assert!(
+        stderr.contains("FEX doesn't support GCC! Use Clang instead."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuring FEX with CMake"), "{stderr}");
+    assert!(!work.path().join("bin").exists(), "nothing may be staged");
+}
+
+#[test]
+fn standin_keeps_fexs_gates_target_and_output_names() {
+    // The stand-in must fail where FEX fails: same languages, gates and messages, same names as
+    // manifests/fex/build.toml says FEX-2608 has.
+    let cmake = std::fs::read_to_string(standin().join("CMakeLists.txt")).unwrap();
+    for line in [
+        "project(FEX C CXX ASM)",
+        "message(FATAL_ERROR \"FEX doesn't support GCC! Use Clang instead.\")",
+        "set(CLANG_MINIMUM_VERSION 13.0)",
+        "message(FATAL_ERROR \"Clang version too old for FEX. Need at least ${CLANG_MINIMUM_VERSION} but has ${CMAKE_CXX_COMPILER_VERSION}\")",
+        "set(CMAKE_CXX_STANDARD 20)",
+        "set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/Bin)",
+        "add_executable(FEX",
+    ] {
+        assert!(cmake.lines().any(|l| l.trim() == line), "the stand-in's CMakeLists.txt lacks `{line}`");
+    }
+    let gcc_gate = cmake.find("doesn't support GCC").unwrap();
+    let clang_gate = cmake.find("Clang version too old").unwrap();
+    assert!(
+        gcc_gate < clang_gate,
+        "FEX refuses GCC before it checks the Clang version"
+    );
+    let settings = std::fs::read_to_string(project_root().join("manifests/fex/build.toml")).unwrap();
+    for line in ["target = \"FEX\"", "output = \"Bin/FEX\""] {
+        assert!(
+            settings.lines().any(|l| l.trim() == line),
+            "manifests/fex/build.toml lacks `{line}`"
+        );
+    }
+    for source in [
+        "standin.c",
+        "standin_marker.S",
+        "Source/Tools/FEXInterpreter/FEXInterpreter.cpp",
+    ] {
+        assert!(
+            standin().join(source).is_file(),
+            "{source}: the stand-in needs C, ASM and C++ sources"
+        );
+    }
+}
+
+#[test]
+fn our_patches_apply_to_the_standins_equivalents_of_fexs_files() {
+    let git = require_tool("git", "apt-get install -y git");
+    let patches = project_root().join("manifests/fex/patches");
+    let mut files: Vec<_> = std::fs::read_dir(&patches)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "manifests/fex/patches holds our FEX patches");
+    // Outside any repository, like the build's copy of a --source tree.
+    let copy = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(standin())
+            .arg(copy.path().join("tree")),
+    );
+    let tree = copy.path().join("tree");
+    for patch in &files {
+        run_ok(
+            Command::new(&git)
+                .arg("-C")
+                .arg(&tree)
+                .args(["apply", "--whitespace=nowarn"])
+                .arg(patch),
+        );
+    }
+    let client = std::fs::read_to_string(tree.join("Source/Common/FEXServerClient.cpp")).unwrap();
+    assert!(
+        !client.contains("= StartServer("),
+        "FEX must not spawn FEXServer:\n{client}"
+    );
+    assert!(client.contains("(void)InterpreterPath;"), "{client}");
+}
+
+#[test]
+fn without_our_patch_the_standin_fails_like_fex_with_no_fexserver() {
+    require_build_tools();
+    let qemu = require_tool("qemu-aarch64", "apt-get install -y qemu-user");
+    let work = tempfile::tempdir().unwrap();
+    // An empty patches directory instead of manifests/fex/patches.
+    let none = work.path().join("no-patches");
+    std::fs::create_dir_all(&none).unwrap();
+    let none_arg = none.to_string_lossy().into_owned();
+    run_ok(&mut fex_on_standin(
+        work.path(),
+        &["--version", "unpatched", "--patches-dir", &none_arg],
+    ));
+    let staged = work
+        .path()
+        .join("bin")
+        .join(cdn::binary_relative_path("FEX", "unpatched", Arch::Arm64));
+    let output = Command::new(qemu).arg(&staged).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "unpatched, the stand-in must fail without a FEXServer"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FEXServerClient: Failure to setup client"), "{stderr}");
+}
+
+#[test]
+fn repo_builds_exactly_the_pinned_commit_with_its_submodules() {
+    require_build_tools();
+    let git = require_tool("git", "apt-get install -y git");
+    let work = tempfile::tempdir().unwrap();
+    let git_in = |dir: &Path, args: &[&str]| {
+        run_ok(
+            Command::new(&git)
+                .arg("-C")
+                .arg(dir)
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "protocol.file.allow=always",
+                ])
+                .args(args),
+        )
+    };
+    // A submodule repository and an upstream holding the stand-in with that submodule.
+    let sub = work.path().join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    git_in(&sub, &["init", "--quiet"]);
+    std::fs::write(sub.join("README"), "a submodule\n").unwrap();
+    git_in(&sub, &["add", "README"]);
+    git_in(&sub, &["commit", "--quiet", "-m", "sub"]);
+    let upstream = work.path().join("upstream");
+    run_ok(Command::new("cp").arg("-a").arg(standin()).arg(&upstream));
+    git_in(&upstream, &["init", "--quiet"]);
+    git_in(&upstream, &["add", "."]);
+    git_in(
+        &upstream,
+        &["submodule", "--quiet", "add", &sub.to_string_lossy(), "External/sub"],
+    );
+    git_in(&upstream, &["commit", "--quiet", "-m", "stand-in"]);
+    let commit = String::from_utf8(git_in(&upstream, &["rev-parse", "HEAD"]).stdout).unwrap();
+    let commit = commit.trim().to_owned();
+    let repo = format!("file://{}", upstream.display());
+    let with_file_protocol = |command: &mut Command| {
+        command
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "protocol.file.allow")
+            .env("GIT_CONFIG_VALUE_0", "always");
+    };
+
+    // A ref that build.toml does not pin needs --commit.
+    let mut unpinned = xtask();
+    unpinned
+        .args(["fex", "--repo", &repo, "--ref", "standin-1"])
+        .arg("--binaries-json")
+        .arg(work.path().join("b.json"));
+    let stderr = run_fails(&mut unpinned);
+    assert!(
+        stderr.contains("--ref standin-1: manifests/fex/build.toml pins FEX-2608"),
+        "{stderr}"
+    );
+
+    // A commit the repository does not have is refused by the fetch, naming it.
+    let missing = "0".repeat(40);
+    let mut wrong = xtask();
+    wrong
+        .args(["fex", "--repo", &repo, "--ref", "standin-1", "--commit", &missing])
+        .arg("--build-dir")
+        .arg(work.path().join("wrong"))
+        .arg("--binaries-json")
+        .arg(work.path().join("b.json"));
+    with_file_protocol(&mut wrong);
+    let stderr = run_fails(&mut wrong);
+    assert!(
+        stderr.contains(&format!("fetching commit {missing} (standin-1) from {repo}")),
+        "{stderr}"
+    );
+
+    let mut build = xtask();
+    build
+        .args(["fex", "--repo", &repo, "--ref", "standin-1", "--commit", &commit])
+        .arg("--build-dir")
+        .arg(work.path().join("build"))
+        .arg("--output")
+        .arg(work.path().join("bin"))
+        .arg("--binaries-json")
+        .arg(work.path().join("b.json"));
+    with_file_protocol(&mut build);
+    let output = run_ok(&mut build);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&format!("at standin-1 = commit {commit}")), "{log}");
+    let checkout = work.path().join("build/src");
+    assert_eq!(
+        String::from_utf8(git_in(&checkout, &["rev-parse", "HEAD"]).stdout)
+            .unwrap()
+            .trim(),
+        commit
+    );
+    assert_eq!(
+        std::fs::read_to_string(checkout.join("External/sub/README")).unwrap(),
+        "a submodule\n"
+    );
+    let binaries = read_fragment(&work.path().join("b.json"));
+    assert!(binaries[0].version.starts_with("standin-1+"), "{}", binaries[0].version);
 }
 
 #[test]
@@ -87,19 +372,15 @@ fn dynamic_build_is_refused_naming_pt_interp() {
     let work = tempfile::tempdir().unwrap();
     let fragment = work.path().join("binaries.json");
     let output = work.path().join("bin");
-    let stderr = run_fails(
-        xtask()
-            .arg("fex")
-            .arg("--source")
-            .arg(project_root().join("tests/fixtures/fex-standin"))
-            .arg("--build-dir")
-            .arg(work.path().join("build"))
-            .arg("--output")
-            .arg(&output)
-            .arg("--binaries-json")
-            .arg(&fragment)
-            .args(["--version", "dyn", "--cmake-define", "CMAKE_EXE_LINKER_FLAGS=-pie"]),
-    );
+    let stderr = run_fails(&mut fex_on_standin(
+        work.path(),
+        &[
+            "--version",
+            "dyn",
+            "--cmake-define",
+            "CMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld -pie",
+        ],
+    ));
     assert!(stderr.contains("refusing to stage FEX"), "{stderr}");
     assert!(stderr.contains("PT_INTERP \"/lib/ld-linux-aarch64.so.1\""), "{stderr}");
     assert!(!output.exists(), "nothing may be staged");

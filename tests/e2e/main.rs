@@ -9,6 +9,7 @@ mod cdn_fixture;
 mod containers;
 mod containers_support;
 mod contract;
+mod dist;
 mod fault_server;
 mod faults;
 mod fetch;

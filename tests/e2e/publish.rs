@@ -531,3 +531,85 @@ fn github_release_goes_through_gh_with_exact_calls_and_reruns_skip_existing_asse
     assert_eq!(calls[2][..3], ["release", "create", "v0.3.0-rc.1"]);
     assert_eq!(calls[2].last().unwrap(), "--prerelease", "{calls:?}");
 }
+
+/// `cargo xtask publish --remote {remote}` with the remote defined only by rclone's own
+/// `RCLONE_CONFIG_{NAME}_*` variables (no config file, no BOOT_ASSETS_S3_ENDPOINT).
+fn publish_to_env_remote(
+    cdn: &Cdn,
+    dist: &std::path::Path,
+    keys: &crate::publish_support::Keys,
+    env_name: &str,
+    remote: &str,
+) -> std::process::Command {
+    use crate::publish_support::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+    let mut command = xtask();
+    command
+        .args(["publish", "--version", "0.2.0", "--remote", remote])
+        .arg("--dist")
+        .arg(dist)
+        .args(["--cdn", &cdn.url()])
+        .arg("--public-key")
+        .arg(&keys.public)
+        .arg("--signing-key")
+        .arg(&keys.secret)
+        .env("RCLONE_CONFIG", "/dev/null")
+        .env(format!("RCLONE_CONFIG_{env_name}_TYPE"), "s3")
+        .env(format!("RCLONE_CONFIG_{env_name}_PROVIDER"), "Other")
+        .env(format!("RCLONE_CONFIG_{env_name}_ENV_AUTH"), "true")
+        .env(format!("RCLONE_CONFIG_{env_name}_ENDPOINT"), cdn.s3.endpoint())
+        .env(format!("RCLONE_CONFIG_{env_name}_FORCE_PATH_STYLE"), "true")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env_remove("BOOT_ASSETS_S3_ENDPOINT")
+        .env_remove("BOOT_ASSETS_SIGNING_KEY")
+        .env_remove("RCLONE_BWLIMIT");
+    command
+}
+
+#[test]
+fn a_remote_rclone_defines_from_its_environment_is_accepted_in_any_letter_case() {
+    let work = tempfile::tempdir().unwrap();
+    let cdn = Cdn::start();
+    let keys = keygen(work.path());
+    let dist = build_release(&work.path().join("r"), "0.2.0", 0, None);
+    let bucket = crate::publish_support::BUCKET;
+
+    // rclone lists this remote as `mixedcase:` yet resolves `MixedCase:` to it; publish asks rclone.
+    let listed = run_ok(
+        std::process::Command::new("rclone")
+            .arg("listremotes")
+            .env("RCLONE_CONFIG", "/dev/null")
+            .env("RCLONE_CONFIG_MIXEDCASE_TYPE", "s3"),
+    );
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "mixedcase:");
+
+    // A name rclone does not know fails with rclone's own reason and how to define it; nothing is uploaded.
+    let err = run_fails(&mut publish_to_env_remote(
+        &cdn,
+        &dist,
+        &keys,
+        "MIXEDCASE",
+        &format!("Other:{bucket}"),
+    ));
+    assert!(
+        err.contains("--remote Other:boot-assets: rclone does not know a remote named \"Other\" (Failed to backend: didn't find section in config file (\"Other\"))"),
+        "{err}"
+    );
+    assert!(err.contains("RCLONE_CONFIG_OTHER_TYPE"), "{err}");
+    assert!(cdn.snapshot().is_empty());
+
+    let output = run_ok(&mut publish_to_env_remote(
+        &cdn,
+        &dist,
+        &keys,
+        "MIXEDCASE",
+        &format!("MixedCase:{bucket}"),
+    ));
+    assert!(
+        stderr_of(&output).contains("publish: verified v0.2.0"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert_eq!(cdn.latest().as_deref(), Some("0.2.0"));
+    assert!(cdn.object("asset/v0.2.0/manifest.json.minisig").is_some());
+}

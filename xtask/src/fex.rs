@@ -1,10 +1,12 @@
 //! `cargo xtask fex`: builds FEX's x86-64 interpreter for arm64 as a static-pie executable and
 //! stages it as a runtime binary.
 //!
-//! Reads a FEX source tree (local, or a shallow clone with submodules), `*.patch` files from a
-//! patches directory, and `manifests/fex/build.toml` (CMake target, output path, cache entries);
-//! cross-compiles with `manifests/fex/aarch64-linux-gnu.cmake` on non-arm64 hosts. Refuses a
-//! binary that is not a self-contained aarch64 executable, then writes
+//! Reads a FEX source tree (local, or exactly the pinned commit fetched with its submodules),
+//! `*.patch` files from the patches directories (default `manifests/fex/patches`), and
+//! `manifests/fex/build.toml` (pinned source, CMake target, output path, cache entries); builds with
+//! clang and lld (FEX refuses GCC): `manifests/fex/aarch64-linux-gnu.cmake` cross-compiles on
+//! non-arm64 hosts against Debian's arm64 cross sysroot, `manifests/fex/native-clang.cmake` on arm64
+//! hosts. Refuses a binary that is not a self-contained aarch64 executable, then writes
 //! `{output}/FEX/{safe_version}/arm64/FEX` (0755, atomically) and replaces the FEX entry of the
 //! binaries fragment.
 
@@ -27,19 +29,72 @@ const FEX_ARCH: Arch = Arch::Arm64;
 /// Build settings, relative to the repository root.
 const BUILD_SETTINGS_PATH: &str = "manifests/fex/build.toml";
 
-/// CMake toolchain file for cross builds, relative to the repository root.
+/// CMake toolchain file for cross builds (x86_64 → arm64, clang), relative to the repository root.
 const CROSS_TOOLCHAIN_PATH: &str = "manifests/fex/aarch64-linux-gnu.cmake";
+
+/// CMake toolchain file for native arm64 builds (clang), relative to the repository root.
+const NATIVE_TOOLCHAIN_PATH: &str = "manifests/fex/native-clang.cmake";
+
+/// Our patches to FEX, applied unless `--patches-dir` names other directories.
+const DEFAULT_PATCHES_DIR: &str = "manifests/fex/patches";
+
+/// The host tools a FEX build runs, with the packages that provide them.
+const HOST_TOOLS: [(&str, &str); 6] = [
+    ("cmake", "cmake"),
+    ("ninja", "ninja-build"),
+    ("git", "git"),
+    ("clang", "clang"),
+    ("clang++", "clang"),
+    ("ld.lld", "lld"),
+];
+
+/// How to install everything a FEX build needs (the cross sysroot included).
+const FEX_INSTALL: &str = "cargo xtask setup --job release (or `apt-get install -y cmake ninja-build git clang lld \
+     libc6-dev-arm64-cross libstdc++-12-dev-arm64-cross libgcc-12-dev-arm64-cross`)";
 
 /// What `manifests/fex/build.toml` says.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BuildSettings {
+    /// The FEX release `--repo` builds, pinned by commit.
+    source: SourcePin,
     /// The CMake target of the interpreter.
     target: String,
     /// Where the build writes it, relative to the build directory.
     output: String,
     /// `-D` cache entries.
     cmake: BTreeMap<String, String>,
+}
+
+/// `[source]` of `manifests/fex/build.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcePin {
+    /// The tag the commit is (the default `--ref`, and the version prefix).
+    #[serde(rename = "ref")]
+    git_ref: String,
+    /// The commit of that tag: the only one a `--repo` build fetches without `--commit`.
+    commit: String,
+    /// Submodule paths not fetched (test binaries the interpreter does not build from).
+    skip_submodules: Vec<String>,
+}
+
+/// The commit to fetch for `--ref`/`--commit`, or why not: an unpinned ref needs `--commit`.
+fn commit_to_fetch<'a>(pin: &'a SourcePin, git_ref: &str, commit: Option<&'a str>) -> Result<&'a str> {
+    let commit = match commit {
+        Some(commit) => commit,
+        None if git_ref == pin.git_ref => &pin.commit,
+        None => bail!(
+            "--ref {git_ref}: {BUILD_SETTINGS_PATH} pins {} (commit {}); pass --commit SHA to build another ref, \
+             or update [source] there",
+            pin.git_ref,
+            pin.commit
+        ),
+    };
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("commit {commit:?} is not a full 40-hex-digit commit id ({BUILD_SETTINGS_PATH} [source].commit or --commit)");
+    }
+    Ok(commit)
 }
 
 impl flags::Fex {
@@ -49,33 +104,36 @@ impl flags::Fex {
             &std::fs::read_to_string(&settings_path).with_context(|| format!("reading {}", settings_path.display()))?,
         )
         .with_context(|| format!("parsing {}", settings_path.display()))?;
-        for tool in ["cmake", "ninja", "git"] {
-            require_host_tool(sh, tool)?;
+        for (tool, package) in HOST_TOOLS {
+            require_host_tool(sh, tool, package)?;
         }
 
         let work = self.build_dir.clone().unwrap_or_else(|| util::build_dir().join("fex"));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let source = self.prepare_source(sh, &work)?;
+        let source = self.prepare_source(sh, &work, &settings.source)?;
         let build = work.join("build");
 
         let started = std::time::Instant::now();
         eprintln!(
-            "fex: configuring {} (CMake + Ninja, Release, static-pie arm64)",
+            "fex: configuring {} (CMake + Ninja, clang + lld, Release, static-pie arm64)",
             source.display()
         );
         let mut defines: Vec<String> = settings.cmake.iter().map(|(k, v)| format!("-D{k}={v}")).collect();
-        if std::env::consts::ARCH != "aarch64" {
-            defines.push(format!(
-                "-DCMAKE_TOOLCHAIN_FILE={}",
-                util::project_root().join(CROSS_TOOLCHAIN_PATH).display()
-            ));
-        }
+        let toolchain = if std::env::consts::ARCH == "aarch64" {
+            NATIVE_TOOLCHAIN_PATH
+        } else {
+            CROSS_TOOLCHAIN_PATH
+        };
+        defines.push(format!(
+            "-DCMAKE_TOOLCHAIN_FILE={}",
+            util::project_root().join(toolchain).display()
+        ));
         // The caller's entries come last, so they override the checked-in ones.
         defines.extend(self.cmake_define.iter().map(|d| format!("-D{d}")));
         cmd!(sh, "cmake -G Ninja -S {source} -B {build} {defines...}")
             .quiet()
             .run()
-            .context("configuring FEX with CMake")?;
+            .context("configuring FEX with CMake (its own refusals, e.g. of GCC or an old Clang, are above)")?;
         let target = &settings.target;
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -101,7 +159,11 @@ impl flags::Fex {
 
         let version = match &self.version {
             Some(version) => version.clone(),
-            None => default_version(self.git_ref.as_deref()),
+            None => default_version(
+                self.git_ref
+                    .as_deref()
+                    .or(self.repo.as_ref().map(|_| settings.source.git_ref.as_str())),
+            ),
         };
         let staged = stage(&self.output, &version, &bytes)?;
         let fragment = binaries::read_fragment_or_empty(&self.binaries_json)?;
@@ -128,13 +190,18 @@ impl flags::Fex {
         Ok(())
     }
 
-    /// The tree to build: the local source (copied when patches must be applied), or a fresh
-    /// shallow clone with submodules.
-    fn prepare_source(&self, sh: &Shell, work: &Path) -> Result<PathBuf> {
-        let patches = match &self.patches_dir {
-            Some(dir) => patch_files(dir)?,
-            None => Vec::new(),
+    /// The tree to build: the local source (copied when patches must be applied), or exactly the
+    /// pinned commit fetched with its submodules.
+    fn prepare_source(&self, sh: &Shell, work: &Path, pin: &SourcePin) -> Result<PathBuf> {
+        let dirs = if self.patches_dir.is_empty() {
+            vec![util::project_root().join(DEFAULT_PATCHES_DIR)]
+        } else {
+            self.patches_dir.clone()
         };
+        let mut patches = Vec::new();
+        for dir in &dirs {
+            patches.extend(patch_files(dir)?);
+        }
         let source = match (&self.source, &self.repo) {
             (Some(source), None) => {
                 anyhow::ensure!(
@@ -153,16 +220,37 @@ impl flags::Fex {
                 copy
             }
             (None, Some(repo)) => {
-                let git_ref = self
-                    .git_ref
-                    .as_deref()
-                    .context("--repo needs --ref (a tag or branch to build)")?;
+                let git_ref = self.git_ref.as_deref().unwrap_or(&pin.git_ref);
+                let commit = commit_to_fetch(pin, git_ref, self.commit.as_deref())?;
                 let clone = work.join("src");
                 sh.remove_path(&clone)?;
-                eprintln!("fex: cloning {repo} at {git_ref} (shallow, with submodules)");
-                cmd!(sh, "git clone --quiet --depth 1 --branch {git_ref} --recurse-submodules --shallow-submodules {repo} {clone}")
+                eprintln!("fex: fetching {repo} at {git_ref} = commit {commit} (depth 1, with its submodules)");
+                cmd!(sh, "git init --quiet {clone}")
                     .run()
-                    .with_context(|| format!("cloning {repo} at {git_ref}"))?;
+                    .context("creating the FEX clone")?;
+                cmd!(sh, "git -C {clone} fetch --quiet --depth 1 {repo} {commit}")
+                    .run()
+                    .with_context(|| format!("fetching commit {commit} ({git_ref}) from {repo}"))?;
+                cmd!(sh, "git -C {clone} checkout --quiet --detach FETCH_HEAD")
+                    .run()
+                    .context("checking out the fetched FEX commit")?;
+                let head = cmd!(sh, "git -C {clone} rev-parse HEAD").quiet().read()?;
+                if !head.trim().eq_ignore_ascii_case(commit) {
+                    bail!("{repo} gave commit {} for {commit}: refusing to build it", head.trim());
+                }
+                let submodules = submodule_paths(sh, &clone)?;
+                let wanted: Vec<&String> = submodules
+                    .iter()
+                    .filter(|path| !pin.skip_submodules.contains(path))
+                    .collect();
+                if !wanted.is_empty() {
+                    cmd!(
+                        sh,
+                        "git -C {clone} submodule update --quiet --init --recursive --depth 1 -- {wanted...}"
+                    )
+                    .run()
+                    .with_context(|| format!("fetching the submodules of {repo} at {commit}"))?;
+                }
                 clone
             }
             (Some(_), Some(_)) => bail!("pass either --source or --repo, not both"),
@@ -176,6 +264,21 @@ impl flags::Fex {
         }
         Ok(source)
     }
+}
+
+/// The submodule paths `.gitmodules` of a checkout names (none without the file).
+fn submodule_paths(sh: &Shell, checkout: &Path) -> Result<Vec<String>> {
+    if !checkout.join(".gitmodules").is_file() {
+        return Ok(Vec::new());
+    }
+    let listing = cmd!(sh, "git -C {checkout} config --file .gitmodules --get-regexp path")
+        .quiet()
+        .read()
+        .context("reading .gitmodules of the FEX checkout")?;
+    Ok(listing
+        .lines()
+        .filter_map(|line| line.split_once(' ').map(|(_, path)| path.trim().to_owned()))
+        .collect())
 }
 
 /// The `*.patch` files of a directory, in name order.
@@ -216,14 +319,14 @@ fn stage(output: &Path, version: &str, bytes: &[u8]) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn require_host_tool(sh: &Shell, tool: &str) -> Result<()> {
+fn require_host_tool(sh: &Shell, tool: &str, package: &str) -> Result<()> {
     if cmd!(sh, "sh -c 'command -v \"$0\"' {tool}")
         .quiet()
         .ignore_stdout()
         .run()
         .is_err()
     {
-        bail!("`{tool}` is not installed: run `cargo xtask setup --job release` (or `apt-get install -y cmake ninja-build git g++-aarch64-linux-gnu`)");
+        bail!("`{tool}` (package {package}) is not installed; FEX builds with clang and lld: run {FEX_INSTALL}");
     }
     Ok(())
 }
@@ -246,7 +349,35 @@ mod tests {
     fn checked_in_settings_build_static_pie() {
         let text = std::fs::read_to_string(util::project_root().join(BUILD_SETTINGS_PATH)).unwrap();
         let settings: BuildSettings = toml::from_str(&text).unwrap();
-        assert_eq!(settings.cmake["CMAKE_EXE_LINKER_FLAGS"], "-static-pie");
-        assert_eq!(settings.target, "FEXInterpreter");
+        assert_eq!(settings.cmake["CMAKE_EXE_LINKER_FLAGS"], "-fuse-ld=lld -static-pie");
+        // At FEX-2608 the interpreter's target is `FEX`, written to Bin/FEX.
+        assert_eq!(settings.target, "FEX");
+        assert_eq!(settings.output, "Bin/FEX");
+        assert_eq!(settings.source.git_ref, "FEX-2608");
+        assert_eq!(
+            commit_to_fetch(&settings.source, "FEX-2608", None).unwrap(),
+            settings.source.commit
+        );
+    }
+
+    #[test]
+    fn an_unpinned_ref_needs_a_commit_and_commits_are_full_ids() {
+        let pin = SourcePin {
+            git_ref: "FEX-2608".into(),
+            commit: "e869aa644a16e4332cdc15c1ea0b4d13d482385d".into(),
+            skip_submodules: Vec::new(),
+        };
+        let err = commit_to_fetch(&pin, "FEX-2609", None).unwrap_err().to_string();
+        assert!(
+            err.contains("--ref FEX-2609: manifests/fex/build.toml pins FEX-2608"),
+            "{err}"
+        );
+        assert!(err.contains("pass --commit SHA"), "{err}");
+        let other = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(commit_to_fetch(&pin, "FEX-2609", Some(other)).unwrap(), other);
+        let err = commit_to_fetch(&pin, "FEX-2609", Some("e869aa6"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a full 40-hex-digit commit id"), "{err}");
     }
 }

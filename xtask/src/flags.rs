@@ -47,9 +47,14 @@ pub enum Job {
     Test,
 }
 
-/// Build a whole release: kernel, rootfs and tarball for every arch, then the merged manifest.
+/// Build a whole release: runtime binaries, kernel, rootfs and tarball for every arch, then the
+/// merged manifest.
 ///
-/// The main job of a release engineer. Installs missing host packages first (as root).
+/// The main job of a release engineer. Installs missing host packages first (as root). The
+/// runtime binaries come from `sync-binaries` (`--binaries-config`, default
+/// manifests/binaries.toml, every entry pinned) staged into `{output_dir}/bin`, plus FEX built
+/// from `--fex-source` (arm64); or from an existing fragment (`--binaries-json`); or none
+/// (`--no-binaries`).
 #[derive(Debug, clap::Args)]
 pub struct Dist {
     /// Asset version, a semantic version such as 0.2.0 (no leading `v`).
@@ -60,10 +65,33 @@ pub struct Dist {
     pub arch: Vec<ArchFlag>,
     #[command(flatten)]
     pub source: KernelSource,
-    /// JSON array of runtime binaries to list in the manifests (from `sync-binaries` / `fex`).
-    #[arg(long)]
+    /// A prebuilt kernel image for one arch, `ARCH=PATH` (repeatable); arches without one are
+    /// built with `cargo xtask kernel` (cached).
+    #[arg(long = "kernel", value_name = "ARCH=PATH")]
+    pub kernels: Vec<String>,
+    /// A prebuilt EROFS rootfs for one arch, `ARCH=PATH` (repeatable); arches without one are
+    /// built with `cargo xtask rootfs`.
+    #[arg(long = "rootfs", value_name = "ARCH=PATH")]
+    pub rootfs: Vec<String>,
+    /// The runtime binaries config `sync-binaries` downloads, checks and stages into
+    /// `{output_dir}/bin` (fragment `{output_dir}/bin/binaries.json`) [default: manifests/binaries.toml].
+    #[arg(long, conflicts_with_all = ["binaries_json", "no_binaries"])]
+    pub binaries_config: Option<PathBuf>,
+    /// A FEX source tree to build with `cargo xtask fex --source` into `{output_dir}/bin` and the
+    /// same fragment (needs arm64 among the arches; clang and lld).
+    #[arg(long, conflicts_with_all = ["binaries_json", "no_binaries"])]
+    pub fex_source: Option<PathBuf>,
+    /// Directory of `*.patch` files applied to --fex-source [default: manifests/fex/patches].
+    #[arg(long, requires = "fex_source")]
+    pub fex_patches_dir: Option<PathBuf>,
+    /// An existing binaries fragment (from earlier `sync-binaries` / `fex` runs, binaries already
+    /// staged) to list instead of running sync-binaries.
+    #[arg(long, conflicts_with = "no_binaries")]
     pub binaries_json: Option<PathBuf>,
-    /// Where `{arch}/…` and the merged `manifest.json` are written.
+    /// Ship no runtime binaries (the manifests carry no `binaries`).
+    #[arg(long)]
+    pub no_binaries: bool,
+    /// Where `{arch}/…`, `bin/…` and the merged `manifest.json` are written.
     #[arg(long, default_value = "dist")]
     pub output_dir: PathBuf,
 }
@@ -81,9 +109,25 @@ pub struct Setup {
 /// Run the full test suite as CI does: setup, `cargo fmt --check`, clippy, `cargo test --workspace`.
 #[derive(Debug, clap::Args)]
 pub struct Test {
+    /// Accelerator of the boot tests of the host's arch (`BOOT_ASSETS_TEST_ACCEL` for the test
+    /// binaries): `auto` uses KVM when /dev/kvm opens and QEMU can create a KVM machine, else TCG.
+    /// A BOOT_ASSETS_TEST_ACCEL already in the environment wins over `auto`.
+    #[arg(long, value_enum, default_value_t = TestAccel::Auto)]
+    pub accel: TestAccel,
     /// Passed to the test binaries, e.g. a test name filter or `--nocapture`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub filter: Vec<String>,
+}
+
+/// How `cargo xtask test` chooses the boot tests' accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TestAccel {
+    /// KVM when it really works here (probed), TCG otherwise.
+    Auto,
+    /// Always TCG.
+    Tcg,
+    /// KVM for guests of the host's arch; fails up front when KVM does not work.
+    Kvm,
 }
 
 /// Where the kernel came from, recorded in the manifest's `source_*` fields when given.
@@ -182,27 +226,35 @@ pub struct Schema {
 
 /// Build FEX's x86-64 interpreter for arm64 as a static-pie executable and stage it.
 ///
-/// Writes `{output}/FEX/{safe_version}/arm64/FEX` and replaces the FEX entry of the binaries
-/// fragment. A binary with PT_INTERP or DT_NEEDED, or not for aarch64, is refused.
+/// Builds with clang and lld (FEX refuses GCC), cross-compiling on non-arm64 hosts with Debian's
+/// arm64 cross sysroot. Writes `{output}/FEX/{safe_version}/arm64/FEX` and replaces the FEX entry
+/// of the binaries fragment. A binary with PT_INTERP or DT_NEEDED, or not for aarch64, is refused.
 #[derive(Debug, clap::Args)]
 pub struct Fex {
     /// A local FEX source tree (or any CMake tree with the same target and output path).
     #[arg(long, conflicts_with = "repo")]
     pub source: Option<PathBuf>,
-    /// Git URL to clone (shallow, with submodules) instead of --source.
-    #[arg(long, requires = "git_ref")]
+    /// Git URL to fetch FEX from instead of --source: exactly the commit pinned in
+    /// manifests/fex/build.toml ([source]), or --commit, with the submodules that commit records.
+    #[arg(long)]
     pub repo: Option<String>,
-    /// Tag or branch to clone with --repo; also the prefix of the default version.
+    /// The FEX ref being built: the prefix of the default version; with --repo it must be the
+    /// pinned ref of manifests/fex/build.toml unless --commit is given [default: the pinned ref].
     #[arg(long = "ref")]
     pub git_ref: Option<String>,
-    /// Directory of `*.patch` files, applied in name order before building.
+    /// The commit to fetch with --repo (40 hex digits) instead of the pinned one.
+    #[arg(long, requires = "repo")]
+    pub commit: Option<String>,
+    /// Directory of `*.patch` files, applied in name order before building (repeatable: one
+    /// directory after the other) [default: manifests/fex/patches].
     #[arg(long)]
-    pub patches_dir: Option<PathBuf>,
+    pub patches_dir: Vec<PathBuf>,
     /// Version key of this build; default `{ref}+{UTC time}`, unique per build because FEX
     /// builds are not reproducible.
     #[arg(long)]
     pub version: Option<String>,
-    /// Extra CMake cache entry `KEY=VALUE` (repeatable); overrides manifests/fex/build.toml.
+    /// Extra CMake cache entry `KEY=VALUE` (repeatable); overrides manifests/fex/build.toml and
+    /// the toolchain file choice (e.g. `CMAKE_TOOLCHAIN_FILE=…`).
     #[arg(long)]
     pub cmake_define: Vec<String>,
     /// Work directory for the clone and the CMake build; default build/fex.

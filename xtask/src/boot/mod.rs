@@ -9,6 +9,7 @@
 //! kernel start → the first container output when a container printed one) to stderr.
 
 pub mod console;
+pub mod kvm;
 pub mod qemu;
 
 use std::io::Read;

@@ -52,14 +52,23 @@ pub struct Bucket<'a> {
 
 /// `NAME:BUCKET[/prefix]` split into the remote name and the path, or an error saying what a
 /// valid value looks like.
+///
+/// The name is checked only for what would make it something else than a remote name: empty, a
+/// leading `-` or space (an rclone flag, or a name rclone trims), `/` or `\` (rclone would read
+/// a local path), brackets or control characters (they cannot be a config section). Whether a
+/// remote of that name exists is rclone's answer, asked by [`Bucket::connect`]: rclone accepts
+/// letters of any script, digits, `_ - . + @` and inner spaces, and finds a remote defined only by
+/// `RCLONE_CONFIG_{NAME}_TYPE` under the upper-cased name whatever case `--remote` uses.
 pub fn parse_remote(remote: &str) -> Result<(&str, &str)> {
     let problem =
         || anyhow::anyhow!("--remote {remote:?}: expected NAME:BUCKET or NAME:BUCKET/prefix, e.g. r2:boot-assets");
     let (name, path) = remote.split_once(':').ok_or_else(problem)?;
     let name_ok = !name.is_empty()
-        && name
+        && !name.starts_with(['-', ' '])
+        && !name.ends_with(' ')
+        && !name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            .any(|c| c.is_control() || matches!(c, '/' | '\\' | '[' | ']'));
     let path = path.trim_end_matches('/');
     if !name_ok || path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c.is_empty() || c == "..") {
         return Err(problem());
@@ -113,15 +122,24 @@ impl<'a> Bucket<'a> {
                 })
             }
             _ => {
-                let remotes = cmd!(sh, "rclone listremotes")
+                // rclone itself resolves the name (config file sections, then RCLONE_CONFIG_{NAME}_*
+                // variables, with its own case mapping): `backend features NAME:` builds the remote's
+                // backend without touching the bucket, and fails exactly when copyto would.
+                let remote_root = format!("{name}:");
+                let output = cmd!(sh, "rclone backend features {remote_root}")
                     .quiet()
-                    .read()
-                    .context("rclone listremotes")?;
-                if !remotes.lines().any(|line| line.trim() == format!("{name}:")) {
+                    .ignore_status()
+                    .output()
+                    .context("running rclone backend features")?;
+                if !output.status.success() {
                     bail!(
-                        "--remote {remote}: rclone has no remote named {name:?}; set {ENDPOINT_ENV} (with {}) to define it, \
-                         or add it to your rclone config (`rclone config`)",
-                        KEY_ENVS.join(" and ")
+                        "--remote {remote}: rclone does not know a remote named {name:?} ({}); set {ENDPOINT_ENV} \
+                         (with {}) to define it, add it to your rclone config (`rclone config`), or define it with \
+                         RCLONE_CONFIG_{}_TYPE and its other RCLONE_CONFIG_{}_* variables",
+                        rclone_complaint(&output.stderr),
+                        KEY_ENVS.join(" and "),
+                        name.to_uppercase(),
+                        name.to_uppercase(),
                     );
                 }
                 Ok(Bucket {
@@ -261,6 +279,21 @@ impl<'a> Bucket<'a> {
     }
 }
 
+/// The last line rclone printed, without its timestamp and level, for an error message.
+fn rclone_complaint(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    let line = line
+        .split_once(": ")
+        .filter(|(head, _)| head.contains('/'))
+        .map_or(line, |(_, rest)| rest);
+    line.trim().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +302,24 @@ mod tests {
     fn remote_names_a_bucket() {
         assert_eq!(parse_remote("r2:boot-assets").unwrap(), ("r2", "boot-assets"));
         assert_eq!(parse_remote("s3:bucket/pre/fix/").unwrap(), ("s3", "bucket/pre/fix"));
-        for bad in ["bucket", ":bucket", "r2:", "r2:/abs", "r2:a//b", "r2:a/../b", "r 2:b"] {
+        // Every name rclone itself accepts goes through to rclone.
+        for name in ["R2", "MixedCase", "r2-prod", "r2.eu", "r2+x@y", "my remote", "été_1"] {
+            assert_eq!(parse_remote(&format!("{name}:b")).unwrap(), (name, "b"));
+        }
+        for bad in [
+            "bucket",
+            ":bucket",
+            "r2:",
+            "r2:/abs",
+            "r2:a//b",
+            "r2:a/../b",
+            "-r2:b",
+            " r2:b",
+            "r2 :b",
+            "a/b:c",
+            "a[b]:c",
+            "a\nb:c",
+        ] {
             let err = parse_remote(bad).unwrap_err().to_string();
             assert!(err.contains("expected NAME:BUCKET"), "{bad}: {err}");
         }
@@ -293,6 +343,16 @@ mod tests {
             assert!(!code.contains(forbidden), "publish must never use rclone {forbidden}");
         }
         assert!(code.contains("\"copyto\""));
+    }
+
+    #[test]
+    fn rclone_complaint_is_the_message_without_the_log_prefix() {
+        let stderr = b"2026/12/01 09:58:58 NOTICE: Failed to backend: didn't find section in config file (\"nope\")\n";
+        assert_eq!(
+            rclone_complaint(stderr),
+            "Failed to backend: didn't find section in config file (\"nope\")"
+        );
+        assert_eq!(rclone_complaint(b""), "no message");
     }
 
     #[test]

@@ -60,7 +60,8 @@ impl flags::SyncBinaries {
         if !unpinned.is_empty() {
             bail!(
                 "{origin}: no sha256 pinned for {}; run `cargo xtask sync-binaries --pin` to download the upstream \
-                 files and write their digests into the file (then review the diff)",
+                 files and write their digests into the file (then review the diff), or run the pin-binaries \
+                 workflow (.github/workflows/pin-binaries.yml), which opens a pull request with them",
                 unpinned.join(", ")
             );
         }

@@ -62,15 +62,13 @@ impl SourceRecipe {
 }
 
 /// The command that refreshes the source lock, quoted in errors.
-fn update_hint() -> &'static str {
-    "cargo xtask kernel --arch x86_64 --update-lock"
-}
+const UPDATE_HINT: &str = "cargo xtask kernel --arch x86_64 --update-lock";
 
 /// The locked source package of `recipe` in the lock file at `lock_path`.
 pub fn locked_package(recipe: &SourceRecipe, lock_path: &Path) -> Result<LockedPackage> {
     let lock = Lock::load(lock_path, false)?;
     let mut entries = lock
-        .entries_for(SOURCE_APT_ARCH, std::slice::from_ref(&recipe.package), update_hint())
+        .entries_for(SOURCE_APT_ARCH, std::slice::from_ref(&recipe.package), UPDATE_HINT)
         .with_context(|| format!("kernel source lock {}", lock_path.display()))?;
     Ok(entries.remove(0))
 }
@@ -210,7 +208,7 @@ fn unpack_tarball(
 /// writes the source tarball it carries into `staging`.
 fn extract_package_tarball(sh: &Shell, entry: &LockedPackage, tarball: &str, staging: &Path) -> Result<PathBuf> {
     let apt = Apt::new(SOURCE_APT_ARCH)?;
-    let mut files = fetch::fetch_locked(sh, &apt, std::slice::from_ref(entry), update_hint())
+    let mut files = fetch::fetch_locked(sh, &apt, std::slice::from_ref(entry), UPDATE_HINT)
         .with_context(|| format!("fetching the kernel source package {}", entry.describe()))?;
     let package = files.remove(0);
     eprintln!("kernel: {} verified (sha256 {})", entry.describe(), entry.sha256);

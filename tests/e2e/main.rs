@@ -3,6 +3,7 @@
 //! Run it with `cargo test --test e2e`. Tests drive the real `cargo xtask` binary and real tools;
 //! a missing tool fails the test with the line that installs it.
 
+mod bench;
 mod boot;
 mod boot_support;
 mod cdn_fixture;

@@ -597,8 +597,8 @@ pub struct Boot {
 /// Boot each arch N times and print the median kernel start → /sbin/init, /sbin/init → agent
 /// and kernel start → first container output times.
 ///
-/// Uses build/{arch}/kernel (built if missing) and build/{arch}/rootfs.erofs (from
-/// `cargo xtask rootfs`), with the container agent: it mounts cgroup v2, runs one busybox
+/// Builds what it boots unless --kernel/--rootfs names it: the kernel through the kernel cache,
+/// the rootfs from the pinned recipe into build/{arch}/rootfs.erofs. Boots with the container agent: it mounts cgroup v2, runs one busybox
 /// container with runc and powers off (with --no-containers, an agent that prints one line).
 #[derive(Debug, clap::Args)]
 pub struct BenchBoot {
@@ -608,10 +608,10 @@ pub struct BenchBoot {
     /// Arches to measure (repeatable); both when not given.
     #[arg(long)]
     pub arch: Vec<ArchFlag>,
-    /// Kernel image to use for every arch instead of build/{arch}/kernel (with one --arch).
+    /// Kernel image to boot instead of building one (with one --arch).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Rootfs image to use instead of build/{arch}/rootfs.erofs (with one --arch).
+    /// Rootfs image to boot instead of building build/{arch}/rootfs.erofs (with one --arch).
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
     /// Seconds before one boot is declared hung.

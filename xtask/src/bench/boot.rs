@@ -1,8 +1,9 @@
 //! `cargo xtask bench boot`: boots each arch N times and prints the median kernel start →
 //! /sbin/init, /sbin/init → agent and kernel start → first container output times.
 //!
-//! Reads build/{arch}/kernel (building it when missing, through the kernel cache) and
-//! build/{arch}/rootfs.erofs (made by `cargo xtask rootfs`), and the agent fixture
+//! Builds what it boots unless `--kernel`/`--rootfs` names it: the kernel through the kernel
+//! cache (as `cargo xtask kernel` does) and the rootfs from the pinned recipe (as `cargo xtask
+//! rootfs` does, into build/{arch}/rootfs.erofs). Reads the agent fixture
 //! tests/fixtures/agent/container-agent.sh in its first-container-only mode, with runc from
 //! `--runtime-bin` or from the package pinned in tests/fixtures/containers/packages.lock (fetched
 //! with the rootfs build's private apt state and package cache) — or, with `--no-containers`,
@@ -13,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use boot_assets::{cdn, Arch};
+use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::boot::qemu::{self, Accel, VmSpec};
-use crate::rootfs::{deb, fetch, lock};
+use crate::rootfs::{self, deb, fetch, lock};
 use crate::{boot, flags, kernel, util};
 
 /// The agent of a `--no-containers` boot: it prints one line and powers off.
@@ -57,103 +58,119 @@ impl flags::BenchBoot {
         if self.runs == 0 {
             bail!("--runs must be at least 1");
         }
-        let containers = !self.no_containers;
         let mut report = Vec::new();
         for arch in arches {
-            let kernel = match &self.kernel {
-                Some(path) => path.clone(),
-                None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
-            };
-            let rootfs = self
-                .rootfs
-                .clone()
-                .unwrap_or_else(|| util::build_dir().join(arch.as_str()).join(cdn::ROOTFS_FILE));
-            if !rootfs.is_file() {
-                bail!(
-                    "{} is missing: build it with `cargo xtask rootfs --arch {arch}` or pass --rootfs",
-                    rootfs.display()
-                );
-            }
-            let share = tempfile::tempdir().context("creating the share directory")?;
-            let scratch = tempfile::tempdir().context("creating a temporary directory")?;
-            if containers {
-                let runtime_bin = match &self.runtime_bin {
-                    Some(dir) => dir.clone(),
-                    None => pinned_runc(sh, arch, scratch.path())?,
-                };
-                if !runtime_bin.join("runc").is_file() {
-                    bail!("--runtime-bin {}: it holds no runc", runtime_bin.display());
-                }
-                let marker = scratch.path().join("first-container-only");
-                std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
-                boot::prepare_share(
-                    share.path(),
-                    Some(&util::project_root().join(CONTAINER_AGENT)),
-                    Some(&runtime_bin),
-                    &[(PathBuf::from(FIRST_CONTAINER_ONLY), marker)],
-                )?;
-            } else {
-                boot::prepare_share(share.path(), Some(&util::project_root().join(BENCH_AGENT)), None, &[])?;
-            }
-            let mut to_init = Vec::new();
-            let mut to_agent = Vec::new();
-            let mut to_container = Vec::new();
-            for run_index in 1..=self.runs {
-                let spec = VmSpec {
-                    arch,
-                    accel: Accel::Tcg,
-                    qemu: self.qemu.clone(),
-                    kernel: kernel.clone(),
-                    rootfs: rootfs.clone(),
-                    cmdline: arch.default_kernel_cmdline().to_owned(),
-                    share: share.path().to_path_buf(),
-                    timeout: Duration::from_secs(self.timeout),
-                    stream_console: false,
-                    forward_stdin: false,
-                };
-                let run = qemu::run_vm(&spec)?;
-                boot::verdict(&run, self.timeout).with_context(|| format!("{arch} boot {run_index}"))?;
-                let found = &run.milestones;
-                let (Some(init), Some(agent)) = (found.kernel_to_init, found.init_to_agent()) else {
-                    bail!(
-                        "{arch} boot {run_index}: the console shows no init hand-over or no agent line:\n{}",
-                        boot::console::tail(&run.lines, 30)
-                    );
-                };
-                let container = match (containers, found.kernel_to_first_container()) {
-                    (false, _) => None,
-                    (true, Some(container)) => Some(container),
-                    (true, None) => bail!(
-                        "{arch} boot {run_index}: no container printed its first line (a line starting with {}):\n{}",
-                        boot::console::FIRST_CONTAINER_OUTPUT_MARKER,
-                        boot::console::tail(&run.lines, 30)
-                    ),
-                };
-                eprintln!(
-                    "bench boot {arch} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
-                    self.runs,
-                    init.as_secs_f64(),
-                    agent.as_secs_f64(),
-                    container
-                        .map(|c| format!(", kernel → first container output {:.3} s", c.as_secs_f64()))
-                        .unwrap_or_default(),
-                    run.ended_at.as_secs_f64()
-                );
-                to_init.push(init);
-                to_agent.push(agent);
-                to_container.extend(container);
-            }
-            report.push(ArchReport {
-                arch,
-                to_init: median(&mut to_init),
-                to_agent: median(&mut to_agent),
-                to_container: (!to_container.is_empty()).then(|| median(&mut to_container)),
-            });
+            report.push(self.bench_arch(sh, arch)?);
         }
-        let container_header = if containers {
-            "  kernel start → first container output"
-        } else {
+        self.print_report(&report);
+        Ok(())
+    }
+
+    /// Builds (or takes) what `arch` boots, then boots it `--runs` times.
+    fn bench_arch(&self, sh: &Shell, arch: Arch) -> Result<ArchReport> {
+        let kernel = match &self.kernel {
+            Some(path) => path.clone(),
+            None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
+        };
+        let rootfs = match &self.rootfs {
+            Some(path) => {
+                util::require_file(path, "--rootfs")?;
+                path.clone()
+            }
+            None => rootfs::build(sh, &rootfs::BuildOptions::defaults(arch))?.image,
+        };
+        let share = tempfile::tempdir().context("creating the share directory")?;
+        let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+        self.prepare_share(sh, arch, share.path(), scratch.path())?;
+        let (mut to_init, mut to_agent, mut to_container) = (Vec::new(), Vec::new(), Vec::new());
+        for run_index in 1..=self.runs {
+            let spec = VmSpec {
+                arch,
+                accel: Accel::Tcg,
+                qemu: self.qemu.clone(),
+                kernel: kernel.clone(),
+                rootfs: rootfs.clone(),
+                cmdline: arch.default_kernel_cmdline().to_owned(),
+                share: share.path().to_path_buf(),
+                timeout: Duration::from_secs(self.timeout),
+                stream_console: false,
+                forward_stdin: false,
+            };
+            let (init, agent, container) = self.one_boot(&spec, run_index)?;
+            to_init.push(init);
+            to_agent.push(agent);
+            to_container.extend(container);
+        }
+        Ok(ArchReport {
+            arch,
+            to_init: median(&mut to_init),
+            to_agent: median(&mut to_agent),
+            to_container: (!to_container.is_empty()).then(|| median(&mut to_container)),
+        })
+    }
+
+    /// The share of every boot of `arch`: the container agent with runc in its first-container-only
+    /// mode, or the hello agent with `--no-containers`.
+    fn prepare_share(&self, sh: &Shell, arch: Arch, share: &Path, scratch: &Path) -> Result<()> {
+        if self.no_containers {
+            return boot::prepare_share(share, Some(&util::project_root().join(BENCH_AGENT)), None, &[]);
+        }
+        let runtime_bin = match &self.runtime_bin {
+            Some(dir) => dir.clone(),
+            None => pinned_runc(sh, arch, scratch)?,
+        };
+        if !runtime_bin.join("runc").is_file() {
+            bail!("--runtime-bin {}: it holds no runc", runtime_bin.display());
+        }
+        let marker = scratch.join("first-container-only");
+        std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
+        boot::prepare_share(
+            share,
+            Some(&util::project_root().join(CONTAINER_AGENT)),
+            Some(&runtime_bin),
+            &[(PathBuf::from(FIRST_CONTAINER_ONLY), marker)],
+        )
+    }
+
+    /// One timed boot: kernel → init, init → agent and (with containers) kernel → first container output.
+    fn one_boot(&self, spec: &VmSpec, run_index: u32) -> Result<(Duration, Duration, Option<Duration>)> {
+        let arch = spec.arch;
+        let run = qemu::run_vm(spec)?;
+        boot::verdict(&run, self.timeout).with_context(|| format!("{arch} boot {run_index}"))?;
+        let found = &run.milestones;
+        let (Some(init), Some(agent)) = (found.kernel_to_init, found.init_to_agent()) else {
+            bail!(
+                "{arch} boot {run_index}: the console shows no init hand-over or no agent line:\n{}",
+                boot::console::tail(&run.lines, 30)
+            );
+        };
+        let container = match (!self.no_containers, found.kernel_to_first_container()) {
+            (false, _) => None,
+            (true, Some(container)) => Some(container),
+            (true, None) => bail!(
+                "{arch} boot {run_index}: no container printed its first line (a line starting with {}):\n{}",
+                boot::console::FIRST_CONTAINER_OUTPUT_MARKER,
+                boot::console::tail(&run.lines, 30)
+            ),
+        };
+        eprintln!(
+            "bench boot {arch} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
+            self.runs,
+            init.as_secs_f64(),
+            agent.as_secs_f64(),
+            container
+                .map(|c| format!(", kernel → first container output {:.3} s", c.as_secs_f64()))
+                .unwrap_or_default(),
+            run.ended_at.as_secs_f64()
+        );
+        Ok((init, agent, container))
+    }
+
+    fn print_report(&self, report: &[ArchReport]) {
+        let container_header = if self.no_containers {
             ""
+        } else {
+            "  kernel start → first container output"
         };
         println!("arch     runs  kernel start → /sbin/init  /sbin/init → agent{container_header}");
         for row in report {
@@ -168,7 +185,6 @@ impl flags::BenchBoot {
                     .unwrap_or_default()
             );
         }
-        Ok(())
     }
 }
 

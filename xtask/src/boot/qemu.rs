@@ -215,26 +215,7 @@ fn escape_qemu_option(path: &Path) -> OsString {
 
 /// Boots `spec` and returns its console; errors only when the machine could not be run at all.
 pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
-    if spec.accel == Accel::Kvm && Arch::host() != Some(spec.arch) {
-        bail!(
-            "--accel kvm runs only a guest of the host's arch; use --accel tcg for {}",
-            spec.arch
-        );
-    }
-    let qemu = spec
-        .qemu
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(qemu_binary_name(spec.arch)));
-    let virtiofsd = std::env::var_os("BOOT_ASSETS_VIRTIOFSD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_VIRTIOFSD));
-    if !virtiofsd.is_file() {
-        bail!(
-            "{} is missing: it serves the VirtioFS share; install it with `apt-get install -y qemu-system-common` \
-             (or point BOOT_ASSETS_VIRTIOFSD at a virtiofsd)",
-            virtiofsd.display()
-        );
-    }
+    let (qemu, virtiofsd) = machine_programs(spec)?;
     crate::util::require_file(&spec.kernel, "--kernel")?;
     crate::util::require_file(&spec.rootfs, "--rootfs")?;
 
@@ -251,34 +232,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
     let qmp_socket = scratch_dir.path().join("qmp.sock");
     let early_serial = scratch_dir.path().join("early-serial.log");
 
-    let mut virtiofsd_child = ProcessGroup::spawn(
-        Command::new(&virtiofsd)
-            .arg(format!("--socket-path={}", socket.display()))
-            .arg("-o")
-            .arg(format!("source={}", spec.share.display()))
-            .args(["-o", "sandbox=namespace", "-o", "cache=auto"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .with_context(|| format!("starting {}", virtiofsd.display()))?;
-    let waited = Instant::now();
-    while !socket.exists() {
-        if let Some(status) = virtiofsd_child.child.try_wait()? {
-            bail!(
-                "{} exited at start ({status}) serving {}",
-                virtiofsd.display(),
-                spec.share.display()
-            );
-        }
-        if waited.elapsed() > VIRTIOFSD_START_TIMEOUT {
-            bail!(
-                "{} did not create its socket within {VIRTIOFSD_START_TIMEOUT:?}",
-                virtiofsd.display()
-            );
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+    let mut virtiofsd_child = start_virtiofsd(&virtiofsd, &socket, &spec.share)?;
 
     let files = MachineFiles {
         kernel: &spec.kernel,
@@ -288,62 +242,15 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         qmp_socket: &qmp_socket,
         early_serial: &early_serial,
     };
-    let qemu_stderr =
-        std::fs::File::create(&qemu_stderr_path).with_context(|| format!("creating {}", qemu_stderr_path.display()))?;
     let started = Instant::now();
-    let mut qemu_child = ProcessGroup::spawn(
-        Command::new(&qemu)
-            .args(qemu_args(spec.arch, spec.accel, &spec.cmdline, &files))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(qemu_stderr),
-    )
-    .with_context(|| {
-        format!(
-            "starting {} (install it with `apt-get install -y {}` or set BOOT_ASSETS_QEMU)",
-            qemu.display(),
-            qemu_package(spec.arch)
-        )
-    })?;
+    let mut qemu_child = start_qemu(&qemu, spec, &files, &qemu_stderr_path)?;
 
     let lines = Arc::new(Mutex::new(Vec::<ConsoleLine>::new()));
-    let stdout = qemu_child.child.stdout.take().expect("stdout is piped");
-    let reader = {
-        let lines = Arc::clone(&lines);
-        let stream = spec.stream_console;
-        std::thread::spawn(move || read_console(stdout, started, stream, &lines))
-    };
-    let stdin = qemu_child.child.stdin.take().expect("stdin is piped");
-    if spec.forward_stdin {
-        // Detached: a read of our stdin cannot be interrupted, and the thread ends with the process.
-        std::thread::spawn(move || forward_stdin(stdin));
-    } else {
-        drop(stdin);
-    }
-
+    let reader = attach_console(&mut qemu_child.child, spec, started, &lines);
     let shutdown_reason = Arc::new(Mutex::new(None::<String>));
-    let qmp_reader = match connect_qmp(&qmp_socket, &mut qemu_child.child) {
-        Ok(stream) => {
-            let shutdown_reason = Arc::clone(&shutdown_reason);
-            Some(std::thread::spawn(move || read_qmp_events(stream, &shutdown_reason)))
-        }
-        // QEMU that ends before its socket exists has failed at start; its stderr tells why.
-        Err(_) if matches!(qemu_child.child.try_wait(), Ok(Some(_))) => None,
-        Err(error) => return Err(error),
-    };
+    let qmp_reader = watch_qmp(&qmp_socket, &mut qemu_child.child, &shutdown_reason)?;
 
-    let deadline = started + spec.timeout;
-    let mut timed_out = false;
-    loop {
-        if qemu_child.child.try_wait().context("waiting for QEMU")?.is_some() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+    let timed_out = wait_for_exit(&mut qemu_child.child, started + spec.timeout)?;
     let ended_at = started.elapsed();
     qemu_child.kill();
     virtiofsd_child.kill();
@@ -372,6 +279,139 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         shutdown_reason,
         early_console: std::fs::read_to_string(&early_serial).unwrap_or_default(),
     })
+}
+
+/// The QEMU and virtiofsd this boot runs, after checking the accelerator fits the host.
+fn machine_programs(spec: &VmSpec) -> Result<(PathBuf, PathBuf)> {
+    if spec.accel == Accel::Kvm && Arch::host() != Some(spec.arch) {
+        bail!(
+            "--accel kvm runs only a guest of the host's arch; use --accel tcg for {}",
+            spec.arch
+        );
+    }
+    let qemu = spec
+        .qemu
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(qemu_binary_name(spec.arch)));
+    let virtiofsd = std::env::var_os("BOOT_ASSETS_VIRTIOFSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_VIRTIOFSD));
+    if !virtiofsd.is_file() {
+        bail!(
+            "{} is missing: it serves the VirtioFS share; install it with `apt-get install -y qemu-system-common` \
+             (or point BOOT_ASSETS_VIRTIOFSD at a virtiofsd)",
+            virtiofsd.display()
+        );
+    }
+    Ok((qemu, virtiofsd))
+}
+
+/// Connects to QMP and keeps the SHUTDOWN reason on a thread; `None` when QEMU ended before its
+/// socket existed (it failed at start, and its stderr tells why).
+fn watch_qmp(
+    socket: &Path,
+    qemu: &mut Child,
+    shutdown_reason: &Arc<Mutex<Option<String>>>,
+) -> Result<Option<std::thread::JoinHandle<()>>> {
+    match connect_qmp(socket, qemu) {
+        Ok(stream) => {
+            let shutdown_reason = Arc::clone(shutdown_reason);
+            Ok(Some(std::thread::spawn(move || {
+                read_qmp_events(stream, &shutdown_reason)
+            })))
+        }
+        Err(_) if matches!(qemu.try_wait(), Ok(Some(_))) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Starts QEMU with its console on pipes and its stderr in `stderr_path`.
+fn start_qemu(qemu: &Path, spec: &VmSpec, files: &MachineFiles, stderr_path: &Path) -> Result<ProcessGroup> {
+    let qemu_stderr =
+        std::fs::File::create(stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?;
+    ProcessGroup::spawn(
+        Command::new(qemu)
+            .args(qemu_args(spec.arch, spec.accel, &spec.cmdline, files))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(qemu_stderr),
+    )
+    .with_context(|| {
+        format!(
+            "starting {} (install it with `apt-get install -y {}` or set BOOT_ASSETS_QEMU)",
+            qemu.display(),
+            qemu_package(spec.arch)
+        )
+    })
+}
+
+/// Starts virtiofsd serving `share` on `socket` and waits until the socket exists.
+fn start_virtiofsd(virtiofsd: &Path, socket: &Path, share: &Path) -> Result<ProcessGroup> {
+    let mut child = ProcessGroup::spawn(
+        Command::new(virtiofsd)
+            .arg(format!("--socket-path={}", socket.display()))
+            .arg("-o")
+            .arg(format!("source={}", share.display()))
+            .args(["-o", "sandbox=namespace", "-o", "cache=auto"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .with_context(|| format!("starting {}", virtiofsd.display()))?;
+    let waited = Instant::now();
+    while !socket.exists() {
+        if let Some(status) = child.child.try_wait()? {
+            bail!(
+                "{} exited at start ({status}) serving {}",
+                virtiofsd.display(),
+                share.display()
+            );
+        }
+        if waited.elapsed() > VIRTIOFSD_START_TIMEOUT {
+            bail!(
+                "{} did not create its socket within {VIRTIOFSD_START_TIMEOUT:?}",
+                virtiofsd.display()
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    Ok(child)
+}
+
+/// Reads QEMU's console into `lines` on a thread, and forwards our stdin to it or closes it.
+fn attach_console(
+    qemu: &mut Child,
+    spec: &VmSpec,
+    started: Instant,
+    lines: &Arc<Mutex<Vec<ConsoleLine>>>,
+) -> std::thread::JoinHandle<()> {
+    let stdout = qemu.stdout.take().expect("stdout is piped");
+    let reader = {
+        let lines = Arc::clone(lines);
+        let stream = spec.stream_console;
+        std::thread::spawn(move || read_console(stdout, started, stream, &lines))
+    };
+    let stdin = qemu.stdin.take().expect("stdin is piped");
+    if spec.forward_stdin {
+        // Detached: a read of our stdin cannot be interrupted, and the thread ends with the process.
+        std::thread::spawn(move || forward_stdin(stdin));
+    } else {
+        drop(stdin);
+    }
+    reader
+}
+
+/// Waits for QEMU to end; true when `deadline` came first.
+fn wait_for_exit(qemu: &mut Child, deadline: Instant) -> Result<bool> {
+    loop {
+        if qemu.try_wait().context("waiting for QEMU")?.is_some() {
+            return Ok(false);
+        }
+        if Instant::now() >= deadline {
+            return Ok(true);
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
 }
 
 /// Connects to QEMU's QMP socket and leaves capability negotiation, so events flow.

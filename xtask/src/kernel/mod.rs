@@ -219,38 +219,16 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     let arch = request.arch;
     let recipe = recipe(arch);
     check_tools(&recipe)?;
-
-    // Absolute paths: merge_config.sh runs in the work tree.
-    let fragments = fragment_files(arch, &request.extra_fragments)
-        .into_iter()
-        .map(|path| std::path::absolute(&path).with_context(|| format!("resolving {}", path.display())))
-        .collect::<Result<Vec<_>>>()?;
-    let mut fragment_options = Vec::new();
-    let mut fragment_texts = Vec::new();
-    for path in &fragments {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading kernel fragment {}", path.display()))?;
-        fragment_options.extend(fragment::parse_fragment(&path.display().to_string(), &text)?);
-        fragment_texts.push(text);
-    }
-    let required = requirements::load(arch)?;
-    let required_fragment = requirements::render_fragment(&required);
-    fragment_texts.push(required_fragment.clone());
-
+    let inputs = load_inputs(arch, &request.extra_fragments)?;
     let source = source::resolve(sh, request.source.as_deref(), &request.source_lock)?;
     eprintln!("kernel {arch}: source {}", source.description);
-    let compiler = recipe.compiler;
-    let compiler_version = cmd!(sh, "{compiler} --version")
-        .quiet()
-        .read()
-        .with_context(|| format!("asking {compiler} for its version"))?;
     let timestamp = format_utc_timestamp(util::source_date_epoch()?.unwrap_or(DEFAULT_BUILD_EPOCH));
     let key_text = cache_key_text(&CacheKeyInputs {
         arch,
         make_target: recipe.make_target,
-        fragment_texts: &fragment_texts,
+        fragment_texts: &inputs.fragment_texts,
         source_identity: &source.identity,
-        compiler_version: compiler_version.lines().next().unwrap_or_default(),
+        compiler_version: &compiler_version(sh, recipe.compiler)?,
         timestamp: &timestamp,
     });
     let key = util::sha256_bytes(key_text.as_bytes());
@@ -261,18 +239,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         check_budget(arch, &cached)?;
         return Ok(cached);
     }
-
-    std::fs::create_dir_all(&kernel_cache).with_context(|| format!("creating {}", kernel_cache.display()))?;
-    let lock_path = kernel_cache.join(BUILD_LOCK_FILE);
-    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        eprintln!(
-            "kernel {arch}: waiting for another kernel build to finish ({})",
-            lock_path.display()
-        );
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
-    }
+    let _lock = lock_cache(arch, &kernel_cache)?;
     // Another process may have built the same entry while this one waited.
     if let Some(cached) = read_entry(&entry)? {
         check_budget(arch, &cached)?;
@@ -294,8 +261,6 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         work.display(),
         log.display()
     );
-
-    let label = format!("kernel {arch}");
     let make = Make {
         sh,
         tree: &tree,
@@ -304,38 +269,136 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
         jobs: request.jobs.max(1),
         timestamp: &timestamp,
     };
-    progress::run_logged(
-        &label,
-        "configuring tinyconfig",
-        make.command(BASE_CONFIG_TARGET),
-        &log,
+    let steps = Steps {
+        label: format!("kernel {arch}"),
+        log: &log,
         started,
+    };
+    configure(&make, &steps, &inputs)?;
+    check_final_config(arch, &work.join(".config"), &inputs)?;
+    steps.run(
+        &format!("compiling {}", recipe.make_target),
+        make.command(recipe.make_target),
     )?;
-    let merge_script = tree.join("scripts/kconfig/merge_config.sh");
+    let release_path = work.join("include/config/kernel.release");
+    let release = std::fs::read_to_string(&release_path)
+        .with_context(|| format!("reading {}", release_path.display()))?
+        .trim()
+        .to_owned();
+    store_entry(&kernel_cache, &entry, &work, &recipe, &release)?;
+    eprintln!(
+        "kernel {arch}: built Linux {release} in {} (cache entry {})",
+        progress::format_elapsed(started.elapsed()),
+        entry.display()
+    );
+    let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
+    built.cached = false;
+    check_budget(arch, &built)?;
+    Ok(built)
+}
+
+/// What the configuration is made of: the fragment files (absolute paths, since
+/// merge_config.sh runs in the work tree), their options, and the requirement options.
+struct ConfigInputs {
+    fragments: Vec<PathBuf>,
+    fragment_options: Vec<fragment::FragmentOption>,
+    /// The fragment texts and, last, the rendered requirements fragment: the cache key's input.
+    fragment_texts: Vec<String>,
+    required: Vec<fragment::FragmentOption>,
+    required_fragment: String,
+}
+
+fn load_inputs(arch: Arch, extra_fragments: &[PathBuf]) -> Result<ConfigInputs> {
+    let fragments = fragment_files(arch, extra_fragments)
+        .into_iter()
+        .map(|path| std::path::absolute(&path).with_context(|| format!("resolving {}", path.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let mut fragment_options = Vec::new();
+    let mut fragment_texts = Vec::new();
+    for path in &fragments {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading kernel fragment {}", path.display()))?;
+        fragment_options.extend(fragment::parse_fragment(&path.display().to_string(), &text)?);
+        fragment_texts.push(text);
+    }
+    let required = requirements::load(arch)?;
+    let required_fragment = requirements::render_fragment(&required);
+    fragment_texts.push(required_fragment.clone());
+    Ok(ConfigInputs {
+        fragments,
+        fragment_options,
+        fragment_texts,
+        required,
+        required_fragment,
+    })
+}
+
+/// The first line of `{compiler} --version`.
+fn compiler_version(sh: &Shell, compiler: &str) -> Result<String> {
+    let text = cmd!(sh, "{compiler} --version")
+        .quiet()
+        .read()
+        .with_context(|| format!("asking {compiler} for its version"))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Takes the kernel cache's build lock, waiting (and saying so) while another build holds it.
+fn lock_cache(arch: Arch, kernel_cache: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(kernel_cache).with_context(|| format!("creating {}", kernel_cache.display()))?;
+    let lock_path = kernel_cache.join(BUILD_LOCK_FILE);
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "kernel {arch}: waiting for another kernel build to finish ({})",
+            lock_path.display()
+        );
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
+    Ok(lock)
+}
+
+/// The logged steps of one build: each runs with its output in the build log.
+struct Steps<'a> {
+    label: String,
+    log: &'a Path,
+    started: Instant,
+}
+
+impl Steps<'_> {
+    fn run(&self, step: &str, command: std::process::Command) -> Result<()> {
+        progress::run_logged(&self.label, step, command, self.log, self.started)
+    }
+}
+
+/// `tinyconfig`, then merge the fragments and the requirements, then `olddefconfig`.
+fn configure(make: &Make, steps: &Steps, inputs: &ConfigInputs) -> Result<()> {
+    let (sh, work) = (make.sh, make.work);
+    steps.run("configuring tinyconfig", make.command(BASE_CONFIG_TARGET))?;
+    let merge_script = make.tree.join("scripts/kconfig/merge_config.sh");
     let config = work.join(".config");
     let required_path = work.join(REQUIREMENTS_FRAGMENT);
-    std::fs::write(&required_path, &required_fragment)
+    std::fs::write(&required_path, &inputs.required_fragment)
         .with_context(|| format!("writing {}", required_path.display()))?;
+    let fragments = &inputs.fragments;
     let mut merge: std::process::Command = cmd!(
         sh,
         "{merge_script} -m -O {work} {config} {fragments...} {required_path}"
     )
-    .env("ARCH", recipe.make_arch)
+    .env("ARCH", make.recipe.make_arch)
     .into();
     // merge_config.sh keeps its temporary files in the current directory.
-    merge.current_dir(&work);
-    progress::run_logged(&label, "merging fragments", merge, &log, started)?;
-    progress::run_logged(
-        &label,
-        "configuring olddefconfig",
-        make.command("olddefconfig"),
-        &log,
-        started,
-    )?;
+    merge.current_dir(work);
+    steps.run("merging fragments", merge)?;
+    steps.run("configuring olddefconfig", make.command("olddefconfig"))
+}
 
+/// Every fragment option and every requirement must have survived `olddefconfig`.
+fn check_final_config(arch: Arch, config: &Path, inputs: &ConfigInputs) -> Result<()> {
     let final_config =
-        std::fs::read_to_string(&config).with_context(|| format!("reading the final config {}", config.display()))?;
-    let unmet = fragment::unmet_options(&fragment_options, &fragment::parse_config(&final_config));
+        std::fs::read_to_string(config).with_context(|| format!("reading the final config {}", config.display()))?;
+    let final_options = fragment::parse_config(&final_config);
+    let unmet = fragment::unmet_options(&inputs.fragment_options, &final_options);
     if !unmet.is_empty() {
         bail!(
             "kernel {arch}: {} fragment option(s) did not survive `make olddefconfig` (final config: {}):\n  - {}\n\
@@ -345,7 +408,7 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
             unmet.join("\n  - ")
         );
     }
-    let unmet = fragment::unmet_options(&required, &fragment::parse_config(&final_config));
+    let unmet = fragment::unmet_options(&inputs.required, &final_options);
     if !unmet.is_empty() {
         bail!(
             "kernel {arch}: {} required option(s) are not `=y` after `make olddefconfig` (final config: {}):\n  - {}\n\
@@ -357,42 +420,25 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     }
     eprintln!(
         "kernel {arch}: all {} fragment options and {} required options are in the final config",
-        fragment_options.len(),
-        required.len()
+        inputs.fragment_options.len(),
+        inputs.required.len()
     );
+    Ok(())
+}
 
-    progress::run_logged(
-        &label,
-        &format!("compiling {}", recipe.make_target),
-        make.command(recipe.make_target),
-        &log,
-        started,
-    )?;
-    let release_path = work.join("include/config/kernel.release");
-    let release = std::fs::read_to_string(&release_path)
-        .with_context(|| format!("reading {}", release_path.display()))?
-        .trim()
-        .to_owned();
-
-    let staging = tempfile::tempdir_in(&kernel_cache)
+/// Copies the image, config, log and release into a staging directory with their digests,
+/// then renames it into place as the cache entry.
+fn store_entry(kernel_cache: &Path, entry: &Path, work: &Path, recipe: &ArchRecipe, release: &str) -> Result<()> {
+    let staging = tempfile::tempdir_in(kernel_cache)
         .with_context(|| format!("creating a staging directory in {}", kernel_cache.display()))?;
-    copy_file(&config, &staging.path().join(CACHED_CONFIG))?;
-    copy_file(&log, &staging.path().join(BUILD_LOG))?;
-    std::fs::write(staging.path().join(CACHED_RELEASE), &release).context("writing kernel.release")?;
+    copy_file(&work.join(".config"), &staging.path().join(CACHED_CONFIG))?;
+    copy_file(&work.join(BUILD_LOG), &staging.path().join(BUILD_LOG))?;
+    std::fs::write(staging.path().join(CACHED_RELEASE), release).context("writing kernel.release")?;
     copy_file(&work.join(recipe.image), &staging.path().join(CACHED_IMAGE))?;
     let digests = entry_digests(staging.path())?;
     std::fs::write(staging.path().join(CACHED_DIGESTS), digests).context("writing the entry's SHA256SUMS")?;
     let staged = staging.keep();
-    std::fs::rename(&staged, &entry).with_context(|| format!("moving {} to {}", staged.display(), entry.display()))?;
-    eprintln!(
-        "kernel {arch}: built Linux {release} in {} (cache entry {})",
-        progress::format_elapsed(started.elapsed()),
-        entry.display()
-    );
-    let mut built = read_entry(&entry)?.context("the cache entry just written is incomplete")?;
-    built.cached = false;
-    check_budget(arch, &built)?;
-    Ok(built)
+    std::fs::rename(&staged, entry).with_context(|| format!("moving {} to {}", staged.display(), entry.display()))
 }
 
 /// `manifests/kernel/budget.toml`.

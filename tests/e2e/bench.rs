@@ -1,0 +1,37 @@
+//! `cargo xtask bench boot` builds what it boots: with no `--kernel`/`--rootfs` it takes the
+//! kernel from the kernel cache and builds `build/{arch}/rootfs.erofs` from the pinned recipe,
+//! then boots it and prints the medians table.
+
+use std::time::SystemTime;
+
+use crate::support::{project_root, run_ok, xtask};
+
+#[test]
+fn bench_boot_builds_the_rootfs_it_boots_and_prints_the_table() {
+    let started = SystemTime::now();
+    let output = run_ok(xtask().args(["bench", "boot", "--arch", "x86_64", "--runs", "1", "--no-containers"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let image = project_root().join("build/x86_64/rootfs.erofs");
+    let modified = std::fs::metadata(&image)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}\nstderr:\n{stderr}", image.display()));
+    assert!(
+        modified >= started,
+        "bench boot did not build {} (it is older than the run)\nstderr:\n{stderr}",
+        image.display()
+    );
+    assert!(stderr.contains("bench boot x86_64 1/1: kernel → init"), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with("x86_64 "))
+        .unwrap_or_else(|| panic!("no x86_64 row in the table:\n{stdout}"));
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(fields[1], "1", "the row counts one run: {row}");
+    for seconds in [fields[2], fields[4]] {
+        let value: f64 = seconds
+            .parse()
+            .unwrap_or_else(|_| panic!("not a time: {seconds} in {row}"));
+        assert!(value > 0.0 && value < 120.0, "implausible time {value} in {row}");
+    }
+}

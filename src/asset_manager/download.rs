@@ -359,35 +359,7 @@ fn download_attempt(http: &Http, job: &Job, progress: &ProgressCallback) -> Resu
     }
 
     let mut offset = kept;
-    let (response, total) = loop {
-        let response = http.get(&job.url, (offset > 0).then_some(offset))?;
-        let status = response.status().as_u16();
-        let content_length = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok());
-        match status {
-            206 if offset > 0 => {
-                let range = header(&response, "content-range").and_then(parse_content_range);
-                match range {
-                    Some(range) if range.start == offset && range.total.map_or(true, |t| t == range.end + 1) => {
-                        break (response, range.total.or(Some(range.end + 1)));
-                    }
-                    // A range we did not ask for: throw the prefix away and start from zero.
-                    _ => restart_from_zero(&mut file, &mut hasher, &mut offset).map_err(io_failure("truncating"))?,
-                }
-            }
-            200 => {
-                if offset > 0 {
-                    // The server ignored the range and sends everything: take it from the start.
-                    restart_from_zero(&mut file, &mut hasher, &mut offset).map_err(io_failure("truncating"))?;
-                }
-                break (response, content_length);
-            }
-            // The kept prefix is not a prefix the server knows (416): start from zero.
-            416 if offset > 0 => {
-                restart_from_zero(&mut file, &mut hasher, &mut offset).map_err(io_failure("truncating"))?
-            }
-            other => return Err(status_failure(&job.url, other)),
-        }
-    };
+    let (response, total) = request_body(http, job, &mut file, &mut hasher, &mut offset)?;
     if let (Some(announced), Some(size)) = (total, job.size) {
         if announced > size {
             return Err(Failure::Permanent(AssetError::TooLong {
@@ -419,6 +391,55 @@ fn download_attempt(http: &Http, job: &Job, progress: &ProgressCallback) -> Resu
         return Err(Failure::Mismatch { actual });
     }
     install(job, file).map_err(Failure::Permanent)
+}
+
+/// Asks for the body from `offset` (the kept prefix) and settles what the server answers: a
+/// matching range continues, anything else starts again from zero (`offset` and `hasher`
+/// follow). Returns the response and the total size the server announced.
+fn request_body(
+    http: &Http,
+    job: &Job,
+    file: &mut File,
+    hasher: &mut Sha256,
+    offset: &mut u64,
+) -> Result<(ureq::http::Response<ureq::Body>, Option<u64>), Failure> {
+    let io_failure = |step: &'static str| {
+        let path = job.dir.join(&job.partial_name());
+        move |source| {
+            Failure::Permanent(AssetError::Io {
+                step,
+                path,
+                error: source,
+            })
+        }
+    };
+    loop {
+        let response = http.get(&job.url, (*offset > 0).then_some(*offset))?;
+        let status = response.status().as_u16();
+        let content_length = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok());
+        match status {
+            206 if *offset > 0 => {
+                let range = header(&response, "content-range").and_then(parse_content_range);
+                match range {
+                    Some(range) if range.start == *offset && range.total.map_or(true, |t| t == range.end + 1) => {
+                        return Ok((response, range.total.or(Some(range.end + 1))));
+                    }
+                    // A range we did not ask for: throw the prefix away and start from zero.
+                    _ => restart_from_zero(file, hasher, offset).map_err(io_failure("truncating"))?,
+                }
+            }
+            200 => {
+                if *offset > 0 {
+                    // The server ignored the range and sends everything: take it from the start.
+                    restart_from_zero(file, hasher, offset).map_err(io_failure("truncating"))?;
+                }
+                return Ok((response, content_length));
+            }
+            // The kept prefix is not a prefix the server knows (416): start from zero.
+            416 if *offset > 0 => restart_from_zero(file, hasher, offset).map_err(io_failure("truncating"))?,
+            other => return Err(status_failure(&job.url, other)),
+        }
+    }
 }
 
 /// Reads the body into the partial file while a second thread hashes what has been written,

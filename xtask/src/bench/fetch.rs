@@ -115,6 +115,15 @@ impl flags::BenchFetch {
         let dest = scratch.path().join("install");
         let curl_output = scratch.path().join("curl-output");
 
+        let run = Run {
+            fetcher,
+            url: server.url(),
+            asset_url,
+            asset_path,
+            dest: dest.clone(),
+            curl_output: curl_output.clone(),
+            size_mib: self.size_mib,
+        };
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); CONTENDERS.len()];
         let mut peak_rss_kib = 0u64;
         for round in 0..self.runs {
@@ -125,35 +134,8 @@ impl flags::BenchFetch {
                 let _ = std::fs::remove_dir_all(&dest);
                 let _ = std::fs::remove_file(&curl_output);
                 cmd!(sh, "sync").quiet().run()?;
-                let elapsed = match contender {
-                    Contender::CargoXtaskFetch => {
-                        let elapsed = time_commands(&[cargo_xtask_fetch(&server.url(), &dest)])?;
-                        check_installed(&dest, self.size_mib)?;
-                        elapsed
-                    }
-                    Contender::AssetManager => {
-                        let (elapsed, rss) = time_manager(&fetcher, &server.url(), &dest)?;
-                        peak_rss_kib = peak_rss_kib.max(rss);
-                        check_installed(&dest, self.size_mib)?;
-                        elapsed
-                    }
-                    Contender::Curl => time_commands(&[curl(&asset_url, &curl_output)])?,
-                    Contender::CurlSha256sum => time_commands(&[curl(&asset_url, &curl_output), {
-                        let mut sha = Command::new("sha256sum");
-                        sha.arg(&curl_output);
-                        sha
-                    }])?,
-                    Contender::CurlSync => time_commands(&[curl(&asset_url, &curl_output), {
-                        let mut sync = Command::new("sync");
-                        sync.arg(&curl_output);
-                        sync
-                    }])?,
-                    Contender::OpensslDigest => time_commands(&[{
-                        let mut openssl = Command::new("openssl");
-                        openssl.args(["dgst", "-sha256"]).arg(&asset_path);
-                        openssl
-                    }])?,
-                };
+                let (elapsed, rss_kib) = run.time(contender)?;
+                peak_rss_kib = peak_rss_kib.max(rss_kib);
                 eprintln!(
                     "  round {} {:<36} {:>8.3} s",
                     round + 1,
@@ -168,6 +150,54 @@ impl flags::BenchFetch {
         let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
         print_table(self.size_mib, self.runs, &medians, peak_rss_kib);
         Ok(())
+    }
+}
+
+/// What every timed run of one benchmark uses.
+struct Run {
+    /// The release-built xtask.
+    fetcher: PathBuf,
+    url: String,
+    asset_url: String,
+    asset_path: PathBuf,
+    dest: PathBuf,
+    curl_output: PathBuf,
+    size_mib: u64,
+}
+
+impl Run {
+    /// Times one run of `contender`; also returns the peak RSS in KiB of the AssetManager's run
+    /// (0 for the others).
+    fn time(&self, contender: Contender) -> Result<(Duration, u64)> {
+        let elapsed = match contender {
+            Contender::AssetManager => {
+                let (elapsed, rss) = time_manager(&self.fetcher, &self.url, &self.dest)?;
+                check_installed(&self.dest, self.size_mib)?;
+                return Ok((elapsed, rss));
+            }
+            Contender::CargoXtaskFetch => {
+                let elapsed = time_commands(&[cargo_xtask_fetch(&self.url, &self.dest)])?;
+                check_installed(&self.dest, self.size_mib)?;
+                elapsed
+            }
+            Contender::Curl => time_commands(&[curl(&self.asset_url, &self.curl_output)])?,
+            Contender::CurlSha256sum => time_commands(&[curl(&self.asset_url, &self.curl_output), {
+                let mut sha = Command::new("sha256sum");
+                sha.arg(&self.curl_output);
+                sha
+            }])?,
+            Contender::CurlSync => time_commands(&[curl(&self.asset_url, &self.curl_output), {
+                let mut sync = Command::new("sync");
+                sync.arg(&self.curl_output);
+                sync
+            }])?,
+            Contender::OpensslDigest => time_commands(&[{
+                let mut openssl = Command::new("openssl");
+                openssl.args(["dgst", "-sha256"]).arg(&self.asset_path);
+                openssl
+            }])?,
+        };
+        Ok((elapsed, 0))
     }
 }
 

@@ -236,14 +236,12 @@ pub fn build(sh: &Shell, request: &KernelRequest) -> Result<BuiltKernel> {
     let kernel_cache = util::cache_dir().join("kernel");
     let entry = kernel_cache.join(format!("{arch}-{}", &key[..16]));
     if let Some(cached) = read_entry(&entry)? {
-        check_budget(arch, &cached)?;
-        return Ok(cached);
+        return check_budget(arch, &cached).map(|()| cached);
     }
     let _lock = lock_cache(arch, &kernel_cache)?;
     // Another process may have built the same entry while this one waited.
     if let Some(cached) = read_entry(&entry)? {
-        check_budget(arch, &cached)?;
-        return Ok(cached);
+        return check_budget(arch, &cached).map(|()| cached);
     }
 
     let work = kernel_cache.join("work").join(format!(

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use super::deb::{resolve, DebContents, DebNode};
 use super::lock::LockedPackage;
-use super::recipe::{ArchParams, Recipe};
+use super::recipe::{ArchParams, BundleRule, PackageRecipe, Recipe};
 use super::tree::{ImageTree, Node};
 
 /// The origin recorded for entries the recipe itself creates (links, mount points).
@@ -54,68 +54,7 @@ pub fn assemble(
         let package = by_name
             .get(rule_set.name.as_str())
             .with_context(|| format!("package {} was not fetched", rule_set.name))?;
-        let who = package.locked.describe();
-        let name = &package.locked.name;
-
-        for rule in &rule_set.files {
-            let from = params.expand(&rule.from);
-            let found = resolve(&package.contents.entries, &from).with_context(|| {
-                format!("package {who} has no file /{from} (asked for by its `files` rule in the recipe)")
-            })?;
-            tree.add(&params.expand(&rule.to), file_node(found.bytes, found.mode), name)?;
-        }
-
-        for rule in &rule_set.dirs {
-            let from = params.expand(&rule.from);
-            let to = params.expand(&rule.to);
-            for entry_name in &rule.names {
-                let path = format!("{from}/{entry_name}");
-                let node = match package.contents.entries.get(&path) {
-                    Some(DebNode::Symlink { target }) => Node::Symlink { target: target.clone() },
-                    Some(DebNode::File { bytes, mode }) => file_node(bytes, *mode),
-                    _ => bail!("package {who} has no file /{path} (named in its `dirs` rule in the recipe)"),
-                };
-                tree.add(&format!("{to}/{entry_name}"), node, name)?;
-            }
-        }
-
-        for rule in &rule_set.bundles {
-            let from_dir = params.expand(&rule.from_dir);
-            let prefix = format!("{from_dir}/");
-            let mut bundle = Vec::new();
-            let mut count = 0;
-            // BTreeMap order is byte order of the names: deterministic, like a sorted `ls`.
-            for (path, node) in package.contents.entries.range(prefix.clone()..) {
-                if !path.starts_with(&prefix) {
-                    break;
-                }
-                let name_part = &path[prefix.len()..];
-                if name_part.contains('/') || !name_part.ends_with(&rule.suffix) {
-                    continue;
-                }
-                if let DebNode::File { bytes, .. } = node {
-                    bundle.extend_from_slice(bytes);
-                    if !bytes.ends_with(b"\n") {
-                        bundle.push(b'\n');
-                    }
-                    count += 1;
-                }
-            }
-            if count == 0 {
-                bail!(
-                    "package {who} has no *{} file in /{from_dir} (named in its `bundles` rule in the recipe)",
-                    rule.suffix
-                );
-            }
-            tree.add(
-                &params.expand(&rule.to),
-                Node::File {
-                    bytes: bundle,
-                    executable: false,
-                },
-                name,
-            )?;
-        }
+        add_package(&mut tree, params, package, rule_set)?;
     }
 
     let busybox_target = applet_target(&recipe.busybox.path, &recipe.busybox.applets_dir);
@@ -147,6 +86,78 @@ pub fn assemble(
         tree.add(&input.to, input.node.clone(), &input.source)?;
     }
     Ok(tree)
+}
+
+/// One package's `files`, `dirs` and `bundles` rules.
+fn add_package(tree: &mut ImageTree, params: &ArchParams, package: &Package, rule_set: &PackageRecipe) -> Result<()> {
+    let who = package.locked.describe();
+    let name = &package.locked.name;
+
+    for rule in &rule_set.files {
+        let from = params.expand(&rule.from);
+        let found = resolve(&package.contents.entries, &from).with_context(|| {
+            format!("package {who} has no file /{from} (asked for by its `files` rule in the recipe)")
+        })?;
+        tree.add(&params.expand(&rule.to), file_node(found.bytes, found.mode), name)?;
+    }
+
+    for rule in &rule_set.dirs {
+        let from = params.expand(&rule.from);
+        let to = params.expand(&rule.to);
+        for entry_name in &rule.names {
+            let path = format!("{from}/{entry_name}");
+            let node = match package.contents.entries.get(&path) {
+                Some(DebNode::Symlink { target }) => Node::Symlink { target: target.clone() },
+                Some(DebNode::File { bytes, mode }) => file_node(bytes, *mode),
+                _ => bail!("package {who} has no file /{path} (named in its `dirs` rule in the recipe)"),
+            };
+            tree.add(&format!("{to}/{entry_name}"), node, name)?;
+        }
+    }
+
+    for rule in &rule_set.bundles {
+        let bytes = bundle(package, params, rule)?;
+        let node = Node::File {
+            bytes,
+            executable: false,
+        };
+        tree.add(&params.expand(&rule.to), node, name)?;
+    }
+    Ok(())
+}
+
+/// The concatenation, in name order, of the package's `*{suffix}` files in `from_dir` (one
+/// `bundles` rule), each ending in a newline.
+fn bundle(package: &Package, params: &ArchParams, rule: &BundleRule) -> Result<Vec<u8>> {
+    let who = package.locked.describe();
+    let from_dir = params.expand(&rule.from_dir);
+    let prefix = format!("{from_dir}/");
+    let mut bundle = Vec::new();
+    let mut count = 0;
+    // BTreeMap order is byte order of the names: deterministic, like a sorted `ls`.
+    for (path, node) in package.contents.entries.range(prefix.clone()..) {
+        if !path.starts_with(&prefix) {
+            break;
+        }
+        let name_part = &path[prefix.len()..];
+        if name_part.contains('/') || !name_part.ends_with(&rule.suffix) {
+            continue;
+        }
+        if let DebNode::File { bytes, .. } = node {
+            bundle.extend_from_slice(bytes);
+            if !bytes.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+            count += 1;
+        }
+    }
+    if count == 0 {
+        bail!(
+            "package {who} has no *{} file in /{from_dir} (named in its `bundles` rule in the recipe)",
+            rule.suffix
+        );
+    }
+    Ok(bundle)
 }
 
 /// A package file as an image file: executable when the package made it so.

@@ -28,7 +28,28 @@ pub fn check_image(
     describe: &dyn Fn(&[u8]) -> Result<ElfInfo>,
 ) -> Result<()> {
     let mut problems = Vec::new();
+    check_elf_files(tree, machine, default_dirs, describe, &mut problems);
+    check_busybox(tree, busybox_path, describe, &mut problems);
+    check_init(tree, &mut problems);
+    check_symlinks(tree, &mut problems);
+    if !problems.is_empty() {
+        bail!(
+            "the image fails {} check(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
 
+/// Every ELF file: built for `machine`, its interpreter and `DT_NEEDED` libraries inside the image.
+fn check_elf_files(
+    tree: &ImageTree,
+    machine: Machine,
+    default_dirs: &[String],
+    describe: &dyn Fn(&[u8]) -> Result<ElfInfo>,
+    problems: &mut Vec<String>,
+) {
     // Every program interpreter's SONAME: the loader is already in memory when a library
     // names it in DT_NEEDED (libc.so.6 does), so it is satisfied without a search.
     let loader_sonames: std::collections::BTreeSet<String> = tree
@@ -82,7 +103,15 @@ pub fn check_image(
             }
         }
     }
+}
 
+/// Busybox exists and is static.
+fn check_busybox(
+    tree: &ImageTree,
+    busybox_path: &str,
+    describe: &dyn Fn(&[u8]) -> Result<ElfInfo>,
+    problems: &mut Vec<String>,
+) {
     match tree.resolve(busybox_path) {
         Some((_, entry)) => match &entry.node {
             Node::File { bytes, .. } => match describe(bytes) {
@@ -97,7 +126,10 @@ pub fn check_image(
         },
         None => problems.push(format!("/{busybox_path} is missing")),
     }
+}
 
+/// `/sbin/init` is executable and its `#!` interpreter is an executable inside the image.
+fn check_init(tree: &ImageTree, problems: &mut Vec<String>) {
     match tree.entries.get(INIT_PATH) {
         Some(entry) => match &entry.node {
             Node::File {
@@ -122,7 +154,10 @@ pub fn check_image(
         },
         None => problems.push(format!("/{INIT_PATH} is missing")),
     }
+}
 
+/// Every symlink resolves inside the image.
+fn check_symlinks(tree: &ImageTree, problems: &mut Vec<String>) {
     for (path, entry) in &tree.entries {
         if let Node::Symlink { target } = &entry.node {
             if tree.resolve(path).is_none() {
@@ -133,15 +168,6 @@ pub fn check_image(
             }
         }
     }
-
-    if !problems.is_empty() {
-        bail!(
-            "the image fails {} check(s):\n  {}",
-            problems.len(),
-            problems.join("\n  ")
-        );
-    }
-    Ok(())
 }
 
 fn is_executable_elf(node: &Node) -> bool {

@@ -51,38 +51,7 @@ pub fn add_library_closure(
         .map(|(path, _, _, _)| path.clone())
         .collect();
 
-    // First every program interpreter: its SONAME satisfies the `DT_NEEDED` that libc and some
-    // programs carry for it, without a second copy under /lib/{triplet}.
-    let mut interpreter_sonames = BTreeSet::new();
-    let mut queue = Vec::new();
-    for path in &roots {
-        let info = describe_entry(tree, path, describe)?;
-        let Some(interpreter) = info.interpreter else { continue };
-        let interpreter_path = normalize_path(&interpreter)?;
-        if tree.resolve(&interpreter_path).is_none() {
-            let (package, found) =
-                find_in_packages(packages, std::slice::from_ref(&interpreter_path)).with_context(|| {
-                    format!(
-                        "/{path} (from {}) asks for the program interpreter {interpreter}, which none of the recipe's \
-                     packages contains: add the C library package to `library_packages` in the recipe",
-                        tree.entries[path].origin
-                    )
-                })?;
-            tree.add(
-                &interpreter_path,
-                Node::File {
-                    bytes: found.bytes.to_vec(),
-                    executable: true,
-                },
-                &package,
-            )?;
-            queue.push(interpreter_path.clone());
-        }
-        if let Some(soname) = describe_entry(tree, &interpreter_path, describe)?.soname {
-            interpreter_sonames.insert(soname);
-        }
-    }
-
+    let (interpreter_sonames, mut queue) = add_interpreters(tree, &roots, packages, describe)?;
     queue.extend(roots);
     let mut done = BTreeSet::new();
     while let Some(path) = queue.pop() {
@@ -118,6 +87,47 @@ pub fn add_library_closure(
         }
     }
     Ok(())
+}
+
+/// Adds every program interpreter the `roots` ask for; returns their SONAMEs (which satisfy
+/// the `DT_NEEDED` that libc and some programs carry for the loader, without a second copy
+/// under /lib/{triplet}) and the interpreters added, to be scanned in turn.
+fn add_interpreters(
+    tree: &mut ImageTree,
+    roots: &[String],
+    packages: &[Package],
+    describe: &dyn Fn(&[u8]) -> Result<ElfInfo>,
+) -> Result<(BTreeSet<String>, Vec<String>)> {
+    let mut interpreter_sonames = BTreeSet::new();
+    let mut queue = Vec::new();
+    for path in roots {
+        let info = describe_entry(tree, path, describe)?;
+        let Some(interpreter) = info.interpreter else { continue };
+        let interpreter_path = normalize_path(&interpreter)?;
+        if tree.resolve(&interpreter_path).is_none() {
+            let (package, found) =
+                find_in_packages(packages, std::slice::from_ref(&interpreter_path)).with_context(|| {
+                    format!(
+                        "/{path} (from {}) asks for the program interpreter {interpreter}, which none of the recipe's \
+                     packages contains: add the C library package to `library_packages` in the recipe",
+                        tree.entries[path].origin
+                    )
+                })?;
+            tree.add(
+                &interpreter_path,
+                Node::File {
+                    bytes: found.bytes.to_vec(),
+                    executable: true,
+                },
+                &package,
+            )?;
+            queue.push(interpreter_path.clone());
+        }
+        if let Some(soname) = describe_entry(tree, &interpreter_path, describe)?.soname {
+            interpreter_sonames.insert(soname);
+        }
+    }
+    Ok((interpreter_sonames, queue))
 }
 
 fn describe_entry(tree: &ImageTree, path: &str, describe: &dyn Fn(&[u8]) -> Result<ElfInfo>) -> Result<ElfInfo> {

@@ -81,36 +81,8 @@ pub fn render(input: &SbomInput<'_>) -> String {
         "relatedSpdxElement": IMAGE_SPDX_ID,
     })];
     for contributor in contributors {
-        let locked = &contributor.locked;
-        let id = format!(
-            "SPDXRef-Package-deb-{}-{}",
-            spdx_id(&locked.name),
-            spdx_id(&locked.arch)
-        );
-        let license = contributor.license.clone().unwrap_or_else(|| "NOASSERTION".to_owned());
-        packages.push(json!({
-            "SPDXID": id,
-            "name": locked.name,
-            "versionInfo": locked.version,
-            "packageFileName": locked.filename,
-            "supplier": "Organization: Debian",
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "checksums": [{ "algorithm": "SHA256", "checksumValue": locked.sha256 }],
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": license,
-            "copyrightText": "NOASSERTION",
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": format!(
-                    "pkg:deb/debian/{}@{}?arch={}",
-                    locked.name,
-                    percent_encode(&locked.version),
-                    locked.arch
-                ),
-            }],
-        }));
+        let (id, package) = package_entry(contributor);
+        packages.push(package);
         relationships.push(json!({
             "spdxElementId": IMAGE_SPDX_ID,
             "relationshipType": "CONTAINS",
@@ -135,6 +107,41 @@ pub fn render(input: &SbomInput<'_>) -> String {
     let mut text = serde_json::to_string_pretty(&sorted(document)).expect("JSON values always serialize");
     text.push('\n');
     text
+}
+
+/// One contributing Debian package as an SPDX package: its id and its entry.
+fn package_entry(contributor: &Contributor) -> (String, serde_json::Value) {
+    let locked = &contributor.locked;
+    let id = format!(
+        "SPDXRef-Package-deb-{}-{}",
+        spdx_id(&locked.name),
+        spdx_id(&locked.arch)
+    );
+    let license = contributor.license.clone().unwrap_or_else(|| "NOASSERTION".to_owned());
+    let package = json!({
+        "SPDXID": id,
+        "name": locked.name,
+        "versionInfo": locked.version,
+        "packageFileName": locked.filename,
+        "supplier": "Organization: Debian",
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "checksums": [{ "algorithm": "SHA256", "checksumValue": locked.sha256 }],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": license,
+        "copyrightText": "NOASSERTION",
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": format!(
+                "pkg:deb/debian/{}@{}?arch={}",
+                locked.name,
+                percent_encode(&locked.version),
+                locked.arch
+            ),
+        }],
+    });
+    (id, package)
 }
 
 /// Object keys in sorted order at every level, so the bytes never depend on insertion order.

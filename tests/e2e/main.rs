@@ -29,4 +29,5 @@ mod rootfs;
 mod signature;
 mod support;
 mod sync_binaries;
+mod tidy;
 mod workflows;

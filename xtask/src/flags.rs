@@ -350,8 +350,9 @@ pub enum BenchCommand {
 
 /// Time `cargo xtask fetch` (dev profile, as people run it) and the release-built library
 /// installing a large asset from nginx on loopback against `curl -o`,
-/// `curl -o && sha256sum`, `openssl dgst -sha256` and `curl -o && sync` (the durable
-/// baseline), alternating; print medians, ratios and the manager's peak RSS.
+/// `curl -o && sha256sum`, `openssl dgst -sha256`, `curl -o && sync` (the durable baseline) and
+/// a plain write + fsync of the same size (the disk's floor), alternating; print medians, ratios,
+/// the floor and the manager's peak RSS.
 #[derive(Debug, clap::Args)]
 pub struct BenchFetch {
     /// Size of the served asset in MiB.

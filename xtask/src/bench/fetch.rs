@@ -8,7 +8,8 @@
 //! be read with `wait4`),
 //! `curl -o FILE`, `curl -o FILE` then `sha256sum FILE`, `openssl dgst -sha256 FILE`, and
 //! `curl -o FILE` then `sync FILE` (the durable baseline: the manager fsyncs before it renames,
-//! curl does not, so on a disk slower than loopback the fsync, not the hashing, is the cost).
+//! curl does not), and a plain write of the same size plus fsync, without the network: the
+//! disk's floor under any durable install, printed beside the targets.
 //! Prints medians, ratios and the manager's peak RSS, and whether the targets are met.
 
 use std::io::Write;
@@ -59,15 +60,17 @@ enum Contender {
     CurlSha256sum,
     OpensslDigest,
     CurlSync,
+    DiskFloor,
 }
 
-const CONTENDERS: [Contender; 6] = [
+const CONTENDERS: [Contender; 7] = [
     Contender::CargoXtaskFetch,
     Contender::AssetManager,
     Contender::Curl,
     Contender::CurlSha256sum,
     Contender::OpensslDigest,
     Contender::CurlSync,
+    Contender::DiskFloor,
 ];
 
 impl Contender {
@@ -79,6 +82,7 @@ impl Contender {
             Contender::CurlSha256sum => "curl -o FILE && sha256sum FILE",
             Contender::OpensslDigest => "openssl dgst -sha256 FILE",
             Contender::CurlSync => "curl -o FILE && sync FILE",
+            Contender::DiskFloor => "write FILE + fsync (no network)",
         }
     }
 }
@@ -196,6 +200,7 @@ impl Run {
                 openssl.args(["dgst", "-sha256"]).arg(&self.asset_path);
                 openssl
             }])?,
+            Contender::DiskFloor => time_durable_write(&self.curl_output, self.size_mib)?,
         };
         Ok((elapsed, 0))
     }
@@ -373,7 +378,7 @@ fn median(samples: &[Duration]) -> f64 {
 }
 
 fn print_table(size_mib: u64, runs: usize, medians: &[f64], peak_rss_kib: u64) {
-    let [command, library, curl, curl_sha256sum, _openssl, curl_sync] = medians else {
+    let [command, library, curl, curl_sha256sum, _openssl, curl_sync, disk_floor] = medians else {
         unreachable!("one median per contender");
     };
     println!("bench fetch: {size_mib} MiB asset from nginx on 127.0.0.1, {runs} alternating run(s), medians");
@@ -417,10 +422,31 @@ fn print_table(size_mib: u64, runs: usize, medians: &[f64], peak_rss_kib: u64) {
         "durable baseline: cargo xtask fetch takes {:.2}x the time of curl -o && sync FILE",
         command / curl_sync
     );
+    let floor = curl.max(*disk_floor);
+    println!(
+        "floor: the disk writes the asset durably in {disk_floor:.3} s, so no durable install beats {floor:.3} s \
+         (the slower of that and curl -o); cargo xtask fetch takes {:.2}x that floor",
+        command / floor
+    );
     println!(
         "target: peak RSS <= {TARGET_PEAK_RSS_MIB} MiB: {rss_mib:.1} MiB ({})",
         verdict(rss_mib <= TARGET_PEAK_RSS_MIB)
     );
+}
+
+/// Writes `size_mib` MiB of random bytes to `path` and fsyncs it: what the disk alone needs for
+/// a durable copy of the asset, the floor under any install that fsyncs before it renames.
+fn time_durable_write(path: &Path, size_mib: u64) -> Result<Duration> {
+    let mut block = vec![0u8; WRITE_BLOCK_BYTES];
+    XorShift(0x2545_F491_4F6C_DD1D).fill(&mut block);
+    let started = Instant::now();
+    let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    for _ in 0..size_mib {
+        file.write_all(&block)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    Ok(started.elapsed())
 }
 
 /// A tiny xorshift64 generator: incompressible bytes without a dependency or a slow source.

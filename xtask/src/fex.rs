@@ -38,19 +38,9 @@ const NATIVE_TOOLCHAIN_PATH: &str = "manifests/fex/native-clang.cmake";
 /// Our patches to FEX, applied unless `--patches-dir` names other directories.
 const DEFAULT_PATCHES_DIR: &str = "manifests/fex/patches";
 
-/// The host tools a FEX build runs, with the packages that provide them.
-const HOST_TOOLS: [(&str, &str); 6] = [
-    ("cmake", "cmake"),
-    ("ninja", "ninja-build"),
-    ("git", "git"),
-    ("clang", "clang"),
-    ("clang++", "clang"),
-    ("ld.lld", "lld"),
-];
-
-/// How to install everything a FEX build needs (the cross sysroot included).
-const FEX_INSTALL: &str = "cargo xtask setup --job release (or `apt-get install -y cmake ninja-build git clang lld \
-     libc6-dev-arm64-cross libstdc++-12-dev-arm64-cross libgcc-12-dev-arm64-cross`)";
+/// The host tools a FEX build runs (their packages, and the arm64 cross sysroot, are in
+/// `manifests/host-packages.toml`).
+const HOST_TOOLS: [&str; 6] = ["cmake", "ninja", "git", "clang", "clang++", "ld.lld"];
 
 /// What `manifests/fex/build.toml` says.
 #[derive(Debug, Deserialize)]
@@ -104,9 +94,7 @@ impl flags::Fex {
             &std::fs::read_to_string(&settings_path).with_context(|| format!("reading {}", settings_path.display()))?,
         )
         .with_context(|| format!("parsing {}", settings_path.display()))?;
-        for (tool, package) in HOST_TOOLS {
-            require_host_tool(sh, tool, package)?;
-        }
+        crate::tools::require_all(&HOST_TOOLS).context("FEX builds with clang and lld")?;
 
         let work = self.build_dir.clone().unwrap_or_else(|| util::build_dir().join("fex"));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -317,18 +305,6 @@ fn stage(output: &Path, version: &str, bytes: &[u8]) -> Result<PathBuf> {
     let path = output.join(cdn::binary_relative_path(FEX_NAME, version, FEX_ARCH));
     util::write_executable_atomic(&path, bytes)?;
     Ok(path)
-}
-
-fn require_host_tool(sh: &Shell, tool: &str, package: &str) -> Result<()> {
-    if cmd!(sh, "sh -c 'command -v \"$0\"' {tool}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .is_err()
-    {
-        bail!("`{tool}` (package {package}) is not installed; FEX builds with clang and lld: run {FEX_INSTALL}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -38,10 +38,11 @@ impl Nginx {
         );
         let config_path = state_dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
-        cmd!(sh, "nginx -c {config_path}")
+        let nginx = crate::tools::require("nginx")?;
+        cmd!(sh, "{nginx} -c {config_path}")
             .quiet()
             .run()
-            .context("starting nginx (install it with `apt-get install -y nginx`)")?;
+            .context("starting nginx")?;
         let nginx = Nginx { state_dir, port };
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {

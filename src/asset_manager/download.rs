@@ -172,6 +172,43 @@ impl Http {
         })
     }
 
+    /// Streams `url` into `file` (from its start, again on every retry) and returns the sha256 of
+    /// what it wrote: for a file whose digest is not known yet, so nothing to resume or verify.
+    pub(crate) fn fetch_into(&self, url: &str, file: &mut File) -> Result<String, AssetError> {
+        self.with_retries(url, || {
+            let local = |e: std::io::Error| {
+                Failure::Permanent(AssetError::Transfer {
+                    url: url.to_owned(),
+                    message: format!("writing the download: {e}"),
+                    attempts: 1,
+                })
+            };
+            file.set_len(0).and_then(|()| file.rewind()).map_err(local)?;
+            let response = self.get(url, None)?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(status_failure(url, status));
+            }
+            let mut reader = response.into_body().into_reader();
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut rate = RateGuard::new(&self.limits);
+            loop {
+                let read = match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Failure::Transient(format!("reading the body: {e}"))),
+                };
+                hasher.update(&buffer[..read]);
+                file.write_all(&buffer[..read]).map_err(local)?;
+                rate.received(read as u64).map_err(Failure::Transient)?;
+            }
+            file.sync_all().map_err(local)?;
+            Ok(hex(hasher.finalize().as_slice()))
+        })
+    }
+
     /// Downloads `job` into place, resuming a kept partial file, with retries.
     pub(crate) fn download(&self, job: &Job, progress: &ProgressCallback) -> Result<(), AssetError> {
         let mut restarted_after_mismatch = false;

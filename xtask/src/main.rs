@@ -10,6 +10,7 @@ mod binaries;
 mod boot;
 mod cdn_tree;
 mod dist;
+mod downloads;
 mod elf;
 mod fetch;
 mod fex;

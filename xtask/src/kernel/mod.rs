@@ -117,7 +117,7 @@ impl flags::Kernel {
                 .sha256
                 .as_deref()
                 .context("--url needs --sha256 with the image's digest")?;
-            let image = prebuilt::fetch(sh, url, sha256)?;
+            let image = prebuilt::fetch(url, sha256)?;
             copy_output(&image, &output)?;
             eprintln!(
                 "kernel {arch}: {} (prebuilt from {url}, sha256 verified)",

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::setup::{self, HostPackages};
+use crate::setup;
 
 /// One `[tools]` entry: the package that provides the tool and the jobs that need it.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,7 +20,8 @@ use crate::setup::{self, HostPackages};
 pub struct ToolEntry {
     /// A package of the `[apt]` or `[pip]` lists (a pip entry without its version pin).
     pub package: String,
-    /// The jobs (`release`, `test`) whose lists install that package.
+    /// The jobs (`release`, `test`) whose lists install that package (checked by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub jobs: Vec<String>,
 }
 
@@ -80,40 +81,41 @@ pub fn require_all(tools: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Package names of `lists` that `cargo xtask setup --job {job}` installs, without suite or
-/// version pins.
-fn installed_by(lists: &HostPackages, job: &str) -> Vec<String> {
-    let jobs: &[&str] = if job == "test" { &["release", "test"] } else { &[job] };
-    jobs.iter()
-        .flat_map(|j| {
-            let apt = lists.apt.get(*j).into_iter().flatten();
-            let pip = lists.pip.get(*j).into_iter().flatten();
-            apt.chain(pip)
-        })
-        .map(|entry| setup::package_name(entry).to_owned())
-        .collect()
-}
-
-/// Every `[tools]` entry whose package its jobs do not install, as `tool (package, job)`.
-fn entries_setup_does_not_install(lists: &HostPackages) -> Vec<String> {
-    let mut wrong = Vec::new();
-    for (tool, entry) in &lists.tools {
-        if entry.jobs.is_empty() {
-            wrong.push(format!("{tool} (no jobs)"));
-        }
-        for job in &entry.jobs {
-            if !installed_by(lists, job).contains(&entry.package) {
-                wrong.push(format!("{tool} ({}, {job})", entry.package));
-            }
-        }
-    }
-    wrong
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::setup::HostPackages;
     use crate::util;
+
+    /// Package names of `lists` that `cargo xtask setup --job {job}` installs, without suite or
+    /// version pins.
+    fn installed_by(lists: &HostPackages, job: &str) -> Vec<String> {
+        let jobs: &[&str] = if job == "test" { &["release", "test"] } else { &[job] };
+        jobs.iter()
+            .flat_map(|j| {
+                let apt = lists.apt.get(*j).into_iter().flatten();
+                let pip = lists.pip.get(*j).into_iter().flatten();
+                apt.chain(pip)
+            })
+            .map(|entry| setup::package_name(entry).to_owned())
+            .collect()
+    }
+
+    /// Every `[tools]` entry whose package its jobs do not install, as `tool (package, job)`.
+    fn entries_setup_does_not_install(lists: &HostPackages) -> Vec<String> {
+        let mut wrong = Vec::new();
+        for (tool, entry) in &lists.tools {
+            if entry.jobs.is_empty() {
+                wrong.push(format!("{tool} (no jobs)"));
+            }
+            for job in &entry.jobs {
+                if !installed_by(lists, job).contains(&entry.package) {
+                    wrong.push(format!("{tool} ({}, {job})", entry.package));
+                }
+            }
+        }
+        wrong
+    }
 
     /// The tool names the xtask sources pass as string literals to `tools::require…`.
     fn tools_named_in_sources() -> Vec<String> {

@@ -100,7 +100,34 @@ impl flags::Fex {
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let source = self.prepare_source(sh, &work, &settings.source)?;
         let build = work.join("build");
+        self.configure_and_build(sh, &source, &build, &settings)?;
 
+        let built = build.join(&settings.output);
+        let bytes =
+            std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
+        let info =
+            elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
+        elf::require_static(
+            &info,
+            FEX_ARCH,
+            &format!("the built FEX interpreter {}", built.display()),
+        )
+        .context("refusing to stage FEX")?;
+
+        let version = match &self.version {
+            Some(version) => version.clone(),
+            None => default_version(
+                self.git_ref
+                    .as_deref()
+                    .or(self.repo.as_ref().map(|_| settings.source.git_ref.as_str())),
+            ),
+        };
+        self.stage_and_record(&version, &bytes)
+    }
+
+    /// Configures the tree with CMake (the checked-in cache entries and toolchain file, then
+    /// the caller's `--cmake-define`s) and builds the interpreter's target.
+    fn configure_and_build(&self, sh: &Shell, source: &Path, build: &Path, settings: &BuildSettings) -> Result<()> {
         let started = std::time::Instant::now();
         eprintln!(
             "fex: configuring {} (CMake + Ninja, clang + lld, Release, static-pie arm64)",
@@ -132,38 +159,22 @@ impl flags::Fex {
             .run()
             .context("building FEX")?;
         eprintln!("fex: built in {:.0?}", started.elapsed());
+        Ok(())
+    }
 
-        let built = build.join(&settings.output);
-        let bytes =
-            std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        let info =
-            elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        elf::require_static(
-            &info,
-            FEX_ARCH,
-            &format!("the built FEX interpreter {}", built.display()),
-        )
-        .context("refusing to stage FEX")?;
-
-        let version = match &self.version {
-            Some(version) => version.clone(),
-            None => default_version(
-                self.git_ref
-                    .as_deref()
-                    .or(self.repo.as_ref().map(|_| settings.source.git_ref.as_str())),
-            ),
-        };
-        let staged = stage(&self.output, &version, &bytes)?;
+    /// Stages the checked interpreter and replaces the FEX entry of the binaries fragment.
+    fn stage_and_record(&self, version: &str, bytes: &[u8]) -> Result<()> {
+        let staged = stage(&self.output, version, bytes)?;
         let fragment = binaries::read_fragment_or_empty(&self.binaries_json)?;
         let entry = Binary {
             name: FEX_NAME.into(),
-            version: version.clone(),
+            version: version.to_owned(),
             install_dir: None,
             targets: [(
                 FEX_ARCH,
                 FileEntry {
-                    path: cdn::binary_path(FEX_NAME, &version, FEX_ARCH),
-                    sha256: util::sha256_bytes(&bytes),
+                    path: cdn::binary_path(FEX_NAME, version, FEX_ARCH),
+                    sha256: util::sha256_bytes(bytes),
                     size: Some(bytes.len() as u64),
                 },
             )]

@@ -6,6 +6,8 @@
 
 use boot_assets::Arch;
 
+use crate::elf::Machine;
+
 /// What the pipeline needs to know about one arch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArchFacts {
@@ -13,6 +15,8 @@ pub struct ArchFacts {
     pub deb_arch: &'static str,
     /// The multiarch triplet (`aarch64-linux-gnu`).
     pub triplet: &'static str,
+    /// The ELF machine of its executables.
+    pub elf_machine: Machine,
     /// make's `ARCH=` for the kernel.
     pub kernel_make_arch: &'static str,
     /// make's `CROSS_COMPILE=`, when the kernel is cross-compiled from an x86_64 host.
@@ -33,6 +37,7 @@ pub struct ArchFacts {
 const X86_64: ArchFacts = ArchFacts {
     deb_arch: "amd64",
     triplet: "x86_64-linux-gnu",
+    elf_machine: Machine::X86_64,
     kernel_make_arch: "x86_64",
     kernel_cross_compile: None,
     c_compiler: "gcc",
@@ -46,6 +51,7 @@ const X86_64: ArchFacts = ArchFacts {
 const ARM64: ArchFacts = ArchFacts {
     deb_arch: "arm64",
     triplet: "aarch64-linux-gnu",
+    elf_machine: Machine::Aarch64,
     kernel_make_arch: "arm64",
     kernel_cross_compile: Some("aarch64-linux-gnu-"),
     c_compiler: "aarch64-linux-gnu-gcc",
@@ -76,6 +82,13 @@ mod tests {
             let params = recipe.arch_params(arch);
             assert_eq!(params.deb_arch, of(arch).deb_arch, "{arch}");
             assert_eq!(params.triplet, of(arch).triplet, "{arch}");
+        }
+    }
+
+    #[test]
+    fn each_machine_maps_back_to_its_arch() {
+        for arch in Arch::ALL {
+            assert_eq!(of(arch).elf_machine.arch(), Some(arch));
         }
     }
 

@@ -31,7 +31,7 @@ use boot_assets::manifest::format_utc_timestamp;
 use boot_assets::Arch;
 use xshell::Shell;
 
-use crate::elf::{self, Machine};
+use crate::elf;
 use crate::{flags, util};
 use assemble::{LocalInput, Package};
 use lock::Lock;
@@ -126,10 +126,7 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
     let local_inputs = read_local_inputs(&recipe)?;
     let mut tree = assemble::assemble(&recipe, &params, &packages, &local_inputs)?;
     closure::add_library_closure(&mut tree, &params, &packages, &elf::elf_info)?;
-    let machine = match options.arch {
-        Arch::Arm64 => Machine::Aarch64,
-        Arch::X86_64 => Machine::X86_64,
-    };
+    let machine = crate::arch_facts::of(options.arch).elf_machine;
     checks::check_image(
         &tree,
         machine,

@@ -142,34 +142,65 @@ impl Http {
     /// Fetches a small document into memory, with retries and the same rate rule as downloads.
     pub(crate) fn fetch_document(&self, url: &str) -> Result<Vec<u8>, AssetError> {
         self.with_retries(url, || {
-            let response = self.get(url, None)?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                return Err(status_failure(url, status));
-            }
-            let mut reader = response.into_body().into_reader();
             let mut bytes = Vec::new();
-            let mut buffer = vec![0u8; 64 * 1024];
-            let mut rate = RateGuard::new(&self.limits);
-            loop {
-                let read = match reader.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(read) => read,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Failure::Transient(format!("reading the body: {e}"))),
-                };
-                if (bytes.len() + read) as u64 > MAX_DOCUMENT_BYTES {
+            self.read_body_chunks(url, |chunk| {
+                if (bytes.len() + chunk.len()) as u64 > MAX_DOCUMENT_BYTES {
                     return Err(Failure::Permanent(AssetError::Transfer {
                         url: url.to_owned(),
                         message: format!("document is larger than {MAX_DOCUMENT_BYTES} bytes"),
                         attempts: 1,
                     }));
                 }
-                bytes.extend_from_slice(&buffer[..read]);
-                rate.received(read as u64).map_err(Failure::Transient)?;
-            }
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            })?;
             Ok(bytes)
         })
+    }
+
+    /// Streams `url` into `file` (from its start, again on every retry) and returns the sha256 of
+    /// what it wrote: for a file whose digest is not known yet, so nothing to resume or verify.
+    pub(crate) fn fetch_into(&self, url: &str, file: &mut File) -> Result<String, AssetError> {
+        self.with_retries(url, || {
+            let local = |e: std::io::Error| {
+                Failure::Permanent(AssetError::Transfer {
+                    url: url.to_owned(),
+                    message: format!("writing the download: {e}"),
+                    attempts: 1,
+                })
+            };
+            file.set_len(0).and_then(|()| file.rewind()).map_err(local)?;
+            let mut hasher = Sha256::new();
+            self.read_body_chunks(url, |chunk| {
+                hasher.update(chunk);
+                file.write_all(chunk).map_err(local)
+            })?;
+            file.sync_all().map_err(local)?;
+            Ok(hex(hasher.finalize().as_slice()))
+        })
+    }
+
+    /// One GET of `url` that must answer 200, its body handed to `chunk` piece by piece under
+    /// the rate rule.
+    fn read_body_chunks(&self, url: &str, mut chunk: impl FnMut(&[u8]) -> Result<(), Failure>) -> Result<(), Failure> {
+        let response = self.get(url, None)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(status_failure(url, status));
+        }
+        let mut reader = response.into_body().into_reader();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut rate = RateGuard::new(&self.limits);
+        loop {
+            let read = match reader.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Transient(format!("reading the body: {e}"))),
+            };
+            chunk(&buffer[..read])?;
+            rate.received(read as u64).map_err(Failure::Transient)?;
+        }
     }
 
     /// Downloads `job` into place, resuming a kept partial file, with retries.

@@ -5,6 +5,7 @@
 //! Writes only the target (through its `.partial-{name}.{sha256}` file beside it), relative to
 //! a handle on the target's directory, never through a link.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -79,6 +80,24 @@ impl Downloader {
             mode,
         };
         self.http.download(&job, &self.progress)
+    }
+}
+
+impl Downloader {
+    /// Downloads `url`, whose digest is not known yet, into `dir` as `{dir}/{sha256}` (mode
+    /// `mode`, through a temporary file) and returns that sha256. For pinning a new upstream
+    /// file: there is no digest to resume or verify against, so a retry starts from zero.
+    pub fn download_unpinned(&self, url: &str, dir: &Path, mode: u32) -> Result<String, AssetError> {
+        self.http.check_url(url)?;
+        let mut temp =
+            tempfile::NamedTempFile::new_in(dir).map_err(AssetError::io("creating a temporary file in", dir))?;
+        let digest = self.http.fetch_into(url, temp.as_file_mut())?;
+        let target = dir.join(&digest);
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode))
+            .map_err(AssetError::io("setting the mode of", temp.path()))?;
+        temp.persist(&target)
+            .map_err(|e| AssetError::io("renaming into place", &target)(e.error))?;
+        Ok(digest)
     }
 }
 

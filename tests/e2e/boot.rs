@@ -365,7 +365,6 @@ fn arm64_registers_fex_and_runs_x86_64_programs_through_it() {
     let runtime_bin = install_fex_through_the_pipeline(&assets, dir.path());
     let program = boot::compile_static(
         "gcc",
-        "apt-get install -y gcc",
         X86_64_PROGRAM_SOURCE,
         &["-static", "-nostdlib", "-O2", "-fno-pie", "-no-pie"],
         &dir.path().join("hello-x86_64"),
@@ -522,7 +521,7 @@ fn boot_takes_a_release_tarball() {
 
 #[test]
 fn agent_fixtures_are_shellcheck_clean_posix_sh() {
-    support::require_tool("shellcheck", "apt-get install -y shellcheck");
+    support::require_tool("shellcheck");
     for agent in [
         boot::CHECK_AGENT,
         "tests/fixtures/agent/hello-agent.sh",

@@ -149,7 +149,7 @@ fn env_path(name: &str) -> Option<PathBuf> {
 /// Builds the real kernel and rootfs of `arch` with the pipeline's own commands (cached).
 pub fn build_assets(arch: Arch) -> (PathBuf, PathBuf) {
     require_kernel_tools(arch);
-    support::require_tool("mkfs.erofs", "apt-get install -y erofs-utils");
+    support::require_tool("mkfs.erofs");
     let dir = work_dir().join(arch.as_str());
     let kernel = dir.join("kernel");
     let rootfs = dir.join("rootfs.erofs");
@@ -168,37 +168,29 @@ pub fn build_assets(arch: Arch) -> (PathBuf, PathBuf) {
 
 /// Fails with the install line when a kernel build tool is missing.
 pub fn require_kernel_tools(arch: Arch) {
-    for (tool, package) in [
-        ("make", "make"),
-        ("gcc", "gcc"),
-        ("flex", "flex"),
-        ("bison", "bison"),
-        ("bc", "bc"),
-    ] {
-        support::require_tool(tool, &format!("apt-get install -y {package}"));
+    for tool in ["make", "gcc", "flex", "bison", "bc"] {
+        support::require_tool(tool);
     }
     if arch == Arch::Arm64 {
-        support::require_tool("aarch64-linux-gnu-gcc", "apt-get install -y gcc-aarch64-linux-gnu");
+        support::require_tool("aarch64-linux-gnu-gcc");
     }
     // No /usr/src check: `cargo xtask kernel` fetches its pinned source package itself
     // (manifests/kernel/source.lock).
-    support::require_tool(
-        "apt-get",
-        "apt is Debian's package manager: run the tests on Debian bookworm",
-    );
+    support::require_tool("apt-get");
 }
 
 /// Fails with the install line when QEMU or virtiofsd is missing (unless QEMU is overridden).
 pub fn require_qemu(arch: Arch) {
     if qemu_override(arch).is_none() {
         match arch {
-            Arch::X86_64 => support::require_tool("qemu-system-x86_64", "apt-get install -y qemu-system-x86"),
-            Arch::Arm64 => support::require_tool("qemu-system-aarch64", "apt-get install -y qemu-system-arm"),
+            Arch::X86_64 => support::require_tool("qemu-system-x86_64"),
+            Arch::Arm64 => support::require_tool("qemu-system-aarch64"),
         };
     }
     assert!(
         Path::new("/usr/lib/qemu/virtiofsd").is_file() || std::env::var_os("BOOT_ASSETS_VIRTIOFSD").is_some(),
-        "/usr/lib/qemu/virtiofsd is missing: install it with `apt-get install -y qemu-system-common`"
+        "/usr/lib/qemu/virtiofsd is missing: {}",
+        support::install_line("virtiofsd")
     );
 }
 
@@ -408,8 +400,8 @@ impl InteractiveBoot {
 }
 
 /// Builds a tiny static program for the guest with the distro's compilers; returns its path.
-pub fn compile_static(compiler: &str, install: &str, source: &str, flags: &[&str], output: &Path) -> PathBuf {
-    support::require_tool(compiler, install);
+pub fn compile_static(compiler: &str, source: &str, flags: &[&str], output: &Path) -> PathBuf {
+    support::require_tool(compiler);
     let source_path = output.with_extension("c");
     std::fs::write(&source_path, source).unwrap();
     support::run_ok(

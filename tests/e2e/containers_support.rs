@@ -51,22 +51,9 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
     ("runc", "runc", "usr/sbin/runc"),
 ];
 
-/// A private apt configuration read after the host's: no hooks that would act on the host's
-/// caches, no index targets that are not needed (the rootfs build uses the same settings).
-const PRIVATE_APT_CONF: &str = "\
-#clear APT::Update::Pre-Invoke;
-#clear APT::Update::Post-Invoke;
-#clear APT::Update::Post-Invoke-Success;
-#clear DPkg::Pre-Invoke;
-#clear DPkg::Post-Invoke;
-#clear Acquire::IndexTargets::deb::DEP-11;
-#clear Acquire::IndexTargets::deb::DEP-11-icons;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-hidpi;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-large;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-large-hidpi;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-small;
-#clear Acquire::IndexTargets::deb::Translations;
-";
+/// The private apt configuration read after the host's: no hooks that would act on the host's
+/// caches, no index targets that are not needed (the rootfs build reads the same file).
+const PRIVATE_APT_CONF_PATH: &str = "manifests/templates/apt.conf";
 
 #[derive(Debug, Deserialize)]
 struct Lock {
@@ -137,7 +124,7 @@ impl PrivateApt {
         if !root.join("state/status").exists() {
             std::fs::write(root.join("state/status"), b"").unwrap();
         }
-        std::fs::write(root.join("apt.conf"), PRIVATE_APT_CONF).unwrap();
+        std::fs::copy(project_root().join(PRIVATE_APT_CONF_PATH), root.join("apt.conf")).unwrap();
         PrivateApt {
             deb_arch: deb_arch.to_owned(),
             root,
@@ -146,7 +133,7 @@ impl PrivateApt {
 
     fn command(&self, tool: &str) -> Command {
         let state = self.root.join("state");
-        let mut command = Command::new(support::require_tool(tool, "apt-get install -y apt"));
+        let mut command = Command::new(support::require_tool(tool));
         command.arg("-c").arg(self.root.join("apt.conf"));
         for (key, value) in [
             ("APT::Architecture", self.deb_arch.clone()),
@@ -404,13 +391,12 @@ pub fn install_from_cdn(arch: Arch, cdn: &Path, into: &Path) -> Installed {
 /// The static vxlan-link helper for `arch`, built with the distro's (cross) compiler.
 pub fn vxlan_link_helper(arch: Arch, dir: &Path) -> PathBuf {
     let source = std::fs::read_to_string(project_root().join(VXLAN_LINK_SOURCE)).unwrap();
-    let (compiler, install) = match arch {
-        Arch::X86_64 => ("gcc", "apt-get install -y gcc"),
-        Arch::Arm64 => ("aarch64-linux-gnu-gcc", "apt-get install -y gcc-aarch64-linux-gnu"),
+    let compiler = match arch {
+        Arch::X86_64 => "gcc",
+        Arch::Arm64 => "aarch64-linux-gnu-gcc",
     };
     boot::compile_static(
         compiler,
-        install,
         &source,
         &["-static", "-O2", "-Wall", "-Werror"],
         &dir.join(format!("vxlan-link-{arch}")),

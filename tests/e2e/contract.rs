@@ -69,7 +69,7 @@ fn tar_members(tarball: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn release_both_arches_then_merge() {
-    let sha256sum = require_tool("sha256sum", "apt-get install -y coreutils");
+    let sha256sum = require_tool("sha256sum");
     let work = tempfile::tempdir().unwrap();
     let dist = work.path().join("dist");
     let validator = schema_validator();

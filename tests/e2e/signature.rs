@@ -18,7 +18,7 @@ pub(crate) struct KeyPair {
 }
 
 fn minisign() -> PathBuf {
-    support::require_tool("minisign", "apt-get install -y minisign")
+    support::require_tool("minisign")
 }
 
 pub(crate) fn key_pair(dir: &Path, name: &str) -> KeyPair {

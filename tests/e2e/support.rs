@@ -62,13 +62,35 @@ pub fn run_fails(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The host tools table (tool → package → jobs) xtask's own tool check reads.
+const HOST_PACKAGES_PATH: &str = "manifests/host-packages.toml";
+
+/// How to install `tool`: `run \`cargo xtask setup\` (package …)`, with the package the `[tools]`
+/// table of manifests/host-packages.toml names; a tool the table lacks fails the test.
+pub fn install_line(tool: &str) -> String {
+    static TABLE: OnceLock<toml::Table> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let path = project_root().join(HOST_PACKAGES_PATH);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        text.parse()
+            .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+    });
+    let package = table
+        .get("tools")
+        .and_then(|tools| tools.get(tool))
+        .and_then(|entry| entry.get("package"))
+        .and_then(|package| package.as_str())
+        .unwrap_or_else(|| panic!("`{tool}` is not in the [tools] table of {HOST_PACKAGES_PATH}: add it"));
+    format!("run `cargo xtask setup` (package {package})")
+}
+
 /// Panics with the install line when a required tool is missing, so no test passes without it.
-pub fn require_tool(tool: &str, install: &str) -> PathBuf {
+pub fn require_tool(tool: &str) -> PathBuf {
+    let install = install_line(tool);
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(tool))
             .find(|candidate| candidate.is_file())
     });
-    found
-        .unwrap_or_else(|| panic!("`{tool}` is required for this test but is not on PATH: install it with `{install}`"))
+    found.unwrap_or_else(|| panic!("`{tool}` is required for this test but is not on PATH: {install}"))
 }

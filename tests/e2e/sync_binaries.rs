@@ -330,7 +330,7 @@ fn upstreams_config_format_is_read_unchanged_and_needs_pin() {
 /// A Debian package built with the real `dpkg-deb`: `usr/sbin/tool` and Debian's usual link
 /// beside it, `usr/bin/tool -> ../sbin/tool`; returns its path and sha256.
 fn debian_package(dir: &Path) -> (PathBuf, String) {
-    support::require_tool("dpkg-deb", "apt-get install -y dpkg");
+    support::require_tool("dpkg-deb");
     let tree = dir.join("tree");
     std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(tree.join("usr/sbin")).unwrap();

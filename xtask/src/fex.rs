@@ -38,19 +38,9 @@ const NATIVE_TOOLCHAIN_PATH: &str = "manifests/fex/native-clang.cmake";
 /// Our patches to FEX, applied unless `--patches-dir` names other directories.
 const DEFAULT_PATCHES_DIR: &str = "manifests/fex/patches";
 
-/// The host tools a FEX build runs, with the packages that provide them.
-const HOST_TOOLS: [(&str, &str); 6] = [
-    ("cmake", "cmake"),
-    ("ninja", "ninja-build"),
-    ("git", "git"),
-    ("clang", "clang"),
-    ("clang++", "clang"),
-    ("ld.lld", "lld"),
-];
-
-/// How to install everything a FEX build needs (the cross sysroot included).
-const FEX_INSTALL: &str = "cargo xtask setup --job release (or `apt-get install -y cmake ninja-build git clang lld \
-     libc6-dev-arm64-cross libstdc++-12-dev-arm64-cross libgcc-12-dev-arm64-cross`)";
+/// The host tools a FEX build runs (their packages, and the arm64 cross sysroot, are in
+/// `manifests/host-packages.toml`).
+const HOST_TOOLS: [&str; 6] = ["cmake", "ninja", "git", "clang", "clang++", "ld.lld"];
 
 /// What `manifests/fex/build.toml` says.
 #[derive(Debug, Deserialize)]
@@ -104,15 +94,40 @@ impl flags::Fex {
             &std::fs::read_to_string(&settings_path).with_context(|| format!("reading {}", settings_path.display()))?,
         )
         .with_context(|| format!("parsing {}", settings_path.display()))?;
-        for (tool, package) in HOST_TOOLS {
-            require_host_tool(sh, tool, package)?;
-        }
+        crate::tools::require_all(&HOST_TOOLS).context("FEX builds with clang and lld")?;
 
         let work = self.build_dir.clone().unwrap_or_else(|| util::build_dir().join("fex"));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let source = self.prepare_source(sh, &work, &settings.source)?;
         let build = work.join("build");
+        self.configure_and_build(sh, &source, &build, &settings)?;
 
+        let built = build.join(&settings.output);
+        let bytes =
+            std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
+        let info =
+            elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
+        elf::require_static(
+            &info,
+            FEX_ARCH,
+            &format!("the built FEX interpreter {}", built.display()),
+        )
+        .context("refusing to stage FEX")?;
+
+        let version = match &self.version {
+            Some(version) => version.clone(),
+            None => default_version(
+                self.git_ref
+                    .as_deref()
+                    .or(self.repo.as_ref().map(|_| settings.source.git_ref.as_str())),
+            ),
+        };
+        self.stage_and_record(&version, &bytes)
+    }
+
+    /// Configures the tree with CMake (the checked-in cache entries and toolchain file, then
+    /// the caller's `--cmake-define`s) and builds the interpreter's target.
+    fn configure_and_build(&self, sh: &Shell, source: &Path, build: &Path, settings: &BuildSettings) -> Result<()> {
         let started = std::time::Instant::now();
         eprintln!(
             "fex: configuring {} (CMake + Ninja, clang + lld, Release, static-pie arm64)",
@@ -144,38 +159,22 @@ impl flags::Fex {
             .run()
             .context("building FEX")?;
         eprintln!("fex: built in {:.0?}", started.elapsed());
+        Ok(())
+    }
 
-        let built = build.join(&settings.output);
-        let bytes =
-            std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        let info =
-            elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        elf::require_static(
-            &info,
-            FEX_ARCH,
-            &format!("the built FEX interpreter {}", built.display()),
-        )
-        .context("refusing to stage FEX")?;
-
-        let version = match &self.version {
-            Some(version) => version.clone(),
-            None => default_version(
-                self.git_ref
-                    .as_deref()
-                    .or(self.repo.as_ref().map(|_| settings.source.git_ref.as_str())),
-            ),
-        };
-        let staged = stage(&self.output, &version, &bytes)?;
+    /// Stages the checked interpreter and replaces the FEX entry of the binaries fragment.
+    fn stage_and_record(&self, version: &str, bytes: &[u8]) -> Result<()> {
+        let staged = stage(&self.output, version, bytes)?;
         let fragment = binaries::read_fragment_or_empty(&self.binaries_json)?;
         let entry = Binary {
             name: FEX_NAME.into(),
-            version: version.clone(),
+            version: version.to_owned(),
             install_dir: None,
             targets: [(
                 FEX_ARCH,
                 FileEntry {
-                    path: cdn::binary_path(FEX_NAME, &version, FEX_ARCH),
-                    sha256: util::sha256_bytes(&bytes),
+                    path: cdn::binary_path(FEX_NAME, version, FEX_ARCH),
+                    sha256: util::sha256_bytes(bytes),
                     size: Some(bytes.len() as u64),
                 },
             )]
@@ -317,18 +316,6 @@ fn stage(output: &Path, version: &str, bytes: &[u8]) -> Result<PathBuf> {
     let path = output.join(cdn::binary_relative_path(FEX_NAME, version, FEX_ARCH));
     util::write_executable_atomic(&path, bytes)?;
     Ok(path)
-}
-
-fn require_host_tool(sh: &Shell, tool: &str, package: &str) -> Result<()> {
-    if cmd!(sh, "sh -c 'command -v \"$0\"' {tool}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .is_err()
-    {
-        bail!("`{tool}` (package {package}) is not installed; FEX builds with clang and lld: run {FEX_INSTALL}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

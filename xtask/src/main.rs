@@ -3,12 +3,14 @@
 //! This file only dispatches: `flags.rs` holds the command line, and each command lives in the
 //! module named after it (`merge-manifest` → `merge_manifest.rs`).
 
+mod arch_facts;
 mod archive;
 mod bench;
 mod binaries;
 mod boot;
 mod cdn_tree;
 mod dist;
+mod downloads;
 mod elf;
 mod fetch;
 mod fex;
@@ -25,6 +27,7 @@ mod schema;
 mod setup;
 mod sync_binaries;
 mod test;
+mod tools;
 mod util;
 mod verify_published;
 

@@ -1,8 +1,9 @@
 //! A throwaway nginx serving one directory on a free loopback port, for benchmarks: started
 //! with its own config in a temporary directory and stopped (by the pid it wrote) when dropped.
 //!
-//! Reads nothing but the served directory; writes its config, pid file and error log into a
-//! temporary directory.
+//! Reads the config template `manifests/templates/nginx.conf` (shared with the e2e suite's
+//! nginx) and serves one directory; writes its config, pid file and error log into a temporary
+//! directory.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
+
+/// The config template, relative to the repository root; each `@NAME@` is replaced.
+pub const CONFIG_TEMPLATE_PATH: &str = "manifests/templates/nginx.conf";
 
 /// How long nginx gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,22 +30,14 @@ impl Nginx {
     pub fn start(sh: &Shell, root: &Path) -> Result<Nginx> {
         let state_dir = tempfile::tempdir().context("creating a directory for the nginx config")?;
         let port = free_loopback_port()?;
-        let state = state_dir.path().display().to_string();
-        let config = format!(
-            "user root;\ndaemon on;\nworker_processes 1;\npid {state}/nginx.pid;\nerror_log {state}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  default_type application/octet-stream;\n\
-               client_body_temp_path {state}/body;\n  proxy_temp_path {state}/proxy;\n\
-               fastcgi_temp_path {state}/fastcgi;\n  uwsgi_temp_path {state}/uwsgi;\n  scgi_temp_path {state}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
-            root = root.display()
-        );
+        let config = render_config(state_dir.path(), port, root)?;
         let config_path = state_dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
-        cmd!(sh, "nginx -c {config_path}")
+        let nginx = crate::tools::require("nginx")?;
+        cmd!(sh, "{nginx} -c {config_path}")
             .quiet()
             .run()
-            .context("starting nginx (install it with `apt-get install -y nginx`)")?;
+            .context("starting nginx")?;
         let nginx = Nginx { state_dir, port };
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
@@ -72,8 +68,57 @@ impl Drop for Nginx {
     }
 }
 
+/// The template with this server's state directory, port and root; no access log (a benchmark
+/// must not time the log writes), sendfile on.
+fn render_config(state: &Path, port: u16, root: &Path) -> Result<String> {
+    let path = crate::util::project_root().join(CONFIG_TEMPLATE_PATH);
+    let template = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config = render(
+        &template,
+        &[
+            ("STATE", &state.display().to_string()),
+            ("PORT", &port.to_string()),
+            ("ROOT", &root.display().to_string()),
+            ("ACCESS_LOG", "off"),
+            ("SENDFILE", "on"),
+        ],
+    );
+    anyhow::ensure!(
+        !config.contains('@'),
+        "{}: a placeholder is left unreplaced",
+        path.display()
+    );
+    Ok(config)
+}
+
+/// Replaces each `@NAME@` of `template` with its value.
+fn render(template: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(template.to_owned(), |text, (name, value)| {
+        text.replace(&format!("@{name}@"), value)
+    })
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_loopback_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free loopback port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_renders_every_placeholder() {
+        let config = render_config(Path::new("/tmp/state"), 8080, Path::new("/srv/www")).unwrap();
+        assert!(config.contains("pid /tmp/state/nginx.pid;"), "{config}");
+        assert!(
+            config.contains("server { listen 127.0.0.1:8080; root /srv/www; }"),
+            "{config}"
+        );
+        assert!(
+            config.contains("access_log off;") && config.contains("sendfile on;"),
+            "{config}"
+        );
+    }
 }

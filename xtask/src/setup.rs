@@ -11,19 +11,35 @@ use serde::Deserialize;
 use xshell::{cmd, Shell};
 
 use crate::flags::{self, Job};
+use crate::tools::ToolEntry;
 use crate::util;
 
 /// The package lists, relative to the repository root.
-const HOST_PACKAGES_PATH: &str = "manifests/host-packages.toml";
+pub const HOST_PACKAGES_PATH: &str = "manifests/host-packages.toml";
 
 /// What dpkg-query prints for an installed package.
 const DPKG_INSTALLED: &str = "install ok installed";
 
+/// `manifests/host-packages.toml`: the package lists per job, and which package provides each tool.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HostPackages {
-    apt: BTreeMap<String, Vec<String>>,
-    pip: BTreeMap<String, Vec<String>>,
+pub struct HostPackages {
+    pub apt: BTreeMap<String, Vec<String>>,
+    pub pip: BTreeMap<String, Vec<String>>,
+    /// tool → the package of the lists above that provides it (read by `tools`).
+    pub tools: BTreeMap<String, ToolEntry>,
+}
+
+/// Reads and parses `manifests/host-packages.toml`.
+pub fn read_host_packages() -> Result<HostPackages> {
+    let path = util::project_root().join(HOST_PACKAGES_PATH);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The package name of a list entry, without its `/suite` or pip version pin.
+pub fn package_name(entry: &str) -> &str {
+    entry.split(['/', '=', '<', '>', '~']).next().unwrap_or(entry)
 }
 
 impl flags::Setup {
@@ -34,9 +50,7 @@ impl flags::Setup {
 
 /// Installs whatever `job` needs that is not installed yet.
 pub fn ensure_host_packages(sh: &Shell, job: Job) -> Result<()> {
-    let path = util::project_root().join(HOST_PACKAGES_PATH);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let lists: HostPackages = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let lists = read_host_packages()?;
     let jobs: &[&str] = match job {
         Job::Release => &["release"],
         Job::Test => &["release", "test"],
@@ -56,7 +70,7 @@ pub fn ensure_host_packages(sh: &Shell, job: Job) -> Result<()> {
 fn ensure_apt(sh: &Shell, packages: &[&String]) -> Result<()> {
     let mut missing = Vec::new();
     for entry in packages {
-        let name = entry.split('/').next().unwrap_or(entry);
+        let name = package_name(entry);
         let format = "-f=${Status}";
         let status = cmd!(sh, "dpkg-query -W {format} {name}")
             .quiet()
@@ -102,7 +116,7 @@ fn ensure_apt(sh: &Shell, packages: &[&String]) -> Result<()> {
 fn ensure_pip(sh: &Shell, packages: &[&String]) -> Result<()> {
     let mut missing = Vec::new();
     for requirement in packages {
-        let name = requirement.split(['=', '<', '>', '~']).next().unwrap_or(requirement);
+        let name = package_name(requirement);
         if cmd!(sh, "python3 -m pip show -q {name}")
             .quiet()
             .ignore_stdout()
@@ -142,8 +156,7 @@ mod tests {
 
     #[test]
     fn checked_in_package_lists_parse() {
-        let text = std::fs::read_to_string(util::project_root().join(HOST_PACKAGES_PATH)).unwrap();
-        let lists: HostPackages = toml::from_str(&text).unwrap();
+        let lists = read_host_packages().unwrap();
         assert!(lists.apt["release"].iter().any(|p| p == "erofs-utils"));
         assert!(lists.apt.contains_key("test") && lists.pip.contains_key("test"));
     }

@@ -193,10 +193,7 @@ impl flags::BenchBoot {
 fn pinned_runc(sh: &Shell, arch: Arch, dir: &Path) -> Result<PathBuf> {
     let lock_path = util::project_root().join(CONTAINER_PACKAGES_LOCK);
     let hint = format!("re-resolve {CONTAINER_PACKAGES_LOCK} as its header says");
-    let deb_arch = match arch {
-        Arch::Arm64 => "arm64",
-        Arch::X86_64 => "amd64",
-    };
+    let deb_arch = crate::arch_facts::of(arch).deb_arch;
     let entries = lock::Lock::load(&lock_path, false)?.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], &hint)?;
     let apt = fetch::Apt::new(deb_arch)?;
     let packages = fetch::fetch_locked(sh, &apt, &entries, &hint)?;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use boot_assets::{cdn, Arch, FileEntry, KernelEntry, Latest, Manifest, Target};
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
@@ -43,13 +43,8 @@ const TARGET_RATIO_TO_CURL: f64 = 1.1;
 /// … and a peak RSS of at most this many MiB.
 const TARGET_PEAK_RSS_MIB: f64 = 32.0;
 
-/// The tools the benchmark compares against, with their install lines.
-const TOOLS: [(&str, &str); 4] = [
-    ("nginx", "apt-get install -y nginx"),
-    ("curl", "apt-get install -y curl"),
-    ("sha256sum", "apt-get install -y coreutils"),
-    ("openssl", "apt-get install -y openssl"),
-];
+/// The tools the benchmark compares against (their packages are in `manifests/host-packages.toml`).
+const BENCH_TOOLS: [&str; 4] = ["nginx", "curl", "sha256sum", "openssl"];
 
 /// The contenders, in the order of the first round (later rounds rotate it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +84,7 @@ impl Contender {
 
 impl flags::BenchFetch {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        for (tool, install) in TOOLS {
-            if cmd!(sh, "which {tool}").quiet().ignore_stdout().run().is_err() {
-                bail!("`{tool}` is needed by bench fetch: install it with `{install}`");
-            }
-        }
+        crate::tools::require_all(&BENCH_TOOLS).context("bench fetch needs it")?;
         ensure!(self.runs > 0, "--runs must be at least 1");
 
         eprintln!("bench fetch: building xtask in release mode, and in the dev profile `cargo xtask` uses");

@@ -35,10 +35,7 @@ fn probe_with(device: &std::path::Path, qemu_override: Option<&std::path::Path>)
         .open(device)
         .map_err(|e| format!("{}: {e}", device.display()))?;
     let qemu = qemu_override.map_or_else(|| qemu_binary_name(arch).into(), |p| p.as_os_str().to_owned());
-    let machine = match arch {
-        Arch::X86_64 => "q35",
-        Arch::Arm64 => "virt",
-    };
+    let machine = crate::arch_facts::of(arch).qemu_machine;
     let mut child = Command::new(&qemu)
         .args(["-accel", "kvm", "-cpu", "host", "-M", machine, "-S"])
         .args([

@@ -107,18 +107,7 @@ impl BootRun {
 
 /// The QEMU binary name of an arch.
 pub fn qemu_binary_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "qemu-system-x86_64",
-        Arch::Arm64 => "qemu-system-aarch64",
-    }
-}
-
-/// The apt package that provides an arch's QEMU.
-pub fn qemu_package(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "qemu-system-x86",
-        Arch::Arm64 => "qemu-system-arm",
-    }
+    crate::arch_facts::of(arch).qemu_binary
 }
 
 /// Paths of the files one boot's QEMU uses.
@@ -139,13 +128,10 @@ pub struct MachineFiles<'a> {
 pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let memory = format!("{GUEST_MEMORY_MIB}M");
-    let machine = match arch {
-        Arch::X86_64 => "q35,memory-backend=mem",
-        Arch::Arm64 => "virt,memory-backend=mem",
-    };
+    let machine = format!("{},memory-backend=mem", crate::arch_facts::of(arch).qemu_machine);
     push(
         &mut args,
-        &["-M", machine, "-m", &memory, "-smp", &GUEST_CPUS.to_string()],
+        &["-M", &machine, "-m", &memory, "-smp", &GUEST_CPUS.to_string()],
     );
     match (arch, accel) {
         (_, Accel::Kvm) => push(&mut args, &["-accel", "kvm", "-cpu", "host"]),
@@ -298,9 +284,9 @@ fn machine_programs(spec: &VmSpec) -> Result<(PathBuf, PathBuf)> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_VIRTIOFSD));
     if !virtiofsd.is_file() {
         bail!(
-            "{} is missing: it serves the VirtioFS share; install it with `apt-get install -y qemu-system-common` \
-             (or point BOOT_ASSETS_VIRTIOFSD at a virtiofsd)",
-            virtiofsd.display()
+            "{} is missing: it serves the VirtioFS share; {} (or point BOOT_ASSETS_VIRTIOFSD at a virtiofsd)",
+            virtiofsd.display(),
+            crate::tools::missing_message("virtiofsd")?
         );
     }
     Ok((qemu, virtiofsd))
@@ -338,9 +324,9 @@ fn start_qemu(qemu: &Path, spec: &VmSpec, files: &MachineFiles, stderr_path: &Pa
     )
     .with_context(|| {
         format!(
-            "starting {} (install it with `apt-get install -y {}` or set BOOT_ASSETS_QEMU)",
+            "starting {} ({}, or set BOOT_ASSETS_QEMU)",
             qemu.display(),
-            qemu_package(spec.arch)
+            crate::tools::missing_message(qemu_binary_name(spec.arch)).unwrap_or_default()
         )
     })
 }

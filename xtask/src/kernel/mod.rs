@@ -82,30 +82,19 @@ struct ArchRecipe {
     make_arch: &'static str,
     cross_compile: Option<&'static str>,
     compiler: &'static str,
-    compiler_package: &'static str,
     make_target: &'static str,
     image: &'static str,
 }
 
+/// The kernel build facts of `arch`, from the per-arch table.
 fn recipe(arch: Arch) -> ArchRecipe {
-    match arch {
-        Arch::X86_64 => ArchRecipe {
-            make_arch: "x86_64",
-            cross_compile: None,
-            compiler: "gcc",
-            compiler_package: "gcc",
-            make_target: "bzImage",
-            image: "arch/x86/boot/bzImage",
-        },
-        // QEMU and Virtualization.framework boot the uncompressed Image directly.
-        Arch::Arm64 => ArchRecipe {
-            make_arch: "arm64",
-            cross_compile: Some("aarch64-linux-gnu-"),
-            compiler: "aarch64-linux-gnu-gcc",
-            compiler_package: "gcc-aarch64-linux-gnu",
-            make_target: "Image",
-            image: "arch/arm64/boot/Image",
-        },
+    let facts = crate::arch_facts::of(arch);
+    ArchRecipe {
+        make_arch: facts.kernel_make_arch,
+        cross_compile: facts.kernel_cross_compile,
+        compiler: facts.c_compiler,
+        make_target: facts.kernel_make_target,
+        image: facts.kernel_image,
     }
 }
 
@@ -128,7 +117,7 @@ impl flags::Kernel {
                 .sha256
                 .as_deref()
                 .context("--url needs --sha256 with the image's digest")?;
-            let image = prebuilt::fetch(sh, url, sha256)?;
+            let image = prebuilt::fetch(url, sha256)?;
             copy_output(&image, &output)?;
             eprintln!(
                 "kernel {arch}: {} (prebuilt from {url}, sha256 verified)",
@@ -605,37 +594,14 @@ fn discard_entry(entry: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The tools every kernel build runs, beside the arch's C compiler.
+const KERNEL_TOOLS: [&str; 8] = ["make", "tar", "xz", "flex", "bison", "bc", "perl", "gcc"];
+
 /// Every tool a build runs, checked once up front with the package that provides it.
 fn check_tools(recipe: &ArchRecipe) -> Result<()> {
-    let needed = [
-        ("make", "make"),
-        ("tar", "tar"),
-        ("xz", "xz-utils"),
-        ("flex", "flex"),
-        ("bison", "bison"),
-        ("bc", "bc"),
-        ("perl", "perl"),
-        ("gcc", "gcc"),
-        (recipe.compiler, recipe.compiler_package),
-    ];
-    let missing: Vec<&str> = needed
-        .iter()
-        .filter(|(tool, _)| !on_path(tool))
-        .map(|(_, package)| *package)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "building the kernel needs tools that are not on PATH: install them with \
-             `apt-get install -y {} libelf-dev libssl-dev`",
-            missing.join(" ")
-        );
-    }
-    Ok(())
-}
-
-/// Whether an executable named `tool` is on PATH.
-pub fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+    crate::tools::require_all(&KERNEL_TOOLS)
+        .and_then(|()| crate::tools::require(recipe.compiler).map(drop))
+        .context("building the kernel needs tools that are not on PATH")
 }
 
 /// Copies a file, naming both ends on failure.

@@ -2,7 +2,8 @@
 //! host's apt or dpkg configuration.
 //!
 //! Every apt call gets private per-arch state under `{cache}/rootfs/apt/{deb_arch}` (package
-//! lists, an empty dpkg status, its own archive cache); the host's sources are only read.
+//! lists, an empty dpkg status, its own archive cache, `manifests/templates/apt.conf`); the
+//! host's sources are only read.
 //! Package files are kept in `{cache}/rootfs/debs/{sha256}.deb` and their digest is checked
 //! against the lock every time, before anything is unpacked.
 
@@ -19,24 +20,9 @@ use crate::util;
 const DEBS_CACHE_SUBDIR: &str = "rootfs/debs";
 /// Where the private apt state of each arch lives, below the cache directory.
 const APT_STATE_SUBDIR: &str = "rootfs/apt";
-/// A private apt configuration file read after the host's: it drops the host's hooks (which
-/// would refresh the host's AppStream and PackageKit caches, or clean its archive cache, on
-/// our behalf) and the index targets the build does not need (AppStream metadata, translations).
-const PRIVATE_APT_CONF: &str = "\
-#clear APT::Update::Pre-Invoke;
-#clear APT::Update::Post-Invoke;
-#clear APT::Update::Post-Invoke-Success;
-#clear DPkg::Pre-Invoke;
-#clear DPkg::Post-Invoke;
-#clear DPkg::Pre-Install-Pkgs;
-#clear Acquire::IndexTargets::deb::DEP-11;
-#clear Acquire::IndexTargets::deb::DEP-11-icons;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-hidpi;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-large;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-large-hidpi;
-#clear Acquire::IndexTargets::deb::DEP-11-icons-small;
-#clear Acquire::IndexTargets::deb::Translations;
-";
+/// The private apt configuration read after the host's (no host hooks, no unneeded index
+/// targets), relative to the repository root; the container tests use the same file.
+const PRIVATE_APT_CONF_PATH: &str = "manifests/templates/apt.conf";
 
 /// Private apt state for one Debian architecture.
 pub struct Apt {
@@ -56,7 +42,9 @@ impl Apt {
         if !status.exists() {
             std::fs::write(&status, b"").with_context(|| format!("creating {}", status.display()))?;
         }
-        util::write_atomic(&root.join("apt.conf"), PRIVATE_APT_CONF.as_bytes())?;
+        let conf = util::project_root().join(PRIVATE_APT_CONF_PATH);
+        let conf_text = std::fs::read(&conf).with_context(|| format!("reading {}", conf.display()))?;
+        util::write_atomic(&root.join("apt.conf"), &conf_text)?;
         Ok(Apt {
             deb_arch: deb_arch.to_owned(),
             root,
@@ -358,7 +346,8 @@ Version: 1:6.0-1
              -o Dir::State=/cache/rootfs/apt/arm64/state -o Dir::State::status=/cache/rootfs/apt/arm64/state/status \
              -o Dir::Cache=/cache/rootfs/apt/arm64/cache -o APT::Sandbox::User=root"
         );
-        assert!(PRIVATE_APT_CONF.contains("#clear APT::Update::Post-Invoke-Success;"));
+        let conf = std::fs::read_to_string(util::project_root().join(PRIVATE_APT_CONF_PATH)).unwrap();
+        assert!(conf.contains("\n#clear APT::Update::Post-Invoke-Success;\n"), "{conf}");
     }
 
     #[test]

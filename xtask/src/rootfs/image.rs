@@ -124,11 +124,12 @@ pub fn write_staging(tree: &ImageTree, root: &Path) -> Result<()> {
 
 /// Runs mkfs.erofs; returns its version as printed in its banner (e.g. `1.5`).
 pub fn run_mkfs(sh: &Shell, staging: &Path, output: &Path, flags: &[String]) -> Result<String> {
-    let result = cmd!(sh, "mkfs.erofs {flags...} {output} {staging}")
+    let mkfs = crate::tools::require("mkfs.erofs")?;
+    let result = cmd!(sh, "{mkfs} {flags...} {output} {staging}")
         .quiet()
         .ignore_status()
         .output()
-        .context("running mkfs.erofs (install it with `apt-get install erofs-utils`)")?;
+        .context("running mkfs.erofs")?;
     let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
     if !result.status.success() {
         bail!(

@@ -23,7 +23,7 @@ pub mod sbom;
 pub mod tree;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -31,7 +31,7 @@ use boot_assets::manifest::format_utc_timestamp;
 use boot_assets::Arch;
 use xshell::Shell;
 
-use crate::elf::{self, Machine};
+use crate::elf;
 use crate::{flags, util};
 use assemble::{LocalInput, Package};
 use lock::Lock;
@@ -46,12 +46,8 @@ pub const DEFAULT_LOCK: &str = "manifests/rootfs.lock";
 pub const IMAGE_FILE_NAME: &str = "rootfs.erofs";
 /// Appended to the image path to name its SBOM.
 pub const SBOM_SUFFIX: &str = ".spdx.json";
-/// Host tools the build runs, with the line that installs them.
-const REQUIRED_TOOLS: [(&str, &str); 3] = [
-    ("mkfs.erofs", "apt-get install -y erofs-utils"),
-    ("apt-get", "a Debian or Ubuntu host (apt)"),
-    ("apt-cache", "a Debian or Ubuntu host (apt)"),
-];
+/// Host tools the build runs (their packages are in `manifests/host-packages.toml`).
+const REQUIRED_TOOLS: [&str; 3] = ["mkfs.erofs", "apt-get", "apt-cache"];
 
 impl flags::Rootfs {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -103,11 +99,7 @@ pub struct BuildOutputs {
 /// Builds one arch's image and SBOM.
 pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
     let started = Instant::now();
-    for (tool, install) in REQUIRED_TOOLS {
-        if which(tool).is_none() {
-            bail!("`{tool}` is not on PATH: the rootfs build needs it ({install})");
-        }
-    }
+    crate::tools::require_all(&REQUIRED_TOOLS).context("the rootfs build needs a Debian or Ubuntu host")?;
     let recipe = Recipe::load(&options.recipe)?;
     let params = recipe.arch_params(options.arch).clone();
     let apt = fetch::Apt::new(&params.deb_arch)?;
@@ -134,10 +126,7 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
     let local_inputs = read_local_inputs(&recipe)?;
     let mut tree = assemble::assemble(&recipe, &params, &packages, &local_inputs)?;
     closure::add_library_closure(&mut tree, &params, &packages, &elf::elf_info)?;
-    let machine = match options.arch {
-        Arch::Arm64 => Machine::Aarch64,
-        Arch::X86_64 => Machine::X86_64,
-    };
+    let machine = crate::arch_facts::of(options.arch).elf_machine;
     checks::check_image(
         &tree,
         machine,
@@ -352,11 +341,4 @@ fn read_local_inputs(recipe: &Recipe) -> Result<Vec<LocalInput>> {
         });
     }
     Ok(inputs)
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| Path::new(candidate).is_file())
 }

@@ -2,8 +2,8 @@
 //! extracts and stages them, and writes the binaries fragment.
 //!
 //! Reads `manifests/binaries.toml` (`config`) and the existing fragment; downloads each upstream
-//! file once into `{cache}/downloads/{sha256}` with the library's [`Downloader`] (resume,
-//! retries, digest checked while writing); extracts the named member of a `.tgz` or of a Debian
+//! file once into the download cache `{cache}/downloads/{sha256}` ([`crate::downloads`]: the
+//! library's `Downloader`, with resume, retries, digest checked while writing); extracts the named member of a `.tgz` or of a Debian
 //! package's data archive while streaming (`extract`) or takes the file as is; writes `{output}/{name}/{safe_version}/{arch}/{name}`
 //! (0755) and the fragment, each atomically. A binary already staged with the digest the fragment
 //! records is skipped without any download. With `--pin`, missing digests are downloaded,
@@ -13,26 +13,25 @@ mod config;
 mod extract;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use boot_assets::asset_manager::Downloader;
 use boot_assets::{cdn, Arch, Binary, FileEntry};
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::downloads::DownloadCache;
 use crate::{binaries, flags, util};
 use config::{Config, Format, Source};
 
 /// The config file, relative to the repository root.
 const DEFAULT_CONFIG_PATH: &str = "manifests/binaries.toml";
 
-/// Folder of the download cache inside the cache directory; files are named by their sha256.
-const DOWNLOAD_CACHE_DIR: &str = "downloads";
+/// A binary to stage this run: its spec, arch and source, the verified upstream file, and its
+/// path relative to the output directory.
+type Pending<'a> = (&'a config::BinarySpec, Arch, &'a Source, PathBuf, String);
 
-/// Mode of a cached upstream file (data, not yet a staged program).
-const CACHED_FILE_MODE: u32 = 0o644;
+/// The staged files of this run by (name, arch): their sha256 and size.
+type Staged = BTreeMap<(String, Arch), (String, u64)>;
 
 impl flags::SyncBinaries {
     pub fn run(self, _sh: &Shell) -> Result<()> {
@@ -48,76 +47,20 @@ impl flags::SyncBinaries {
         } else {
             self.arch.iter().map(|a| Arch::from(*a)).collect()
         };
-        let downloads = util::cache_dir().join(DOWNLOAD_CACHE_DIR);
+        let cache = DownloadCache::new();
 
         if self.pin {
-            config = pin(&config_path, &text, &config, &arches, &downloads)?;
+            config = pin(&config_path, &text, &config, &arches, &cache)?;
         }
-        let unpinned: Vec<String> = selected(&config, &arches)
-            .filter(|(_, _, source)| source.sha256.is_empty())
-            .map(|(binary, arch, _)| format!("{} ({arch})", binary.name))
-            .collect();
-        if !unpinned.is_empty() {
-            bail!(
-                "{origin}: no sha256 pinned for {}; run `cargo xtask sync-binaries --pin` to download the upstream \
-                 files and write their digests into the file (then review the diff), or run the pin-binaries \
-                 workflow (.github/workflows/pin-binaries.yml), which opens a pull request with them",
-                unpinned.join(", ")
-            );
-        }
+        require_pinned(&config, &arches, &origin)?;
 
         let fragment_path = self
             .binaries_json
             .clone()
             .unwrap_or_else(|| self.output.join("binaries.json"));
         let previous = binaries::read_fragment_or_empty(&fragment_path)?;
-        let downloader = Downloader::new();
-        let mut staged: BTreeMap<(String, Arch), (String, u64)> = BTreeMap::new();
-        let mut pending = Vec::new();
-        for (binary, arch, source) in selected(&config, &arches) {
-            let relative = cdn::binary_relative_path(&binary.name, &binary.version, arch);
-            if let Some(digest) = already_staged(&previous, binary, arch, &self.output.join(&relative))? {
-                eprintln!(
-                    "sync-binaries: {} ({arch}) {} is already staged",
-                    binary.name, binary.version
-                );
-                let size = util::file_size(&self.output.join(&relative))?;
-                staged.insert((binary.name.clone(), arch), (digest, size));
-                continue;
-            }
-            let upstream = fetch_upstream(&downloader, &downloads, &binary.name, arch, source)?;
-            pending.push((binary, arch, source, upstream, relative));
-        }
-
-        // Extract everything into a staging folder first, so a failure leaves the output as it was.
-        let parent = self
-            .output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let staging = tempfile::tempdir_in(parent)
-            .with_context(|| format!("creating a staging folder in {}", parent.display()))?;
-        let mut ready = Vec::new();
-        for (binary, arch, source, upstream, relative) in pending {
-            let target = staging.path().join(&relative);
-            let digest = match (source.format, &source.extract) {
-                (Format::Tgz, Some(member)) => extract::extract_member(&upstream, member, &target)
-                    .with_context(|| format!("{} ({arch})", binary.name))?,
-                (Format::Deb, Some(member)) => extract::extract_deb_member(&upstream, member, &target)
-                    .with_context(|| format!("{} ({arch})", binary.name))?,
-                _ => copy_executable(&upstream, &target)?,
-            };
-            eprintln!("sync-binaries: staged {} ({arch}) {}", binary.name, binary.version);
-            staged.insert((binary.name.clone(), arch), (digest, util::file_size(&target)?));
-            ready.push((target, self.output.join(&relative)));
-        }
-        for (from, to) in ready {
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::rename(&from, &to).with_context(|| format!("moving {} into place", to.display()))?;
-        }
+        let (mut staged, pending) = fetch_unstaged(&config, &arches, &previous, &self.output, &cache)?;
+        stage_all(&self.output, pending, &mut staged)?;
 
         let fragment = fragment_entries(&config, &previous, &staged);
         binaries::write_fragment(&fragment_path, &fragment)?;
@@ -129,6 +72,84 @@ impl flags::SyncBinaries {
         );
         Ok(())
     }
+}
+
+/// Refuses a selected source without a pinned digest, saying how to pin it.
+fn require_pinned(config: &Config, arches: &[Arch], origin: &str) -> Result<()> {
+    let unpinned: Vec<String> = selected(config, arches)
+        .filter(|(_, _, source)| source.sha256.is_empty())
+        .map(|(binary, arch, _)| format!("{} ({arch})", binary.name))
+        .collect();
+    if !unpinned.is_empty() {
+        bail!(
+            "{origin}: no sha256 pinned for {}; run `cargo xtask sync-binaries --pin` to download the upstream \
+             files and write their digests into the file (then review the diff), or run the pin-binaries \
+             workflow (.github/workflows/pin-binaries.yml), which opens a pull request with them",
+            unpinned.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The binaries already staged with the digest the fragment records (no download), and the
+/// verified upstream files of all the others.
+fn fetch_unstaged<'a>(
+    config: &'a Config,
+    arches: &'a [Arch],
+    previous: &[Binary],
+    output: &Path,
+    cache: &DownloadCache,
+) -> Result<(Staged, Vec<Pending<'a>>)> {
+    let mut staged = Staged::new();
+    let mut pending = Vec::new();
+    for (binary, arch, source) in selected(config, arches) {
+        let relative = cdn::binary_relative_path(&binary.name, &binary.version, arch);
+        if let Some(digest) = already_staged(previous, binary, arch, &output.join(&relative))? {
+            eprintln!(
+                "sync-binaries: {} ({arch}) {} is already staged",
+                binary.name, binary.version
+            );
+            let size = util::file_size(&output.join(&relative))?;
+            staged.insert((binary.name.clone(), arch), (digest, size));
+            continue;
+        }
+        let upstream = fetch_upstream(cache, &binary.name, arch, source)?;
+        pending.push((binary, arch, source, upstream, relative));
+    }
+    Ok((staged, pending))
+}
+
+/// Extracts everything into a staging folder first, so a failure leaves the output as it was,
+/// then moves each file into place under `output`.
+fn stage_all(output: &Path, pending: Vec<Pending<'_>>, staged: &mut Staged) -> Result<()> {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging =
+        tempfile::tempdir_in(parent).with_context(|| format!("creating a staging folder in {}", parent.display()))?;
+    let mut ready = Vec::new();
+    for (binary, arch, source, upstream, relative) in pending {
+        let target = staging.path().join(&relative);
+        let digest = match (source.format, &source.extract) {
+            (Format::Tgz, Some(member)) => extract::extract_member(&upstream, member, &target)
+                .with_context(|| format!("{} ({arch})", binary.name))?,
+            (Format::Deb, Some(member)) => extract::extract_deb_member(&upstream, member, &target)
+                .with_context(|| format!("{} ({arch})", binary.name))?,
+            _ => copy_executable(&upstream, &target)?,
+        };
+        eprintln!("sync-binaries: staged {} ({arch}) {}", binary.name, binary.version);
+        staged.insert((binary.name.clone(), arch), (digest, util::file_size(&target)?));
+        ready.push((target, output.join(&relative)));
+    }
+    for (from, to) in ready {
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::rename(&from, &to).with_context(|| format!("moving {} into place", to.display()))?;
+    }
+    Ok(())
 }
 
 /// Every (binary, arch, source) of the selected arches, in file order.
@@ -164,29 +185,13 @@ fn already_staged(
 }
 
 /// The verified upstream file in the download cache, downloaded when it is not there yet.
-fn fetch_upstream(
-    downloader: &Downloader,
-    downloads: &Path,
-    name: &str,
-    arch: Arch,
-    source: &Source,
-) -> Result<PathBuf> {
-    let cached = downloads.join(&source.sha256);
-    if cached.is_file() && util::sha256_file(&cached)? == source.sha256 {
-        return Ok(cached);
+fn fetch_upstream(cache: &DownloadCache, name: &str, arch: Arch, source: &Source) -> Result<PathBuf> {
+    if !cache.path(&source.sha256).is_file() {
+        eprintln!("sync-binaries: downloading {}", source.url);
     }
-    std::fs::create_dir_all(downloads).with_context(|| format!("creating {}", downloads.display()))?;
-    eprintln!("sync-binaries: downloading {}", source.url);
-    downloader
-        .download(
-            &format!("{name} ({arch}) upstream file"),
-            &source.url,
-            &source.sha256,
-            &cached,
-            CACHED_FILE_MODE,
-        )
-        .with_context(|| format!("{name} ({arch}): fetching the pinned upstream file"))?;
-    Ok(cached)
+    cache
+        .fetch(&format!("{name} ({arch}) upstream file"), &source.url, &source.sha256)
+        .with_context(|| format!("{name} ({arch}): fetching the pinned upstream file"))
 }
 
 /// Copies a direct-binary download to `target` (0755, atomically) and returns its sha256.
@@ -197,11 +202,7 @@ fn copy_executable(from: &Path, target: &Path) -> Result<String> {
 
 /// The fragment after this run: each configured binary with the files staged now, plus the files
 /// of other arches the previous fragment recorded for the same version.
-fn fragment_entries(
-    config: &Config,
-    previous: &[Binary],
-    staged: &BTreeMap<(String, Arch), (String, u64)>,
-) -> Vec<Binary> {
+fn fragment_entries(config: &Config, previous: &[Binary], staged: &Staged) -> Vec<Binary> {
     let mut entries: Vec<Binary> = previous
         .iter()
         .filter(|b| !config.binaries.iter().any(|spec| spec.name == b.name))
@@ -239,14 +240,17 @@ fn fragment_entries(
 
 /// Downloads every selected source that has no digest yet, writes the digests into the config
 /// file (keeping its comments), and returns the pinned config.
-fn pin(path: &Path, text: &str, config: &Config, arches: &[Arch], downloads: &Path) -> Result<Config> {
+fn pin(path: &Path, text: &str, config: &Config, arches: &[Arch], cache: &DownloadCache) -> Result<Config> {
     let mut by_url: BTreeMap<&str, String> = BTreeMap::new();
     let mut digests = BTreeMap::new();
     for (binary, arch, source) in selected(config, arches).filter(|(_, _, s)| s.sha256.is_empty()) {
         let digest = match by_url.get(source.url.as_str()) {
             Some(digest) => digest.clone(),
             None => {
-                let digest = download_unpinned(&source.url, downloads)?;
+                eprintln!("sync-binaries: --pin: downloading {}", source.url);
+                // Only `--pin` downloads a file whose digest is not known yet, once per upstream
+                // file, on a maintainer's machine.
+                let digest = cache.fetch_unpinned(&source.url)?;
                 by_url.insert(&source.url, digest.clone());
                 digest
             }
@@ -265,31 +269,4 @@ fn pin(path: &Path, text: &str, config: &Config, arches: &[Arch], downloads: &Pa
         path.display()
     );
     config::parse(&pinned, &path.display().to_string())
-}
-
-/// Downloads a file whose digest is not known yet into the download cache; returns its sha256.
-///
-/// Only `--pin` does this, once per upstream file, on a maintainer's machine; every other
-/// download goes through the library's verified downloader.
-fn download_unpinned(url: &str, downloads: &Path) -> Result<String> {
-    eprintln!("sync-binaries: --pin: downloading {url}");
-    std::fs::create_dir_all(downloads).with_context(|| format!("creating {}", downloads.display()))?;
-    let response = ureq::get(url).call().with_context(|| format!("GET {url}"))?;
-    let mut body = response.into_body().into_reader();
-    let mut temp = tempfile::NamedTempFile::new_in(downloads)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let read = body.read(&mut buffer).with_context(|| format!("reading {url}"))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        temp.write_all(&buffer[..read])?;
-    }
-    let digest = format!("{:x}", hasher.finalize());
-    temp.persist(downloads.join(&digest))
-        .map_err(|e| e.error)
-        .context("storing the download in the cache")?;
-    Ok(digest)
 }

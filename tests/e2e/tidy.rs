@@ -188,7 +188,7 @@ fn names_folder(line: &str, dir: &str) -> bool {
         line[at + dir.len()..]
             .chars()
             .next()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'))
+            .map_or(true, |c| !(c.is_alphanumeric() || c == '_' || c == '-'))
     })
 }
 
@@ -196,7 +196,7 @@ fn names_folder(line: &str, dir: &str) -> bool {
 fn names_file(line: &str, name: &str) -> bool {
     line.match_indices(name).any(|(at, _)| {
         let before = line[..at].chars().next_back();
-        before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+        before.map_or(true, |c| !(c.is_alphanumeric() || c == '_'))
     })
 }
 

@@ -31,6 +31,8 @@ pub struct ArchFacts {
     pub qemu_binary: &'static str,
     /// QEMU's machine type.
     pub qemu_machine: &'static str,
+    /// The CPU QEMU emulates under TCG, when its default will not do.
+    pub qemu_tcg_cpu: Option<&'static str>,
 }
 
 /// x86_64: bzImage, the q35 machine.
@@ -45,6 +47,7 @@ const X86_64: ArchFacts = ArchFacts {
     kernel_image: "arch/x86/boot/bzImage",
     qemu_binary: "qemu-system-x86_64",
     qemu_machine: "q35",
+    qemu_tcg_cpu: None,
 };
 
 /// arm64: QEMU and Virtualization.framework boot the uncompressed Image directly.
@@ -59,6 +62,8 @@ const ARM64: ArchFacts = ArchFacts {
     kernel_image: "arch/arm64/boot/Image",
     qemu_binary: "qemu-system-aarch64",
     qemu_machine: "virt",
+    // The virt machine's default CPU is a 32-bit cortex-a15.
+    qemu_tcg_cpu: Some("cortex-a57"),
 };
 
 /// The facts of `arch`.

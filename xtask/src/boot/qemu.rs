@@ -133,10 +133,10 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
         &mut args,
         &["-M", &machine, "-m", &memory, "-smp", &GUEST_CPUS.to_string()],
     );
-    match (arch, accel) {
-        (_, Accel::Kvm) => push(&mut args, &["-accel", "kvm", "-cpu", "host"]),
-        (Arch::X86_64, Accel::Tcg) => push(&mut args, &["-accel", "tcg"]),
-        (Arch::Arm64, Accel::Tcg) => push(&mut args, &["-accel", "tcg", "-cpu", "cortex-a57"]),
+    match (accel, crate::arch_facts::of(arch).qemu_tcg_cpu) {
+        (Accel::Kvm, _) => push(&mut args, &["-accel", "kvm", "-cpu", "host"]),
+        (Accel::Tcg, None) => push(&mut args, &["-accel", "tcg"]),
+        (Accel::Tcg, Some(cpu)) => push(&mut args, &["-accel", "tcg", "-cpu", cpu]),
     }
     push(
         &mut args,

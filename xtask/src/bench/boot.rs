@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use boot_assets::{cdn, Arch};
+use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::boot::qemu::{self, Accel, VmSpec};
@@ -64,10 +64,7 @@ impl flags::BenchBoot {
                 Some(path) => path.clone(),
                 None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
             };
-            let rootfs = self
-                .rootfs
-                .clone()
-                .unwrap_or_else(|| util::build_dir().join(arch.as_str()).join(cdn::ROOTFS_FILE));
+            let rootfs = self.rootfs.clone().unwrap_or_else(|| crate::layout::built_rootfs(arch));
             if !rootfs.is_file() {
                 bail!(
                     "{} is missing: build it with `cargo xtask rootfs --arch {arch}` or pass --rootfs",

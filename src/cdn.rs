@@ -18,7 +18,7 @@ pub const ROOTFS_FILE: &str = "rootfs.erofs";
 /// File name of a manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// Suffix of a manifest's minisign signature.
+/// Suffix of a minisign signature: the signature of `{path}` is `{path}.minisig`.
 pub const SIGNATURE_SUFFIX: &str = ".minisig";
 
 /// The folder of one asset version: `asset/v{version}`.
@@ -29,6 +29,16 @@ pub fn asset_dir(version: &str) -> String {
 /// The unified manifest of one version: `asset/v{version}/manifest.json`.
 pub fn manifest_path(version: &str) -> String {
     format!("{}/{MANIFEST_FILE}", asset_dir(version))
+}
+
+/// The minisign signature beside a signed object, file or URL: `{path}.minisig`.
+pub fn signature_path(path: &str) -> String {
+    format!("{path}{SIGNATURE_SUFFIX}")
+}
+
+/// The signature of the unified manifest of one version: `asset/v{version}/manifest.json.minisig`.
+pub fn manifest_signature_path(version: &str) -> String {
+    signature_path(&manifest_path(version))
 }
 
 /// The kernel of one version and arch: `asset/v{version}/{arch}/kernel`.
@@ -84,6 +94,8 @@ mod tests {
             "bin/dockerd/27.5.1/arm64/dockerd"
         );
         assert_eq!(tarball_name("0.2.0", Arch::X86_64), "boot-assets-x86_64-v0.2.0.tar.gz");
+        assert_eq!(manifest_signature_path("0.2.0"), "asset/v0.2.0/manifest.json.minisig");
+        assert_eq!(signature_path(LATEST_PATH), "latest.json.minisig");
     }
 
     #[test]

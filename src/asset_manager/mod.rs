@@ -59,6 +59,7 @@ use std::time::Duration;
 
 pub use downloader::Downloader;
 pub use error::AssetError;
+pub use signature::public_key_base64;
 
 use sha2::Digest;
 
@@ -448,7 +449,7 @@ impl AssetManager {
     fn fetch_latest(&self, url: &str) -> Result<String, AssetError> {
         let bytes = self.http.fetch_document(url)?;
         if !self.public_keys.is_empty() {
-            let signature_url = format!("{url}{}", cdn::SIGNATURE_SUFFIX);
+            let signature_url = cdn::signature_path(url);
             let signature = self.http.fetch_document(&signature_url).map_err(|e| match e {
                 AssetError::HttpStatus { status: 404, .. } => AssetError::Signature {
                     url: url.to_owned(),
@@ -712,7 +713,7 @@ impl AssetManager {
         if self.check_pinned_digest(&label, &bytes).is_err() {
             return Ok(None);
         }
-        let signature_name = format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX);
+        let signature_name = cdn::signature_path(cdn::MANIFEST_FILE);
         let signature = || {
             dir.read_small(&signature_name, download::MAX_DOCUMENT_BYTES)
                 .ok()
@@ -734,7 +735,7 @@ impl AssetManager {
         let url = cdn::join_url(&self.cdn_base_url, &cdn::manifest_path(version));
         let bytes = self.http.fetch_document(&url)?;
         self.check_pinned_digest(&url, &bytes)?;
-        let signature_url = format!("{url}{}", cdn::SIGNATURE_SUFFIX);
+        let signature_url = cdn::signature_path(&url);
         let mut signature = None;
         if !self.public_keys.is_empty() {
             signature = Some(
@@ -748,7 +749,7 @@ impl AssetManager {
         }
         let manifest = self.trust_manifest(&bytes, || signature.clone(), &url, version)?;
         if let Some(signature) = &signature {
-            let name = format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX);
+            let name = cdn::signature_path(cdn::MANIFEST_FILE);
             dir.write_atomic(&name, signature, ASSET_MODE)?;
         }
         dir.write_atomic(cdn::MANIFEST_FILE, &bytes, ASSET_MODE)?;

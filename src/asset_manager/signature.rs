@@ -8,15 +8,21 @@ use minisign_verify::{PublicKey, Signature};
 
 use super::error::AssetError;
 
+/// The base64 key line of a public key's text: the line after the untrusted comment of a whole
+/// minisign `.pub` file, or the text itself when it is that line alone. This is the one rule for
+/// reading key text; xtask builds its signing-side key from the same line.
+pub fn public_key_base64(text: &str) -> &str {
+    let trimmed = text.trim();
+    match trimmed.split_once('\n') {
+        Some((_untrusted_comment, rest)) => rest.lines().next().unwrap_or_default().trim(),
+        None => trimmed,
+    }
+}
+
 /// Parses a trusted key: the whole minisign `.pub` file, or just its base64 key line.
 pub(crate) fn parse_public_key(text: &str) -> Result<PublicKey, AssetError> {
     let trimmed = text.trim();
-    let parsed = if trimmed.contains('\n') {
-        PublicKey::decode(trimmed)
-    } else {
-        PublicKey::from_base64(trimmed)
-    };
-    parsed.map_err(|e| {
+    PublicKey::from_base64(public_key_base64(text)).map_err(|e| {
         AssetError::Config(format!(
             "public key {trimmed:?} is not a minisign public key (a .pub file or its base64 line): {e}"
         ))
@@ -55,6 +61,15 @@ mod tests {
     fn bad_key_text_is_a_config_error() {
         let err = parse_public_key("not a key").unwrap_err().to_string();
         assert!(err.contains("is not a minisign public key"), "{err}");
+    }
+
+    #[test]
+    fn the_key_line_is_the_line_after_the_comment() {
+        let line = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        assert_eq!(public_key_base64(&format!("untrusted comment: k\n{line}\n")), line);
+        assert_eq!(public_key_base64(&format!(" {line}\n")), line);
+        assert!(parse_public_key(&format!("untrusted comment: k\n{line}\n")).is_ok());
+        assert!(parse_public_key("untrusted comment: k\n").is_err());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Reproducible `.tar.gz` archives: the same member bytes give the same archive bytes, whatever
-//! the directory, clock, owner or umask of the build.
+//! the directory, clock, owner or umask of the build; and the one reader of such archives.
 //!
-//! Reads the member files, writes the archive atomically (temporary file, then rename).
+//! [`write_tar_gz`] reads the member files and writes the archive atomically (temporary file,
+//! then rename). [`read_members`] reads the named members back (`cdn-tree` into memory, `boot`
+//! into files).
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use flate2::{Compression, GzBuilder};
 
 /// Mode of every member: a plain, readable file (the tarballs carry data, not programs).
@@ -66,6 +69,47 @@ fn append_member<W: Write>(tar: &mut tar::Builder<W>, member: &Member, mtime: u6
     tar.append_data(&mut header, &member.name, file)
 }
 
+/// Reads a `.tar.gz`: calls `read` with the name and the bytes of every member named in
+/// `wanted`, and fails when one of them is missing. Other members are skipped.
+pub fn read_members(
+    archive: &Path,
+    wanted: &[&str],
+    mut read: impl FnMut(&str, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(archive).with_context(|| format!("opening archive {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut seen = Vec::new();
+    let entries = tar
+        .entries()
+        .with_context(|| format!("{}: not a .tar.gz", archive.display()))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("reading archive {}", archive.display()))?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if let Some(wanted_name) = wanted.iter().find(|w| **w == name) {
+            read(&name, &mut entry).with_context(|| format!("reading member {name} of {}", archive.display()))?;
+            seen.push(*wanted_name);
+        }
+    }
+    for name in wanted {
+        if !seen.contains(name) {
+            bail!("archive {} has no member {name}", archive.display());
+        }
+    }
+    Ok(())
+}
+
+/// The named members of a `.tar.gz`, read into memory.
+pub fn read_members_to_memory(archive: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut members = BTreeMap::new();
+    read_members(archive, wanted, |name, reader| {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes)?;
+        members.insert(name.to_owned(), bytes);
+        Ok(())
+    })?;
+    Ok(members)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +156,21 @@ mod tests {
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(&bytes[..4], &[0x1f, 0x8b, 8, 0], "no FNAME flag");
         assert_eq!(&bytes[4..8], &[0, 0, 0, 0], "mtime 0");
+    }
+
+    #[test]
+    fn the_reader_reads_what_the_writer_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.tar.gz");
+        write_tar_gz(&out, &members(dir.path()), 0).unwrap();
+        let read = read_members_to_memory(&out, &["kernel", "rootfs.erofs"]).unwrap();
+        assert_eq!(read["kernel"], b"kernel bytes");
+        assert_eq!(read["rootfs.erofs"], b"rootfs bytes");
+        let err = read_members_to_memory(&out, &["kernel", "manifest.json"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("archive {} has no member manifest.json", out.display())
+        );
     }
 
     #[test]

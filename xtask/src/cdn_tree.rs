@@ -8,8 +8,6 @@
 //! `latest.json` last. Each object is checked against the manifest digest before it is written,
 //! and an object that already exists with other bytes is refused (published paths are immutable).
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +15,7 @@ use boot_assets::{cdn, Latest};
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
-use crate::{flags, merge_manifest, util};
+use crate::{archive, flags, layout, manifest_io, util};
 
 impl flags::CdnTree {
     pub fn run(self, _sh: &Shell) -> Result<()> {
@@ -43,19 +41,15 @@ pub struct CdnTree {
 
 /// Lays out `dist` as a CDN tree under `out`; see the module docs.
 pub fn stage_cdn_tree(dist: &Path, out: &Path) -> Result<CdnTree> {
-    let manifest_file = dist.join(cdn::MANIFEST_FILE);
-    let manifest = merge_manifest::read_manifest(&manifest_file).with_context(|| {
-        format!(
-            "{} is the unified manifest (run merge-manifest first)",
-            manifest_file.display()
-        )
-    })?;
+    let manifest_file = layout::unified_manifest(dist);
+    let manifest = manifest_io::read_unified_manifest(dist)?;
     let version = manifest.asset_version.clone();
     let mut objects = Vec::new();
 
     for (arch, target) in &manifest.targets {
-        let tarball = dist.join(arch.as_str()).join(cdn::tarball_name(&version, *arch));
-        let members = read_tarball_members(&tarball, &[cdn::KERNEL_FILE, cdn::ROOTFS_FILE])?;
+        let tarball = layout::tarball(dist, &version, *arch);
+        let members = archive::read_members_to_memory(&tarball, &[cdn::KERNEL_FILE, cdn::ROOTFS_FILE])
+            .context("reading the release tarball (run `cargo xtask release` first)")?;
         for (member, entry_path, sha256) in [
             (cdn::KERNEL_FILE, &target.kernel.path, &target.kernel.sha256),
             (cdn::ROOTFS_FILE, &target.rootfs.path, &target.rootfs.sha256),
@@ -70,7 +64,7 @@ pub fn stage_cdn_tree(dist: &Path, out: &Path) -> Result<CdnTree> {
 
     for binary in &manifest.binaries {
         for (arch, file) in &binary.targets {
-            let staged = dist.join(cdn::binary_path(&binary.name, &binary.version, *arch));
+            let staged = layout::staged_binary(dist, &binary.name, &binary.version, *arch);
             let bytes = std::fs::read(&staged).with_context(|| {
                 format!(
                     "reading staged binary {} ({} {} for {arch}); stage it there before laying out the CDN tree",
@@ -96,11 +90,11 @@ pub fn stage_cdn_tree(dist: &Path, out: &Path) -> Result<CdnTree> {
         &manifest_file.display().to_string(),
     )?;
     objects.push(manifest_object.clone());
-    let signature_file = dist.join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX));
+    let signature_file = layout::manifest_signature(dist);
     if signature_file.is_file() {
         let signature =
             std::fs::read(&signature_file).with_context(|| format!("reading {}", signature_file.display()))?;
-        let object = format!("{manifest_object}{}", cdn::SIGNATURE_SUFFIX);
+        let object = cdn::manifest_signature_path(&version);
         put_object(out, &object, &signature, &signature_file.display().to_string())?;
         objects.push(object);
     }
@@ -113,38 +107,6 @@ pub fn stage_cdn_tree(dist: &Path, out: &Path) -> Result<CdnTree> {
     util::write_atomic(&out.join(cdn::LATEST_PATH), latest.to_json_pretty().as_bytes())?;
     objects.push(cdn::LATEST_PATH.to_owned());
     Ok(CdnTree { version, objects })
-}
-
-/// The named members of a release tarball, read into memory.
-fn read_tarball_members(tarball: &Path, wanted: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
-    let file = std::fs::File::open(tarball).with_context(|| {
-        format!(
-            "opening release tarball {} (run `cargo xtask release` first)",
-            tarball.display()
-        )
-    })?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut members = BTreeMap::new();
-    for entry in archive
-        .entries()
-        .with_context(|| format!("reading {}", tarball.display()))?
-    {
-        let mut entry = entry.with_context(|| format!("reading {}", tarball.display()))?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        if wanted.contains(&name.as_str()) {
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .with_context(|| format!("reading member {name} of {}", tarball.display()))?;
-            members.insert(name, bytes);
-        }
-    }
-    for name in wanted {
-        if !members.contains_key(*name) {
-            bail!("release tarball {} has no member {name}", tarball.display());
-        }
-    }
-    Ok(members)
 }
 
 fn check_digest(bytes: &[u8], expected: &str, label: &str) -> Result<()> {

@@ -16,16 +16,10 @@ use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::flags::{self, ArchFlag, Job};
-use crate::{setup, util};
+use crate::{layout, merge_manifest, release, setup, util};
 
 /// The binaries config used when neither `--binaries-config` nor another source is given.
 const DEFAULT_BINARIES_CONFIG: &str = "manifests/binaries.toml";
-
-/// Where the staged binaries and their fragment go, relative to the output directory.
-const BIN_DIR: &str = "bin";
-
-/// The fragment's file name inside [`BIN_DIR`].
-const FRAGMENT_FILE: &str = "binaries.json";
 
 /// `ARCH=PATH` values of a repeatable flag, one path per arch.
 pub fn per_arch_paths(flag: &str, values: &[String]) -> Result<BTreeMap<Arch, PathBuf>> {
@@ -70,30 +64,22 @@ impl flags::Dist {
 
         let binaries_json = self.stage_binaries(sh, &arches)?;
         let mut manifests = Vec::new();
-        for arch in arches {
-            flags::Release {
+        for arch in arches.into_iter().map(Arch::from) {
+            let request = release::Request {
                 version: self.version.clone(),
                 arch,
-                kernel: kernels.get(&Arch::from(arch)).cloned(),
-                rootfs: rootfs.get(&Arch::from(arch)).cloned(),
+                kernel: kernels.get(&arch).cloned(),
+                rootfs: rootfs.get(&arch).cloned(),
                 kernel_version: None,
                 source: self.source.clone(),
                 binaries_json: binaries_json.clone(),
                 kernel_cmdline: None,
                 output_dir: self.output_dir.clone(),
-            }
-            .run(sh)?;
-            manifests.push(
-                self.output_dir
-                    .join(Arch::from(arch).as_str())
-                    .join(boot_assets::cdn::MANIFEST_FILE),
-            );
+            };
+            manifests.push(release::run(sh, &request)?.manifest);
         }
-        flags::MergeManifest {
-            inputs: manifests,
-            output: self.output_dir.join(boot_assets::cdn::MANIFEST_FILE),
-        }
-        .run(sh)
+        merge_manifest::run(&manifests, &layout::unified_manifest(&self.output_dir))?;
+        Ok(())
     }
 
     /// Runs sync-binaries (and fex) into `{output_dir}/bin`; the fragment the releases embed.
@@ -106,8 +92,8 @@ impl flags::Dist {
             eprintln!("dist: runtime binaries from {}", fragment.display());
             return Ok(Some(fragment.clone()));
         }
-        let output = self.output_dir.join(BIN_DIR);
-        let fragment = output.join(FRAGMENT_FILE);
+        let output = layout::staged_binaries_dir(&self.output_dir);
+        let fragment = layout::binaries_fragment(&self.output_dir);
         let config = self
             .binaries_config
             .clone()

@@ -58,8 +58,8 @@ pub enum Job {
 #[derive(Debug, clap::Args)]
 pub struct Dist {
     /// Asset version, a semantic version such as 0.2.0 (no leading `v`).
-    #[arg(long)]
-    pub version: String,
+    #[arg(long, value_parser = AssetVersion::parse)]
+    pub version: AssetVersion,
     /// Arches to build (repeat or comma-separate); all of them when not given.
     #[arg(long, value_delimiter = ',')]
     pub arch: Vec<ArchFlag>,
@@ -164,6 +164,56 @@ impl From<ArchFlag> for Arch {
     }
 }
 
+/// An asset version, checked once when the command line is parsed: a semantic version such as
+/// 0.2.0, without a leading `v`. Keeps the text as given (it names paths and is compared with
+/// a manifest's `asset_version`) beside its parsed form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetVersion {
+    text: String,
+    parsed: semver::Version,
+}
+
+impl AssetVersion {
+    /// Parses `--version`; the error says what a version looks like.
+    pub fn parse(text: &str) -> Result<AssetVersion, String> {
+        match semver::Version::parse(text) {
+            Ok(parsed) => Ok(AssetVersion {
+                text: text.to_owned(),
+                parsed,
+            }),
+            Err(e) => Err(format!(
+                "--version {text:?} is not a semantic version like 0.2.0 (no leading `v`): {e}"
+            )),
+        }
+    }
+
+    /// The version as given, e.g. `0.2.0`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed version, for precedence.
+    pub fn semver(&self) -> &semver::Version {
+        &self.parsed
+    }
+
+    /// The manifest's `schema_version`: the major component.
+    pub fn major(&self) -> u64 {
+        self.parsed.major
+    }
+
+    /// Whether this is a pre-release (`1.0.0-rc.1`), which `latest.json` never names.
+    pub fn is_prerelease(&self) -> bool {
+        !self.parsed.pre.is_empty()
+    }
+}
+
+impl std::fmt::Display for AssetVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// Assemble one arch's release: tarball, sha256 sidecar and per-arch manifest under
 /// `{output-dir}/{arch}/`.
 ///
@@ -172,8 +222,8 @@ impl From<ArchFlag> for Arch {
 #[derive(Debug, clap::Args)]
 pub struct Release {
     /// Asset version, a semantic version such as 0.2.0 (no leading `v`).
-    #[arg(long)]
-    pub version: String,
+    #[arg(long, value_parser = AssetVersion::parse)]
+    pub version: AssetVersion,
     /// Guest architecture.
     #[arg(long)]
     pub arch: ArchFlag,
@@ -385,8 +435,8 @@ pub struct Publish {
     #[arg(long, default_value = "dist")]
     pub dist: PathBuf,
     /// The asset version to publish; must equal the manifest's asset_version.
-    #[arg(long)]
-    pub version: String,
+    #[arg(long, value_parser = AssetVersion::parse)]
+    pub version: AssetVersion,
     /// rclone destination `NAME:BUCKET` (optionally `NAME:BUCKET/prefix`) that the CDN serves.
     #[arg(long)]
     pub remote: String,
@@ -631,4 +681,24 @@ pub struct BenchBoot {
     /// A runtime bin dir with the arch's `runc` (with one --arch), instead of the pinned package.
     #[arg(long, conflicts_with = "no_containers")]
     pub runtime_bin: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_asset_version_is_semver_without_a_leading_v() {
+        let version = AssetVersion::parse("1.4.0-rc.1").unwrap();
+        assert_eq!(
+            (version.as_str(), version.major(), version.is_prerelease()),
+            ("1.4.0-rc.1", 1, true)
+        );
+        assert!(!AssetVersion::parse("0.2.0").unwrap().is_prerelease());
+        let err = AssetVersion::parse("v0.2").unwrap_err();
+        assert!(
+            err.starts_with("--version \"v0.2\" is not a semantic version like 0.2.0 (no leading `v`)"),
+            "{err}"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
 use crate::flags;
-use crate::publish::signing;
+use crate::signing;
 
 /// Mode of the secret key file: readable by its owner only.
 const SECRET_KEY_MODE: u32 = 0o600;

@@ -14,90 +14,148 @@ use boot_assets::{cdn, sidecar, Arch, FileEntry, KernelEntry, Manifest, Target};
 use xshell::Shell;
 
 use crate::archive::{self, Member};
-use crate::{binaries, flags, kernel, kernel_version, rootfs, util};
+use crate::flags::{self, AssetVersion, KernelSource};
+use crate::{binaries, kernel, kernel_version, layout, rootfs, util};
 
 impl flags::Release {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let arch: Arch = self.arch.into();
-        let version = semver::Version::parse(&self.version).with_context(|| {
-            format!(
-                "--version {:?} is not a semantic version like 0.2.0 (no leading `v`)",
-                self.version
-            )
-        })?;
-
-        // Without --kernel, build it from source (a cache hit when nothing changed).
-        let (kernel, built_release) = match &self.kernel {
-            Some(kernel) => (kernel.clone(), None),
-            None => {
-                let built = kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?;
-                (built.image, Some(built.release))
-            }
+        let request = Request {
+            version: self.version,
+            arch: self.arch.into(),
+            kernel: self.kernel,
+            rootfs: self.rootfs,
+            kernel_version: self.kernel_version,
+            source: self.source,
+            binaries_json: self.binaries_json,
+            kernel_cmdline: self.kernel_cmdline,
+            output_dir: self.output_dir,
         };
-        let rootfs = match self.rootfs.clone() {
-            Some(path) => path,
-            // Without --rootfs, build it from the checked-in recipe and lock.
-            None => rootfs::build(sh, &rootfs::BuildOptions::defaults(arch))?.image,
-        };
-        util::require_file(&kernel, "--kernel")?;
-        util::require_file(&rootfs, "--rootfs")?;
-
-        let kernel_version = match (&self.kernel_version, built_release) {
-            (Some(given), _) => given.clone(),
-            (None, Some(built)) => built,
-            (None, None) => read_kernel_version(&kernel)?,
-        };
-        let binaries = match &self.binaries_json {
-            Some(path) => Manifest::binaries_for(&binaries::read_fragment(path)?, arch),
-            None => Vec::new(),
-        };
-        let built_at = format_utc_timestamp(util::source_date_epoch()?.unwrap_or_else(util::now_epoch));
-
-        eprintln!("release: hashing {} and {}", kernel.display(), rootfs.display());
-        let manifest = Manifest {
-            schema_version: version.major,
-            asset_version: self.version.clone(),
-            built_at,
-            source_repo: self.source.source_repo.clone(),
-            source_ref: self.source.source_ref.clone(),
-            source_sha: self.source.source_sha.clone(),
-            targets: [(
-                arch,
-                Target {
-                    kernel: KernelEntry {
-                        path: cdn::kernel_path(&self.version, arch),
-                        sha256: util::sha256_file(&kernel)?,
-                        version: kernel_version,
-                        size: Some(util::file_size(&kernel)?),
-                    },
-                    rootfs: FileEntry {
-                        path: cdn::rootfs_path(&self.version, arch),
-                        sha256: util::sha256_file(&rootfs)?,
-                        size: Some(util::file_size(&rootfs)?),
-                    },
-                    kernel_cmdline: self
-                        .kernel_cmdline
-                        .clone()
-                        .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned()),
-                    runtime: None,
-                },
-            )]
-            .into(),
-            binaries,
-        };
-        manifest
-            .validate_for_writing()
-            .context("the assembled manifest is invalid")?;
-
-        let outputs = assemble(&self.output_dir, arch, &manifest, &kernel, &rootfs)?;
-        eprintln!(
-            "release: wrote {}\n         {}\n         {}",
-            outputs.tarball.display(),
-            outputs.sidecar.display(),
-            outputs.manifest.display()
-        );
+        run(sh, &request)?;
         Ok(())
     }
+}
+
+/// What one release is asked to do (the `release` flags, or `dist` for each arch).
+pub struct Request {
+    pub version: AssetVersion,
+    pub arch: Arch,
+    /// The kernel image; built from source (cached) when `None`.
+    pub kernel: Option<PathBuf>,
+    /// The rootfs image; built from the recipe and lock when `None`.
+    pub rootfs: Option<PathBuf>,
+    /// The kernel's Linux version; read from the build or the image when `None`.
+    pub kernel_version: Option<String>,
+    pub source: KernelSource,
+    /// The binaries fragment whose entries for this arch go into the manifest.
+    pub binaries_json: Option<PathBuf>,
+    /// The kernel command line; the contract's line for the arch when `None`.
+    pub kernel_cmdline: Option<String>,
+    /// Where `{arch}/…` is written.
+    pub output_dir: PathBuf,
+}
+
+/// Builds what is missing, assembles the release of `request.arch` and returns the files it
+/// wrote.
+pub fn run(sh: &Shell, request: &Request) -> Result<ReleaseOutputs> {
+    let inputs = resolve_inputs(sh, request)?;
+    eprintln!(
+        "release: hashing {} and {}",
+        inputs.kernel.display(),
+        inputs.rootfs.display()
+    );
+    let manifest = build_manifest(request, &inputs)?;
+    let outputs = assemble(
+        &request.output_dir,
+        request.arch,
+        &manifest,
+        &inputs.kernel,
+        &inputs.rootfs,
+    )?;
+    eprintln!(
+        "release: wrote {}\n         {}\n         {}",
+        outputs.tarball.display(),
+        outputs.sidecar.display(),
+        outputs.manifest.display()
+    );
+    Ok(outputs)
+}
+
+/// The kernel and rootfs files a release ships, and the kernel's Linux version.
+struct Inputs {
+    kernel: PathBuf,
+    rootfs: PathBuf,
+    kernel_version: String,
+}
+
+/// The given kernel and rootfs, or built ones (a cache hit when nothing changed).
+fn resolve_inputs(sh: &Shell, request: &Request) -> Result<Inputs> {
+    let (kernel, built_release) = match &request.kernel {
+        Some(kernel) => (kernel.clone(), None),
+        None => {
+            let built = kernel::build(sh, &kernel::KernelRequest::for_arch(request.arch))?;
+            (built.image, Some(built.release))
+        }
+    };
+    let rootfs = match request.rootfs.clone() {
+        Some(path) => path,
+        // Without --rootfs, build it from the checked-in recipe and lock.
+        None => rootfs::build(sh, &rootfs::BuildOptions::defaults(request.arch))?.image,
+    };
+    util::require_file(&kernel, "--kernel")?;
+    util::require_file(&rootfs, "--rootfs")?;
+    let kernel_version = match (&request.kernel_version, built_release) {
+        (Some(given), _) => given.clone(),
+        (None, Some(built)) => built,
+        (None, None) => read_kernel_version(&kernel)?,
+    };
+    Ok(Inputs {
+        kernel,
+        rootfs,
+        kernel_version,
+    })
+}
+
+/// The per-arch manifest of the release, validated.
+fn build_manifest(request: &Request, inputs: &Inputs) -> Result<Manifest> {
+    let arch = request.arch;
+    let version = request.version.as_str();
+    let binaries = match &request.binaries_json {
+        Some(path) => Manifest::binaries_for(&binaries::read_fragment(path)?, arch),
+        None => Vec::new(),
+    };
+    let built_at = format_utc_timestamp(util::source_date_epoch()?.unwrap_or_else(util::now_epoch));
+    let target = Target {
+        kernel: KernelEntry {
+            path: cdn::kernel_path(version, arch),
+            sha256: util::sha256_file(&inputs.kernel)?,
+            version: inputs.kernel_version.clone(),
+            size: Some(util::file_size(&inputs.kernel)?),
+        },
+        rootfs: FileEntry {
+            path: cdn::rootfs_path(version, arch),
+            sha256: util::sha256_file(&inputs.rootfs)?,
+            size: Some(util::file_size(&inputs.rootfs)?),
+        },
+        kernel_cmdline: request
+            .kernel_cmdline
+            .clone()
+            .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned()),
+        runtime: None,
+    };
+    let manifest = Manifest {
+        schema_version: request.version.major(),
+        asset_version: version.to_owned(),
+        built_at,
+        source_repo: request.source.source_repo.clone(),
+        source_ref: request.source.source_ref.clone(),
+        source_sha: request.source.source_sha.clone(),
+        targets: [(arch, target)].into(),
+        binaries,
+    };
+    manifest
+        .validate_for_writing()
+        .context("the assembled manifest is invalid")?;
+    Ok(manifest)
 }
 
 /// The files one `release` writes.
@@ -115,7 +173,7 @@ pub fn assemble(
     kernel: &Path,
     rootfs: &Path,
 ) -> Result<ReleaseOutputs> {
-    let arch_dir = output_dir.join(arch.as_str());
+    let arch_dir = layout::arch_dir(output_dir, arch);
     std::fs::create_dir_all(&arch_dir).with_context(|| format!("creating {}", arch_dir.display()))?;
     let tar_mtime = util::source_date_epoch()?.unwrap_or(0);
 
@@ -128,7 +186,7 @@ pub fn assemble(
     std::fs::write(&staged_manifest, &manifest_json)
         .with_context(|| format!("writing {}", staged_manifest.display()))?;
 
-    let tarball = arch_dir.join(cdn::tarball_name(&manifest.asset_version, arch));
+    let tarball = layout::tarball(output_dir, &manifest.asset_version, arch);
     let members = [
         Member {
             name: cdn::KERNEL_FILE.into(),
@@ -145,14 +203,14 @@ pub fn assemble(
     ];
     archive::write_tar_gz(&tarball, &members, tar_mtime)?;
 
+    let sidecar_path = layout::sidecar(output_dir, &manifest.asset_version, arch);
     let tarball_name = cdn::tarball_name(&manifest.asset_version, arch);
-    let sidecar_path = arch_dir.join(format!("{tarball_name}.sha256"));
     util::write_atomic(
         &sidecar_path,
         sidecar::format(&util::sha256_file(&tarball)?, &tarball_name).as_bytes(),
     )?;
 
-    let manifest_path = arch_dir.join(cdn::MANIFEST_FILE);
+    let manifest_path = layout::arch_manifest(output_dir, arch);
     util::write_atomic(&manifest_path, manifest_json.as_bytes())?;
     Ok(ReleaseOutputs {
         tarball,

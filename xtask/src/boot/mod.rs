@@ -12,7 +12,6 @@ pub mod console;
 pub mod kvm;
 pub mod qemu;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use boot_assets::{cdn, Arch, Manifest};
 use xshell::Shell;
 
-use crate::flags;
+use crate::{archive, flags};
 use qemu::{Accel, BootRun, VmSpec};
 
 /// Where the agent sits in the share (the guest sees `/arcbox/bin/arcbox-agent`).
@@ -217,43 +216,28 @@ pub fn prepare_share(
 /// Unpacks a release tarball's kernel and rootfs into `into`, and reads the arch's command line
 /// from its manifest.
 fn unpack_release(tarball: &Path, arch: Arch, into: &Path) -> Result<(PathBuf, PathBuf, String)> {
-    let file =
-        std::fs::File::open(tarball).with_context(|| format!("--tarball {}: cannot open it", tarball.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut manifest_bytes = None;
-    let entries = archive
-        .entries()
-        .with_context(|| format!("--tarball {}: not a .tar.gz", tarball.display()))?;
-    for entry in entries {
-        let mut entry = entry.with_context(|| format!("reading {}", tarball.display()))?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        match name.as_str() {
-            cdn::KERNEL_FILE | cdn::ROOTFS_FILE => {
-                entry
-                    .unpack(into.join(&name))
-                    .with_context(|| format!("unpacking {name} from {}", tarball.display()))?;
+    let mut manifest_bytes = Vec::new();
+    archive::read_members(
+        tarball,
+        &[cdn::KERNEL_FILE, cdn::MANIFEST_FILE, cdn::ROOTFS_FILE],
+        |name, member| {
+            if name == cdn::MANIFEST_FILE {
+                member.read_to_end(&mut manifest_bytes)?;
+            } else {
+                let path = into.join(name);
+                let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                std::io::copy(member, &mut file).with_context(|| format!("writing {}", path.display()))?;
             }
-            cdn::MANIFEST_FILE => {
-                let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes)?;
-                manifest_bytes = Some(bytes);
-            }
-            _ => {}
-        }
-    }
-    let manifest_bytes =
-        manifest_bytes.with_context(|| format!("--tarball {}: no {} member", tarball.display(), cdn::MANIFEST_FILE))?;
+            Ok(())
+        },
+    )
+    .with_context(|| format!("--tarball {}", tarball.display()))?;
     let manifest = Manifest::from_json(&manifest_bytes)
         .with_context(|| format!("--tarball {}: its manifest.json is invalid", tarball.display()))?;
     let target = manifest
         .targets
         .get(&arch)
         .with_context(|| format!("--tarball {}: its manifest has no {arch} target", tarball.display()))?;
-    for member in [cdn::KERNEL_FILE, cdn::ROOTFS_FILE] {
-        if !into.join(member).is_file() {
-            bail!("--tarball {}: no {member} member", tarball.display());
-        }
-    }
     Ok((
         into.join(cdn::KERNEL_FILE),
         into.join(cdn::ROOTFS_FILE),

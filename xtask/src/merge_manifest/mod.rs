@@ -5,41 +5,39 @@
 //! binaries are unioned by name and must agree on version, install_dir and per-arch files.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use boot_assets::{Binary, Manifest};
 use xshell::Shell;
 
+use crate::manifest_io::read_manifest;
 use crate::{flags, util};
 
 impl flags::MergeManifest {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let mut inputs = Vec::new();
-        for path in &self.inputs {
-            inputs.push((path.display().to_string(), read_manifest(path)?));
-        }
-        let merged = merge(&inputs)?;
-        util::write_atomic(&self.output, merged.to_json_pretty().as_bytes())?;
-        let arches: Vec<String> = merged.targets.keys().map(ToString::to_string).collect();
-        eprintln!(
-            "merge-manifest: wrote {} ({}; {} binaries)",
-            self.output.display(),
-            arches.join(", "),
-            merged.binaries.len()
-        );
+        run(&self.inputs, &self.output)?;
         Ok(())
     }
 }
 
-/// Reads and validates one manifest file; errors name the file.
-pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
-    let manifest = Manifest::from_json_strict(&bytes).with_context(|| format!("manifest {}", path.display()))?;
-    manifest
-        .validate_for_writing()
-        .with_context(|| format!("manifest {}", path.display()))?;
-    Ok(manifest)
+/// Reads the per-arch manifests `inputs`, merges them, writes the result to `output` and
+/// returns it; `dist` calls this after its releases.
+pub fn run(inputs: &[PathBuf], output: &Path) -> Result<Manifest> {
+    let mut labelled = Vec::new();
+    for path in inputs {
+        labelled.push((path.display().to_string(), read_manifest(path)?));
+    }
+    let merged = merge(&labelled)?;
+    util::write_atomic(output, merged.to_json_pretty().as_bytes())?;
+    let arches: Vec<String> = merged.targets.keys().map(ToString::to_string).collect();
+    eprintln!(
+        "merge-manifest: wrote {} ({}; {} binaries)",
+        output.display(),
+        arches.join(", "),
+        merged.binaries.len()
+    );
+    Ok(merged)
 }
 
 /// Merges labelled manifests (the label is the file name, used in every error).

@@ -19,19 +19,17 @@
 pub mod github;
 pub mod plan;
 pub mod rclone;
-pub mod signing;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use boot_assets::{cdn, Latest};
+use boot_assets::{cdn, Latest, Manifest};
+use tempfile::TempDir;
 use xshell::Shell;
 
-use crate::cdn_tree;
 use crate::flags;
-use crate::merge_manifest;
-use crate::util;
 use crate::verify_published::verify_published;
+use crate::{cdn_tree, layout, manifest_io, signing, util};
 use plan::{Action, LatestAction};
 use rclone::Bucket;
 
@@ -40,14 +38,6 @@ const IMMUTABLE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
 /// Cache-Control of `latest.json`: caches must revalidate, so a new release is seen at once.
 const LATEST_CACHE_CONTROL: &str = "no-cache";
-
-/// The signature of `latest.json`, relative to the CDN root (mutable, like `latest.json`).
-const LATEST_SIGNATURE_PATH: &str = "latest.json.minisig";
-
-/// The manifest's signature path, relative to the CDN root.
-fn signature_path(version: &str) -> String {
-    format!("{}{}", cdn::manifest_path(version), cdn::SIGNATURE_SUFFIX)
-}
 
 /// One immutable object of the staged tree and what to do with it.
 struct PlannedObject {
@@ -59,206 +49,317 @@ struct PlannedObject {
 
 impl flags::Publish {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let dry = if self.dry_run { " (dry run)" } else { "" };
-        semver::Version::parse(&self.version).with_context(|| {
-            format!(
-                "--version {:?} is not a semantic version like 0.2.0 (no leading v)",
-                self.version
-            )
-        })?;
-        let manifest_file = self.dist.join(cdn::MANIFEST_FILE);
-        let manifest = merge_manifest::read_manifest(&manifest_file).with_context(|| {
-            format!(
-                "{} is the unified manifest (run merge-manifest first)",
-                manifest_file.display()
-            )
-        })?;
-        if manifest.asset_version != self.version {
+        let publisher = Publisher::prepare(sh, &self)?;
+        // 1. Stage.
+        let tree = publisher.stage()?;
+        // 2. Compare every object with the bucket, all before uploading any; then sign.
+        let planned = publisher.compare(&tree)?;
+        let signature_published = publisher.sign()?;
+        // 3. Upload what is missing: data, then the manifest, then its signature.
+        publisher.upload(&planned, signature_published)?;
+        if self.dry_run {
+            return publisher.report_dry_run();
+        }
+        // 4. Verify from the CDN as a user would.
+        publisher.verify()?;
+        // 5. Move latest.json forward only.
+        publisher.move_latest()?;
+        // 6. The GitHub release.
+        if self.github_release {
+            publisher.github_release()?;
+        }
+        Ok(())
+    }
+}
+
+/// One publish run: the flags, what was read and checked up front, and the staging tree.
+struct Publisher<'a> {
+    flags: &'a flags::Publish,
+    sh: &'a Shell,
+    bucket: Bucket<'a>,
+    public_key: minisign::PublicKey,
+    secret_key: Option<minisign::SecretKey>,
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    manifest_sha256: String,
+    staging: TempDir,
+    /// ` (dry run)` or nothing, for every line printed.
+    dry: &'static str,
+}
+
+impl<'a> Publisher<'a> {
+    /// Everything that can be checked before the bucket is touched: the manifest names this
+    /// version, the CDN URL is one the AssetManager accepts, the keys load, rclone reaches the
+    /// remote.
+    fn prepare(sh: &'a Shell, flags: &'a flags::Publish) -> Result<Publisher<'a>> {
+        let version = flags.version.as_str();
+        let manifest_file = layout::unified_manifest(&flags.dist);
+        let manifest = manifest_io::read_unified_manifest(&flags.dist)?;
+        if manifest.asset_version != version {
             bail!(
-                "--version {} does not match asset_version {} of {}",
-                self.version,
+                "--version {version} does not match asset_version {} of {}",
                 manifest.asset_version,
                 manifest_file.display()
             );
         }
         // A CDN URL the AssetManager would refuse (plain http to a remote host, a typo) must
         // stop the run before anything is uploaded, not at the verification step.
-        boot_assets::asset_manager::AssetManager::builder(&self.cdn)
+        boot_assets::asset_manager::AssetManager::builder(&flags.cdn)
             .cache_dir(std::env::temp_dir())
             .build()
-            .with_context(|| format!("--cdn {}", self.cdn))?;
-        let (public_key, _) = signing::read_public_key(&self.public_key)?;
-        let secret_key = signing::load_secret_key(self.signing_key.as_deref())?;
-        let bucket = Bucket::connect(sh, &self.remote)?;
+            .with_context(|| format!("--cdn {}", flags.cdn))?;
+        let (public_key, _) = signing::read_public_key(&flags.public_key)?;
+        let secret_key = signing::load_secret_key(flags.signing_key.as_deref())?;
+        let bucket = Bucket::connect(sh, &flags.remote)?;
+        let manifest_bytes =
+            std::fs::read(&manifest_file).with_context(|| format!("reading {}", manifest_file.display()))?;
+        Ok(Publisher {
+            flags,
+            sh,
+            bucket,
+            public_key,
+            secret_key,
+            manifest,
+            manifest_sha256: util::sha256_bytes(&manifest_bytes),
+            manifest_bytes,
+            staging: tempfile::tempdir().context("creating the staging directory")?,
+            dry: if flags.dry_run { " (dry run)" } else { "" },
+        })
+    }
 
-        // 1. Stage.
-        let staging = tempfile::tempdir().context("creating the staging directory")?;
-        let tree = cdn_tree::stage_cdn_tree(&self.dist, staging.path())?;
+    fn version(&self) -> &str {
+        self.flags.version.as_str()
+    }
+
+    /// Step 1: the CDN tree of `dist/`, in the staging directory.
+    fn stage(&self) -> Result<cdn_tree::CdnTree> {
+        let tree = cdn_tree::stage_cdn_tree(&self.flags.dist, self.staging.path())?;
         eprintln!(
-            "publish{dry}: staged {} objects of v{} from {}",
+            "publish{}: staged {} objects of v{} from {}",
+            self.dry,
             tree.objects.len(),
             tree.version,
-            self.dist.display()
+            self.flags.dist.display()
         );
+        Ok(tree)
+    }
 
-        // 2. Compare every object with the bucket, all before uploading any.
-        let signature_object = signature_path(&self.version);
-        let manifest_object = cdn::manifest_path(&self.version);
+    /// Step 2, first half: every immutable object of `tree` but the signature, in the order
+    /// staged with the manifest last, compared with the bucket.
+    fn compare(&self, tree: &cdn_tree::CdnTree) -> Result<Vec<PlannedObject>> {
+        let signature_object = cdn::manifest_signature_path(self.version());
+        let manifest_object = cdn::manifest_path(self.version());
         let mut ordered: Vec<&String> = tree
             .objects
             .iter()
             .filter(|p| p.as_str() != cdn::LATEST_PATH && **p != signature_object && **p != manifest_object)
             .collect();
         ordered.push(&manifest_object);
-        let planned = compare_with_bucket(&bucket, staging.path(), &ordered)?;
-        // Sign (or adopt a signature that already verifies); after the comparison, so that a
-        // release with other bytes is refused by naming the object that differs.
-        let manifest_bytes =
-            std::fs::read(&manifest_file).with_context(|| format!("reading {}", manifest_file.display()))?;
-        let manifest_sha256 = util::sha256_bytes(&manifest_bytes);
-        let dist_signature = self
-            .dist
-            .join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX));
-        let published_signature = bucket.read(&signature_object)?;
-        let signature = choose_signature(
-            &self,
-            &public_key,
-            secret_key.as_ref(),
-            &manifest_bytes,
-            &manifest_sha256,
-            published_signature.as_deref(),
-            &dist_signature,
-        )?;
-        let staged_signature = staging.path().join(&signature_object);
+        compare_with_bucket(&self.bucket, self.staging.path(), &ordered)
+    }
+
+    /// Step 2, second half, after the comparison so that a release with other bytes is refused
+    /// by naming the object that differs: sign the manifest, or adopt a signature that already
+    /// verifies; stage it (and keep it in `dist/` unless this is a dry run). Returns whether the
+    /// bucket already holds the signature.
+    fn sign(&self) -> Result<bool> {
+        let signature_object = cdn::manifest_signature_path(self.version());
+        let dist_signature = layout::manifest_signature(&self.flags.dist);
+        let published_signature = self.bucket.read(&signature_object)?;
+        let signature = self.choose_signature(published_signature.as_deref(), &dist_signature)?;
         if let Some(signature) = &signature {
-            util::write_atomic(&staged_signature, signature.as_bytes())?;
-            if !self.dry_run {
+            util::write_atomic(&self.staging.path().join(&signature_object), signature.as_bytes())?;
+            if !self.flags.dry_run {
                 util::write_atomic(&dist_signature, signature.as_bytes())?;
             }
         }
+        Ok(published_signature.is_some())
+    }
 
-        // 3. Upload what is missing: data, then the manifest, then its signature.
-        let upload_signature = published_signature.is_none();
+    /// Step 3: the missing immutable objects in order, then the manifest's signature.
+    fn upload(&self, planned: &[PlannedObject], signature_published: bool) -> Result<()> {
+        let dry = self.dry;
+        let signature_object = cdn::manifest_signature_path(self.version());
+        let upload_signature = !signature_published;
         let uploads = planned.iter().filter(|o| o.action == Action::Upload).count() + usize::from(upload_signature);
         eprintln!(
             "publish{dry}: {uploads} object(s) to upload, {} already published with the same sha256",
             planned.len() + 1 - uploads
         );
-        upload_missing(&bucket, &planned, self.dry_run)?;
-        match (upload_signature, self.dry_run) {
+        upload_missing(&self.bucket, planned, self.flags.dry_run)?;
+        match (upload_signature, self.flags.dry_run) {
             (false, _) => eprintln!("publish{dry}: skip {signature_object} (already published, verifies)"),
             (true, true) => eprintln!("publish{dry}: would upload {signature_object}"),
             (true, false) => {
+                let staged_signature = self.staging.path().join(&signature_object);
                 let sha256 = util::sha256_file(&staged_signature)?;
                 eprintln!("publish: upload {signature_object} (sha256 {sha256})");
-                bucket.upload(&staged_signature, &signature_object, &sha256, IMMUTABLE_CACHE_CONTROL)?;
+                self.bucket
+                    .upload(&staged_signature, &signature_object, &sha256, IMMUTABLE_CACHE_CONTROL)?;
             }
         }
+        Ok(())
+    }
 
-        if self.dry_run {
-            let latest = latest_action(&bucket, &self.version)?;
-            eprintln!(
-                "publish{dry}: would verify {} and then: {}",
-                self.cdn,
-                describe_latest(&latest, &self.version)
-            );
-            return Ok(());
-        }
+    /// The end of a dry run: what the real run would do next.
+    fn report_dry_run(&self) -> Result<()> {
+        let latest = latest_action(&self.bucket, &self.flags.version)?;
+        eprintln!(
+            "publish{}: would verify {} and then: {}",
+            self.dry,
+            self.flags.cdn,
+            describe_latest(&latest, self.version())
+        );
+        Ok(())
+    }
 
-        // 4. Verify from the CDN as a user would.
-        let verified =
-            verify_published(sh, &self.cdn, &self.version, None, &public_key, self.boot).with_context(|| {
-                format!(
-                    "verifying v{} from {} (latest.json was not touched)",
-                    self.version, self.cdn
-                )
-            })?;
-        if verified.manifest_sha256 != manifest_sha256 {
+    /// Step 4: install the release from the CDN with the AssetManager (and boot it with
+    /// `--boot`); the manifest it served must be this release's.
+    fn verify(&self) -> Result<()> {
+        let (version, cdn_url) = (self.version(), &self.flags.cdn);
+        let verified = verify_published(self.sh, cdn_url, version, None, &self.public_key, self.flags.boot)
+            .with_context(|| format!("verifying v{version} from {cdn_url} (latest.json was not touched)"))?;
+        if verified.manifest_sha256 != self.manifest_sha256 {
             bail!(
-                "{} serves a manifest with sha256 {}, but this release's is {manifest_sha256} (latest.json was not touched)",
-                cdn::join_url(&self.cdn, &manifest_object),
-                verified.manifest_sha256
+                "{} serves a manifest with sha256 {}, but this release's is {} (latest.json was not touched)",
+                cdn::join_url(cdn_url, &cdn::manifest_path(version)),
+                verified.manifest_sha256,
+                self.manifest_sha256
             );
         }
         eprintln!(
-            "publish: verified v{} from {}: {} arch(es), {} binary file(s)",
-            self.version,
-            self.cdn,
+            "publish: verified v{version} from {cdn_url}: {} arch(es), {} binary file(s)",
             verified.arches.len(),
             verified.binary_files
         );
+        Ok(())
+    }
 
-        // 5. Move latest.json forward only, judged on what it names now, after the verification;
-        // its signature goes up first, so latest.json is still the last object written.
-        let latest = latest_action(&bucket, &self.version)?;
+    /// Step 5: move `latest.json` forward only, judged on what it names now, after the
+    /// verification; its signature goes up first, so latest.json is still the last object
+    /// written. A pointer published before latest.json was signed gets its signature now.
+    fn move_latest(&self) -> Result<()> {
+        let latest = latest_action(&self.bucket, &self.flags.version)?;
         match latest {
             LatestAction::Write => {
-                let Some(secret_key) = &secret_key else {
+                let Some(secret_key) = &self.secret_key else {
                     bail!(
                         "latest.json must move to {} and be signed (latest.json.minisig), but there is no signing \
                          key: pass --signing-key FILE or put the key file's text in {} and run publish again",
-                        self.version,
+                        self.version(),
                         signing::SIGNING_KEY_ENV
                     );
                 };
-                let staged_latest = staging.path().join(cdn::LATEST_PATH);
+                let staged_latest = self.staging.path().join(cdn::LATEST_PATH);
                 let latest_bytes =
                     std::fs::read(&staged_latest).with_context(|| format!("reading {}", staged_latest.display()))?;
-                upload_latest_signature(
-                    &bucket,
-                    staging.path(),
-                    secret_key,
-                    &public_key,
-                    &self.version,
-                    &latest_bytes,
-                )?;
-                bucket.replace(&staged_latest, cdn::LATEST_PATH, LATEST_CACHE_CONTROL)?;
+                self.upload_latest_signature(secret_key, &latest_bytes)?;
+                self.bucket
+                    .replace(&staged_latest, cdn::LATEST_PATH, LATEST_CACHE_CONTROL)?;
             }
-            // A pointer published before latest.json was signed gets its signature now.
-            LatestAction::AlreadyCurrent => {
-                let current = bucket.read(cdn::LATEST_PATH)?.unwrap_or_default();
-                let signed = bucket
-                    .read(LATEST_SIGNATURE_PATH)?
-                    .is_some_and(|signature| signing::verify(&public_key, &current, &signature).is_ok());
-                match (&secret_key, signed) {
-                    (_, true) => {}
-                    (Some(secret_key), false) => upload_latest_signature(
-                        &bucket,
-                        staging.path(),
-                        secret_key,
-                        &public_key,
-                        &self.version,
-                        &current,
-                    )?,
-                    (None, false) => eprintln!(
-                        "publish: warning: {LATEST_SIGNATURE_PATH} is missing or does not verify; run publish with the \
-                         signing key to sign latest.json (clients that trust the key refuse it until then)"
-                    ),
-                }
-            }
+            LatestAction::AlreadyCurrent => self.sign_current_latest()?,
             LatestAction::KeepNewer(_) | LatestAction::KeepForPrerelease => {}
         }
-        eprintln!("publish: {}", describe_latest(&latest, &self.version));
+        eprintln!("publish: {}", describe_latest(&latest, self.version()));
+        Ok(())
+    }
 
-        // 6. The GitHub release.
-        if self.github_release {
-            let assets = github_assets(&self.dist, &manifest, &dist_signature)?;
-            let release = github::Release {
-                tag: format!("v{}", self.version),
-                prerelease: !semver::Version::parse(&self.version)?.pre.is_empty(),
-                repo: self.github_repo.as_deref(),
-                target: self.github_target.as_deref(),
-                notes: format!(
-                    "Boot assets v{}. Unified manifest sha256 {manifest_sha256}, signed (minisign) by key {}.\nCDN: {}",
-                    self.version,
-                    signing::key_id(&public_key),
-                    cdn::join_url(&self.cdn, &manifest_object)
-                ),
-            };
-            let uploaded = github::publish(sh, &release, &assets)?;
-            eprintln!("publish: GitHub release {}: {uploaded} asset(s) uploaded", release.tag);
+    /// Signs the `latest.json` the bucket holds when its signature is missing or does not verify.
+    fn sign_current_latest(&self) -> Result<()> {
+        let latest_signature = cdn::signature_path(cdn::LATEST_PATH);
+        let current = self.bucket.read(cdn::LATEST_PATH)?.unwrap_or_default();
+        let signed = self
+            .bucket
+            .read(&latest_signature)?
+            .is_some_and(|signature| signing::verify(&self.public_key, &current, &signature).is_ok());
+        match (&self.secret_key, signed) {
+            (_, true) => {}
+            (Some(secret_key), false) => self.upload_latest_signature(secret_key, &current)?,
+            (None, false) => eprintln!(
+                "publish: warning: {latest_signature} is missing or does not verify; run publish with the \
+                 signing key to sign latest.json (clients that trust the key refuse it until then)"
+            ),
         }
         Ok(())
+    }
+
+    /// Signs `latest` (the bytes of `latest.json` that are or will be published) and uploads
+    /// the signature as `latest.json.minisig`, before `latest.json` itself moves.
+    fn upload_latest_signature(&self, secret_key: &minisign::SecretKey, latest: &[u8]) -> Result<()> {
+        let version = self.version();
+        let latest_signature = cdn::signature_path(cdn::LATEST_PATH);
+        let trusted = signing::latest_trusted_comment(version);
+        let signature = signing::sign(secret_key, &self.public_key, latest, &trusted)?;
+        let staged = self.staging.path().join(&latest_signature);
+        util::write_atomic(&staged, signature.as_bytes())?;
+        eprintln!("publish: sign latest.json (version {version}) into {latest_signature}");
+        self.bucket.replace(&staged, &latest_signature, LATEST_CACHE_CONTROL)
+    }
+
+    /// Step 6: create the GitHub release and add the assets it lacks.
+    fn github_release(&self) -> Result<()> {
+        let version = self.version();
+        let assets = github_assets(&self.flags.dist, &self.manifest)?;
+        let release = github::Release {
+            tag: format!("v{version}"),
+            prerelease: self.flags.version.is_prerelease(),
+            repo: self.flags.github_repo.as_deref(),
+            target: self.flags.github_target.as_deref(),
+            notes: format!(
+                "Boot assets v{version}. Unified manifest sha256 {}, signed (minisign) by key {}.\nCDN: {}",
+                self.manifest_sha256,
+                signing::key_id(&self.public_key),
+                cdn::join_url(&self.flags.cdn, &cdn::manifest_path(version))
+            ),
+        };
+        let uploaded = github::publish(self.sh, &release, &assets)?;
+        eprintln!("publish: GitHub release {}: {uploaded} asset(s) uploaded", release.tag);
+        Ok(())
+    }
+
+    /// The signature to publish: the one already in the bucket (it must verify), else the one
+    /// in `dist/` when it verifies, else a new one. Ed25519 signing in minisign is randomized,
+    /// so a signature that verifies is adopted rather than made again and compared byte for
+    /// byte.
+    fn choose_signature(&self, published: Option<&[u8]>, dist_signature: &Path) -> Result<Option<String>> {
+        let (public_key, manifest) = (&self.public_key, self.manifest_bytes.as_slice());
+        let key_id = signing::key_id(public_key);
+        if let Some(published) = published {
+            signing::verify(public_key, manifest, published).with_context(|| {
+                format!(
+                    "{} is already published but is not a signature of this manifest by key {key_id}: \
+                     published objects are immutable, so publish under a new version",
+                    cdn::manifest_signature_path(self.version())
+                )
+            })?;
+            eprintln!("publish: the published signature verifies with key {key_id}; keeping it");
+            return Ok(Some(String::from_utf8_lossy(published).into_owned()));
+        }
+        if let Ok(existing) = std::fs::read(dist_signature) {
+            if signing::verify(public_key, manifest, &existing).is_ok() {
+                eprintln!(
+                    "publish: {} verifies with key {key_id}; keeping it",
+                    dist_signature.display()
+                );
+                return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
+            }
+        }
+        match &self.secret_key {
+            Some(secret_key) => {
+                let trusted = signing::trusted_comment(self.version(), &self.manifest_sha256);
+                let signature = signing::sign(secret_key, public_key, manifest, &trusted)?;
+                eprintln!("publish: signed the manifest with key {key_id}");
+                Ok(Some(signature))
+            }
+            None if self.flags.dry_run => {
+                eprintln!("publish (dry run): no signing key given; a real run needs one");
+                Ok(None)
+            }
+            None => bail!(
+                "no signing key: pass --signing-key FILE or put the key file's text in {} (make a key with `cargo xtask keygen`)",
+                signing::SIGNING_KEY_ENV
+            ),
+        }
     }
 }
 
@@ -297,30 +398,8 @@ fn upload_missing(bucket: &Bucket<'_>, planned: &[PlannedObject], dry_run: bool)
     Ok(())
 }
 
-/// Signs `latest` (the bytes of `latest.json` that are or will be published) and uploads the
-/// signature as `latest.json.minisig`, before `latest.json` itself moves.
-fn upload_latest_signature(
-    bucket: &Bucket<'_>,
-    staging: &Path,
-    secret_key: &minisign::SecretKey,
-    public_key: &minisign::PublicKey,
-    version: &str,
-    latest: &[u8],
-) -> Result<()> {
-    let signature = signing::sign(
-        secret_key,
-        public_key,
-        latest,
-        &signing::latest_trusted_comment(version),
-    )?;
-    let staged = staging.join(LATEST_SIGNATURE_PATH);
-    util::write_atomic(&staged, signature.as_bytes())?;
-    eprintln!("publish: sign latest.json (version {version}) into {LATEST_SIGNATURE_PATH}");
-    bucket.replace(&staged, LATEST_SIGNATURE_PATH, LATEST_CACHE_CONTROL)
-}
-
 /// What to do with `latest.json`, given what the bucket's copy names right now.
-fn latest_action(bucket: &Bucket<'_>, version: &str) -> Result<LatestAction> {
+fn latest_action(bucket: &Bucket<'_>, version: &flags::AssetVersion) -> Result<LatestAction> {
     let current = match bucket.read(cdn::LATEST_PATH)? {
         None => None,
         Some(bytes) => Some(
@@ -337,57 +416,6 @@ fn latest_action(bucket: &Bucket<'_>, version: &str) -> Result<LatestAction> {
     plan::latest_action(current.as_deref(), version)
 }
 
-/// The signature to publish: the one already in the bucket (it must verify), else the one in
-/// `dist/` when it verifies, else a new one. Ed25519 signing in minisign is randomized, so a
-/// signature that verifies is adopted rather than made again and compared byte for byte.
-fn choose_signature(
-    publish: &flags::Publish,
-    public_key: &minisign::PublicKey,
-    secret_key: Option<&minisign::SecretKey>,
-    manifest: &[u8],
-    manifest_sha256: &str,
-    published: Option<&[u8]>,
-    dist_signature: &Path,
-) -> Result<Option<String>> {
-    let key_id = signing::key_id(public_key);
-    if let Some(published) = published {
-        signing::verify(public_key, manifest, published).with_context(|| {
-            format!(
-                "{} is already published but is not a signature of this manifest by key {key_id}: \
-                 published objects are immutable, so publish under a new version",
-                signature_path(&publish.version)
-            )
-        })?;
-        eprintln!("publish: the published signature verifies with key {key_id}; keeping it");
-        return Ok(Some(String::from_utf8_lossy(published).into_owned()));
-    }
-    if let Ok(existing) = std::fs::read(dist_signature) {
-        if signing::verify(public_key, manifest, &existing).is_ok() {
-            eprintln!(
-                "publish: {} verifies with key {key_id}; keeping it",
-                dist_signature.display()
-            );
-            return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
-        }
-    }
-    match secret_key {
-        Some(secret_key) => {
-            let trusted = signing::trusted_comment(&publish.version, manifest_sha256);
-            let signature = signing::sign(secret_key, public_key, manifest, &trusted)?;
-            eprintln!("publish: signed the manifest with key {key_id}");
-            Ok(Some(signature))
-        }
-        None if publish.dry_run => {
-            eprintln!("publish (dry run): no signing key given; a real run needs one");
-            Ok(None)
-        }
-        None => bail!(
-            "no signing key: pass --signing-key FILE or put the key file's text in {} (make a key with `cargo xtask keygen`)",
-            signing::SIGNING_KEY_ENV
-        ),
-    }
-}
-
 /// One line about what happens to latest.json.
 fn describe_latest(action: &LatestAction, version: &str) -> String {
     match action {
@@ -402,18 +430,17 @@ fn describe_latest(action: &LatestAction, version: &str) -> String {
 
 /// The files of the GitHub release: per arch the tarball and its sidecar, then the merged
 /// manifest and its signature.
-fn github_assets(dist: &Path, manifest: &boot_assets::Manifest, signature: &Path) -> Result<Vec<github::Asset>> {
+fn github_assets(dist: &Path, manifest: &Manifest) -> Result<Vec<github::Asset>> {
     let mut files = Vec::new();
     for arch in manifest.targets.keys() {
-        let tarball = cdn::tarball_name(&manifest.asset_version, *arch);
-        let tarball_path = dist.join(arch.as_str()).join(&tarball);
-        let sidecar_path = dist.join(arch.as_str()).join(format!("{tarball}.sha256"));
+        let tarball_path = layout::tarball(dist, &manifest.asset_version, *arch);
+        let sidecar_path = layout::sidecar(dist, &manifest.asset_version, *arch);
         check_sidecar(&tarball_path, &sidecar_path)?;
         files.push(tarball_path);
         files.push(sidecar_path);
     }
-    files.push(dist.join(cdn::MANIFEST_FILE));
-    files.push(signature.to_path_buf());
+    files.push(layout::unified_manifest(dist));
+    files.push(layout::manifest_signature(dist));
     files
         .into_iter()
         .map(|path| {
@@ -478,6 +505,5 @@ mod tests {
             describe_latest(&LatestAction::KeepNewer("0.3.0".into()), "0.2.0"),
             "latest.json stays at 0.3.0: it never moves back to the older 0.2.0"
         );
-        assert_eq!(signature_path("0.2.0"), "asset/v0.2.0/manifest.json.minisig");
     }
 }

@@ -8,6 +8,8 @@ use std::cmp::Ordering;
 
 use anyhow::{bail, Result};
 
+use crate::flags::AssetVersion;
+
 /// What the bucket holds at an object's path, as far as its content is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
@@ -57,10 +59,9 @@ pub enum LatestAction {
 
 /// Decides whether `latest.json` moves from `current` (its version, when it exists) to `new`:
 /// only forward by semver precedence (build metadata ignored), never to a pre-release.
-pub fn latest_action(current: Option<&str>, new: &str) -> Result<LatestAction> {
-    let new_version = semver::Version::parse(new)
-        .map_err(|e| anyhow::anyhow!("version {new:?} is not a semantic version like 0.2.0: {e}"))?;
-    if !new_version.pre.is_empty() {
+pub fn latest_action(current: Option<&str>, new: &AssetVersion) -> Result<LatestAction> {
+    let new_version = new.semver();
+    if new.is_prerelease() {
         return Ok(LatestAction::KeepForPrerelease);
     }
     let Some(current) = current else {
@@ -138,28 +139,35 @@ mod tests {
         );
     }
 
+    fn version(text: &str) -> AssetVersion {
+        AssetVersion::parse(text).unwrap()
+    }
+
     #[test]
     fn latest_only_moves_forward() {
-        assert_eq!(latest_action(None, "0.2.0").unwrap(), LatestAction::Write);
-        assert_eq!(latest_action(Some("0.1.9"), "0.2.0").unwrap(), LatestAction::Write);
+        assert_eq!(latest_action(None, &version("0.2.0")).unwrap(), LatestAction::Write);
         assert_eq!(
-            latest_action(Some("0.2.0"), "0.2.0").unwrap(),
+            latest_action(Some("0.1.9"), &version("0.2.0")).unwrap(),
+            LatestAction::Write
+        );
+        assert_eq!(
+            latest_action(Some("0.2.0"), &version("0.2.0")).unwrap(),
             LatestAction::AlreadyCurrent
         );
         assert_eq!(
-            latest_action(Some("0.10.0"), "0.9.0").unwrap(),
+            latest_action(Some("0.10.0"), &version("0.9.0")).unwrap(),
             LatestAction::KeepNewer("0.10.0".into())
         );
         // Build metadata has no precedence.
         assert_eq!(
-            latest_action(Some("0.2.0+b1"), "0.2.0+b2").unwrap(),
+            latest_action(Some("0.2.0+b1"), &version("0.2.0+b2")).unwrap(),
             LatestAction::AlreadyCurrent
         );
         assert_eq!(
-            latest_action(Some("0.1.0"), "0.2.0-rc.1").unwrap(),
+            latest_action(Some("0.1.0"), &version("0.2.0-rc.1")).unwrap(),
             LatestAction::KeepForPrerelease
         );
-        let err = latest_action(Some("junk"), "0.2.0").unwrap_err().to_string();
+        let err = latest_action(Some("junk"), &version("0.2.0")).unwrap_err().to_string();
         assert!(err.starts_with("latest.json in the bucket names \"junk\""), "{err}");
     }
 

@@ -229,40 +229,31 @@ impl<'a> Bucket<'a> {
     /// Uploads one object with its sha256 as metadata and the given Cache-Control header.
     /// `--immutable` makes rclone itself refuse to replace an object that appeared meanwhile.
     pub fn upload(&self, local: &Path, relative: &str, sha256: &str, cache_control: &str) -> Result<()> {
-        let target = self.target(relative);
-        let local_text = local.to_string_lossy().into_owned();
         let metadata = format!("{SHA256_METADATA_KEY}={sha256}");
-        let header = format!("Cache-Control: {cache_control}");
-        self.rclone(&[
-            "copyto",
-            "--immutable",
-            "--metadata",
-            "--metadata-set",
-            &metadata,
-            "--header-upload",
-            &header,
-            &local_text,
-            &target,
-        ])
-        .run()
-        .with_context(|| format!("uploading {} to {target}", local.display()))
+        self.copy_to(
+            local,
+            relative,
+            cache_control,
+            &["--immutable", "--metadata", "--metadata-set", &metadata],
+        )
     }
 
     /// Replaces a small mutable object (only `latest.json` is one).
     pub fn replace(&self, local: &Path, relative: &str, cache_control: &str) -> Result<()> {
+        self.copy_to(local, relative, cache_control, &["--ignore-times"])
+    }
+
+    /// `rclone copyto` of one file to `relative`, with the Cache-Control header and `options`.
+    fn copy_to(&self, local: &Path, relative: &str, cache_control: &str, options: &[&str]) -> Result<()> {
         let target = self.target(relative);
         let local_text = local.to_string_lossy().into_owned();
         let header = format!("Cache-Control: {cache_control}");
-        self.rclone(&[
-            "copyto",
-            "--ignore-times",
-            "--header-upload",
-            &header,
-            &local_text,
-            &target,
-        ])
-        .run()
-        .with_context(|| format!("uploading {} to {target}", local.display()))
+        let mut args = vec!["copyto"];
+        args.extend_from_slice(options);
+        args.extend(["--header-upload", &header, &local_text, &target]);
+        self.rclone(&args)
+            .run()
+            .with_context(|| format!("uploading {} to {target}", local.display()))
     }
 
     /// The bytes of a small object, `None` when it does not exist.

@@ -42,8 +42,6 @@ use tree::Node;
 pub const DEFAULT_RECIPE: &str = "manifests/rootfs.toml";
 /// The lock file, relative to the repository root.
 pub const DEFAULT_LOCK: &str = "manifests/rootfs.lock";
-/// The image's file name in `build/{arch}/`.
-pub const IMAGE_FILE_NAME: &str = "rootfs.erofs";
 /// Appended to the image path to name its SBOM.
 pub const SBOM_SUFFIX: &str = ".spdx.json";
 /// Host tools the build runs (their packages are in `manifests/host-packages.toml`).
@@ -64,9 +62,9 @@ impl flags::Rootfs {
     }
 }
 
-/// `build/{arch}/rootfs.erofs`.
+/// `build/{arch}/rootfs.erofs` (the layout owns the path).
 pub fn default_output(arch: Arch) -> PathBuf {
-    util::build_dir().join(arch.as_str()).join(IMAGE_FILE_NAME)
+    crate::layout::built_rootfs(arch)
 }
 
 /// What one build is asked to do.
@@ -216,7 +214,7 @@ fn write_outputs(
         .output
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| IMAGE_FILE_NAME.to_owned());
+        .unwrap_or_else(|| boot_assets::cdn::ROOTFS_FILE.to_owned());
     let sbom_text = sbom::render(&sbom::SbomInput {
         arch: options.arch.as_str(),
         image_file_name: &image_file_name,

@@ -1,5 +1,6 @@
-//! Minisign (Ed25519, prehashed) signing of the unified manifest: key generation, loading the
-//! secret key from a file or the environment, signing, and checking a signature.
+//! Minisign (Ed25519, prehashed) signing of the unified manifest and of `latest.json`: key
+//! generation, loading the secret key from a file or the environment, signing, and checking a
+//! signature. Used by `keygen`, `publish` and `verify-published`; it imports no command.
 //!
 //! Pure functions over bytes and key text, plus [`load_secret_key`], which reads the key file or
 //! the BOOT_ASSETS_SIGNING_KEY variable. Key material is never printed: errors name where the
@@ -8,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox, SignatureBox};
 
 /// The environment variable that may hold the secret key file's text (for CI secrets).
 pub const SIGNING_KEY_ENV: &str = "BOOT_ASSETS_SIGNING_KEY";
@@ -50,15 +51,12 @@ pub fn key_id(key: &PublicKey) -> String {
     format!("{:016X}", u64::from_le_bytes(bytes))
 }
 
-/// Parses a public key: a minisign `.pub` file's text, or just its base64 line.
+/// Parses a public key: a minisign `.pub` file's text, or just its base64 line. Which line is
+/// the key is the library's rule (the AssetManager reads trusted keys with it); the signing
+/// crate's key type is built from that line.
 pub fn parse_public_key(text: &str, source: &str) -> Result<PublicKey> {
-    let trimmed = text.trim();
-    let parsed = if trimmed.contains('\n') {
-        PublicKeyBox::from_string(trimmed).and_then(PublicKeyBox::into_public_key)
-    } else {
-        PublicKey::from_base64(trimmed)
-    };
-    parsed.map_err(|e| anyhow::anyhow!("{source}: not a minisign public key: {e}"))
+    PublicKey::from_base64(boot_assets::asset_manager::public_key_base64(text))
+        .map_err(|e| anyhow::anyhow!("{source}: not a minisign public key: {e}"))
 }
 
 /// Reads a public key file.

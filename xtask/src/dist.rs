@@ -16,7 +16,7 @@ use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::flags::{self, ArchFlag, Job};
-use crate::{layout, merge_manifest, release, setup, util};
+use crate::{layout, merge_manifest, release, setup, sync_binaries, util};
 
 /// The binaries config used when neither `--binaries-config` nor another source is given.
 const DEFAULT_BINARIES_CONFIG: &str = "manifests/binaries.toml";
@@ -99,15 +99,16 @@ impl flags::Dist {
             .clone()
             .unwrap_or_else(|| util::project_root().join(DEFAULT_BINARIES_CONFIG));
         eprintln!("dist: runtime binaries from {} (sync-binaries)", config.display());
-        flags::SyncBinaries {
-            config: Some(config.clone()),
-            arch: arches.to_vec(),
+        let synced = sync_binaries::sync(&sync_binaries::Request {
+            config: config.clone(),
+            arches: arches.iter().map(|&a| a.into()).collect(),
             output: output.clone(),
-            binaries_json: Some(fragment.clone()),
+            fragment: fragment.clone(),
             pin: false,
-        }
-        .run(sh)
+        })
         .with_context(|| format!("dist: staging the runtime binaries of {}", config.display()))?;
+        eprintln!("dist: {} runtime binaries staged", synced.binaries);
+        let fragment = synced.fragment;
         if let Some(source) = &self.fex_source {
             flags::Fex {
                 source: Some(source.clone()),

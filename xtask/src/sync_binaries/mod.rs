@@ -35,43 +35,74 @@ type Staged = BTreeMap<(String, Arch), (String, u64)>;
 
 impl flags::SyncBinaries {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let config_path = self
-            .config
-            .clone()
-            .unwrap_or_else(|| util::project_root().join(DEFAULT_CONFIG_PATH));
-        let origin = config_path.display().to_string();
-        let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {origin}"))?;
-        let mut config = config::parse(&text, &origin)?;
-        let arches: Vec<Arch> = if self.arch.is_empty() {
-            Arch::ALL.to_vec()
-        } else {
-            self.arch.iter().map(|a| Arch::from(*a)).collect()
+        let request = Request {
+            config: self
+                .config
+                .unwrap_or_else(|| util::project_root().join(DEFAULT_CONFIG_PATH)),
+            arches: if self.arch.is_empty() {
+                Arch::ALL.to_vec()
+            } else {
+                self.arch.iter().map(|a| Arch::from(*a)).collect()
+            },
+            fragment: self.binaries_json.unwrap_or_else(|| self.output.join("binaries.json")),
+            output: self.output,
+            pin: self.pin,
         };
-        let cache = DownloadCache::new();
-
-        if self.pin {
-            config = pin(&config_path, &text, &config, &arches, &cache)?;
-        }
-        require_pinned(&config, &arches, &origin)?;
-
-        let fragment_path = self
-            .binaries_json
-            .clone()
-            .unwrap_or_else(|| self.output.join("binaries.json"));
-        let previous = binaries::read_fragment_or_empty(&fragment_path)?;
-        let (mut staged, pending) = fetch_unstaged(&config, &arches, &previous, &self.output, &cache)?;
-        stage_all(&self.output, pending, &mut staged)?;
-
-        let fragment = fragment_entries(&config, &previous, &staged);
-        binaries::write_fragment(&fragment_path, &fragment)?;
-        eprintln!(
-            "sync-binaries: {} binaries under {}; fragment {}",
-            fragment.len(),
-            self.output.display(),
-            fragment_path.display()
-        );
+        sync(&request)?;
         Ok(())
     }
+}
+
+/// What one `sync-binaries` run does: which config, which arches, where to stage.
+pub struct Request {
+    /// `manifests/binaries.toml`, or upstream's `upstream.toml`.
+    pub config: PathBuf,
+    pub arches: Vec<Arch>,
+    /// Where the binaries are staged (`dist/bin`).
+    pub output: PathBuf,
+    /// The binaries fragment written (`dist/bin/binaries.json`).
+    pub fragment: PathBuf,
+    /// Resolve and write the digests of unpinned entries first.
+    pub pin: bool,
+}
+
+/// What a run wrote: the fragment and how many binaries it lists.
+pub struct SyncOutputs {
+    pub fragment: PathBuf,
+    pub binaries: usize,
+}
+
+/// Fetches, verifies and stages the binaries `request` selects, and writes their fragment.
+pub fn sync(request: &Request) -> Result<SyncOutputs> {
+    let config_path = &request.config;
+    let origin = config_path.display().to_string();
+    let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {origin}"))?;
+    let mut config = config::parse(&text, &origin)?;
+    let arches = &request.arches;
+    let cache = DownloadCache::new();
+
+    if request.pin {
+        config = pin(config_path, &text, &config, arches, &cache)?;
+    }
+    require_pinned(&config, arches, &origin)?;
+
+    let fragment_path = &request.fragment;
+    let previous = binaries::read_fragment_or_empty(fragment_path)?;
+    let (mut staged, pending) = fetch_unstaged(&config, arches, &previous, &request.output, &cache)?;
+    stage_all(&request.output, pending, &mut staged)?;
+
+    let fragment = fragment_entries(&config, &previous, &staged);
+    binaries::write_fragment(fragment_path, &fragment)?;
+    eprintln!(
+        "sync-binaries: {} binaries under {}; fragment {}",
+        fragment.len(),
+        request.output.display(),
+        fragment_path.display()
+    );
+    Ok(SyncOutputs {
+        fragment: fragment_path.clone(),
+        binaries: fragment.len(),
+    })
 }
 
 /// Refuses a selected source without a pinned digest, saying how to pin it.

@@ -284,13 +284,13 @@ fn without_our_procfs_patch_the_standins_allocator_fails_like_fex_without_proc()
         "hiding /proc in a mount namespace needs root: run the suite as root"
     );
     let work = tempfile::tempdir().unwrap();
-    let patched = work.path().join("patched");
-    run_ok(Command::new("cp").arg("-a").arg(standin()).arg(&patched));
+    let patched_tree = work.path().join("patched-tree");
+    run_ok(Command::new("cp").arg("-a").arg(standin()).arg(&patched_tree));
     for patch in ["0001-never-spawn-fexserver.patch", "0002-tolerate-missing-procfs.patch"] {
         run_ok(
             Command::new(&git)
                 .arg("-C")
-                .arg(&patched)
+                .arg(&patched_tree)
                 .args(["apply", "--whitespace=nowarn"])
                 .arg(project_root().join("manifests/fex/patches").join(patch)),
         );
@@ -309,7 +309,7 @@ fn without_our_procfs_patch_the_standins_allocator_fails_like_fex_without_proc()
         program
     };
     let unpatched = build(&standin(), "unpatched");
-    let patched = build(&patched, "patched");
+    let patched = build(&patched_tree, "patched");
 
     // With /proc both read the gaps from the maps file.
     for program in [&unpatched, &patched] {

@@ -1,7 +1,8 @@
 //! `cargo xtask fex` end to end on the FEX stand-in (`tests/fixtures/fex-standin`, which keeps
 //! FEX's build gates): the real CMake + Ninja build with clang and lld against Debian's arm64 cross
-//! sysroot, FEX's GCC refusal, our patches (applied to the stand-in's equivalents of FEX's files),
-//! the ELF checks, staging and the binaries fragment, and a `--repo` fetch pinned by commit from a
+//! sysroot, FEX's GCC refusal and Clang version floor (with a compiler CMake identifies as Clang
+//! 12), our patches (applied to the stand-in's equivalents of FEX's files; the procfs one also run
+//! natively with /proc hidden in a mount namespace), the ELF checks, staging and the binaries fragment, and a `--repo` fetch pinned by commit from a
 //! local git repository. The real FEX tree cannot be fetched here; the release workflow runs the
 //! same command on it.
 
@@ -225,12 +226,178 @@ fn our_patches_apply_to_the_standins_equivalents_of_fexs_files() {
                 .arg(patch),
         );
     }
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["0001-never-spawn-fexserver.patch", "0002-tolerate-missing-procfs.patch"]
+    );
     let client = std::fs::read_to_string(tree.join("Source/Common/FEXServerClient.cpp")).unwrap();
     assert!(
         !client.contains("= StartServer("),
         "FEX must not spawn FEXServer:\n{client}"
     );
     assert!(client.contains("(void)InterpreterPath;"), "{client}");
+    let allocator = std::fs::read_to_string(tree.join("FEXCore/Source/Utils/Allocator.cpp")).unwrap();
+    assert!(
+        !allocator.contains("auto Regions = CollectMemoryGaps(Begin, End, MapsFD);"),
+        "FEX must not read the gaps from a maps file it could not open:\n{allocator}"
+    );
+    assert!(
+        allocator.contains("ProbeMemoryGaps(Begin, End, Regions);"),
+        "{allocator}"
+    );
+}
+
+/// The gaps tests/fixtures/fex-allocator-driver.cpp leaves in [4 GiB, 8 GiB) for the allocator
+/// to reserve: around its page at 5 GiB and its two pages at 6 GiB.
+const DRIVER_GAPS: &str = "100000000-140000000\n140001000-180000000\n180002000-200000000\n";
+
+/// Runs a program in a new mount namespace where /proc is an empty tmpfs: no procfs.
+fn without_procfs(program: &Path) -> std::process::Output {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs none /proc || exit 97; exec \"$0\"")
+        .arg(program)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_our_procfs_patch_the_standins_allocator_fails_like_fex_without_proc() {
+    // FEX reserves its address space from /proc/self/maps at startup; our patch 0002 makes it
+    // probe instead when /proc is not mounted. The stand-in's equivalent allocator, unpatched and
+    // patched, built natively and driven with mappings inside the range it reserves.
+    let clang = require_tool("clang++");
+    let git = require_tool("git");
+    require_tool("unshare");
+    let euid = run_ok(Command::new("id").arg("-u"));
+    assert_eq!(
+        String::from_utf8_lossy(&euid.stdout).trim(),
+        "0",
+        "hiding /proc in a mount namespace needs root: run the suite as root"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let patched_tree = work.path().join("patched-tree");
+    run_ok(Command::new("cp").arg("-a").arg(standin()).arg(&patched_tree));
+    for patch in ["0001-never-spawn-fexserver.patch", "0002-tolerate-missing-procfs.patch"] {
+        run_ok(
+            Command::new(&git)
+                .arg("-C")
+                .arg(&patched_tree)
+                .args(["apply", "--whitespace=nowarn"])
+                .arg(project_root().join("manifests/fex/patches").join(patch)),
+        );
+    }
+    let build = |tree: &Path, name: &str| {
+        let program = work.path().join(name);
+        run_ok(
+            Command::new(&clang)
+                .args(["-std=c++20", "-O2", "-Wall", "-I"])
+                .arg(tree.join("FEXCore/include"))
+                .arg(project_root().join("tests/fixtures/fex-allocator-driver.cpp"))
+                .arg(tree.join("FEXCore/Source/Utils/Allocator.cpp"))
+                .arg("-o")
+                .arg(&program),
+        );
+        program
+    };
+    let unpatched = build(&standin(), "unpatched");
+    let patched = build(&patched_tree, "patched");
+
+    // With /proc both read the gaps from the maps file.
+    for program in [&unpatched, &patched] {
+        let ran = run_ok(&mut Command::new(program));
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), DRIVER_GAPS);
+    }
+    // Without /proc, unpatched, it fails where FEX would go on to parse memory past its buffer.
+    let ran = without_procfs(&unpatched);
+    assert!(
+        !ran.status.success(),
+        "unpatched, the allocator must fail without /proc"
+    );
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(
+        stderr.contains("FEX-STANDIN: CollectMemoryGaps cannot read /proc/self/maps (fd -1)"),
+        "{stderr}"
+    );
+    // Patched, it finds and reserves the same gaps by probing.
+    let ran = without_procfs(&patched);
+    assert!(
+        ran.status.success(),
+        "patched, the allocator must start without /proc: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), DRIVER_GAPS);
+}
+
+/// A clang++ that CMake identifies as Clang `major`: the wrapper redefines `__clang_major__`,
+/// which is what CMake's compiler identification reads, and a toolchain file that is the one
+/// `cargo xtask fex` picks with only the C++ compiler replaced by that wrapper.
+fn toolchain_with_clang_major(dir: &Path, major: u32) -> std::path::PathBuf {
+    let wrapper = dir.join(format!("clang++-as-{major}"));
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec clang++ -U__clang_major__ -D__clang_major__={major} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let project_toolchain = if std::env::consts::ARCH == "aarch64" {
+        "manifests/fex/native-clang.cmake"
+    } else {
+        "manifests/fex/aarch64-linux-gnu.cmake"
+    };
+    let toolchain = dir.join(format!("clang-{major}.cmake"));
+    std::fs::write(
+        &toolchain,
+        format!(
+            "include({})\nset(CMAKE_CXX_COMPILER {})\n",
+            project_root().join(project_toolchain).display(),
+            wrapper.display()
+        ),
+    )
+    .unwrap();
+    toolchain
+}
+
+#[test]
+fn standin_refuses_a_clang_below_fexs_floor_with_fexs_own_message() {
+    // FEX-2608's CMakeLists.txt: set(CLANG_MINIMUM_VERSION 13.0), checked against
+    // CMAKE_CXX_COMPILER_VERSION. A compiler that reports 12 is refused, one that reports 13 builds.
+    require_build_tools();
+    let work = tempfile::tempdir().unwrap();
+    let old = toolchain_with_clang_major(work.path(), 12);
+    let define = format!("CMAKE_TOOLCHAIN_FILE={}", old.display());
+    let output = fex_on_standin(work.path(), &["--version", "clang12", "--cmake-define", &define])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "Clang 12 must be refused\nstdout:\n{stdout}");
+    assert!(
+        stdout.contains("The CXX compiler identification is Clang 12."),
+        "CMake must identify the wrapper as Clang 12\nstdout:\n{stdout}"
+    );
+    // CMake reflows the message (two spaces after a full stop).
+    assert!(stderr.contains("Clang version too old for FEX."), "{stderr}");
+    assert!(stderr.contains("Need at least 13.0 but has 12."), "{stderr}");
+    assert!(stderr.contains("configuring FEX with CMake"), "{stderr}");
+    assert!(!work.path().join("bin").exists(), "nothing may be staged");
+
+    let floor = toolchain_with_clang_major(work.path(), 13);
+    let define = format!("CMAKE_TOOLCHAIN_FILE={}", floor.display());
+    // A fresh build directory: CMake keeps the compiler of an existing cache.
+    let built = run_ok(&mut fex_on_standin(
+        &work.path().join("at-floor"),
+        &["--version", "clang13", "--cmake-define", &define],
+    ));
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        stdout.contains("The CXX compiler identification is Clang 13."),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -360,6 +527,18 @@ fn repo_builds_exactly_the_pinned_commit_with_its_submodules() {
     );
     let binaries = read_fragment(&work.path().join("b.json"));
     assert!(binaries[0].version.starts_with("standin-1+"), "{}", binaries[0].version);
+    // FEX's version and hash are the fetched ref and commit (a depth-1 fetch has no tags to
+    // describe).
+    let staged = work
+        .path()
+        .join("bin")
+        .join(cdn::binary_relative_path("FEX", &binaries[0].version, Arch::Arm64));
+    let bytes = std::fs::read(&staged).unwrap();
+    let note = format!("FEX-STANDIN version: standin-1 commit: {commit}");
+    assert!(
+        bytes.windows(note.len()).any(|w| w == note.as_bytes()),
+        "{note:?} missing from the built stand-in"
+    );
 }
 
 #[test]

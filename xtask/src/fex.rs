@@ -39,8 +39,9 @@ const NATIVE_TOOLCHAIN_PATH: &str = "manifests/fex/native-clang.cmake";
 const DEFAULT_PATCHES_DIR: &str = "manifests/fex/patches";
 
 /// The host tools a FEX build runs (their packages, and the arm64 cross sysroot, are in
-/// `manifests/host-packages.toml`).
-const HOST_TOOLS: [&str; 6] = ["cmake", "ninja", "git", "clang", "clang++", "ld.lld"];
+/// `manifests/host-packages.toml`). FEX's configure step also runs Python scripts
+/// (`find_package(Python 3.9 REQUIRED)`).
+const HOST_TOOLS: [&str; 7] = ["cmake", "ninja", "git", "clang", "clang++", "ld.lld", "python3"];
 
 /// What `manifests/fex/build.toml` says.
 #[derive(Debug, Deserialize)]
@@ -98,9 +99,9 @@ impl flags::Fex {
 
         let work = self.build_dir.clone().unwrap_or_else(|| util::build_dir().join("fex"));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let source = self.prepare_source(sh, &work, &settings.source)?;
+        let (source, fetched) = self.prepare_source(sh, &work, &settings.source)?;
         let build = work.join("build");
-        self.configure_and_build(sh, &source, &build, &settings)?;
+        self.configure_and_build(sh, &source, &build, &settings, fetched.as_ref())?;
 
         let built = build.join(&settings.output);
         let bytes =
@@ -125,9 +126,17 @@ impl flags::Fex {
         self.stage_and_record(&version, &bytes)
     }
 
-    /// Configures the tree with CMake (the checked-in cache entries and toolchain file, then
-    /// the caller's `--cmake-define`s) and builds the interpreter's target.
-    fn configure_and_build(&self, sh: &Shell, source: &Path, build: &Path, settings: &BuildSettings) -> Result<()> {
+    /// Configures the tree with CMake (the checked-in cache entries and toolchain file, the
+    /// version of a fetched commit, then the caller's `--cmake-define`s) and builds the
+    /// interpreter's target.
+    fn configure_and_build(
+        &self,
+        sh: &Shell,
+        source: &Path,
+        build: &Path,
+        settings: &BuildSettings,
+        fetched: Option<&(String, String)>,
+    ) -> Result<()> {
         let started = std::time::Instant::now();
         eprintln!(
             "fex: configuring {} (CMake + Ninja, clang + lld, Release, static-pie arm64)",
@@ -143,6 +152,9 @@ impl flags::Fex {
             "-DCMAKE_TOOLCHAIN_FILE={}",
             util::project_root().join(toolchain).display()
         ));
+        if let Some((git_ref, commit)) = fetched {
+            defines.extend(version_defines(git_ref, commit));
+        }
         // The caller's entries come last, so they override the checked-in ones.
         defines.extend(self.cmake_define.iter().map(|d| format!("-D{d}")));
         cmd!(sh, "cmake -G Ninja -S {source} -B {build} {defines...}")
@@ -190,8 +202,8 @@ impl flags::Fex {
     }
 
     /// The tree to build: the local source (copied when patches must be applied), or exactly the
-    /// pinned commit fetched with its submodules.
-    fn prepare_source(&self, sh: &Shell, work: &Path, pin: &SourcePin) -> Result<PathBuf> {
+    /// pinned commit fetched with its submodules; for a fetch, also the ref and commit it is.
+    fn prepare_source(&self, sh: &Shell, work: &Path, pin: &SourcePin) -> Result<(PathBuf, Option<(String, String)>)> {
         let dirs = if self.patches_dir.is_empty() {
             vec![util::project_root().join(DEFAULT_PATCHES_DIR)]
         } else {
@@ -201,6 +213,7 @@ impl flags::Fex {
         for dir in &dirs {
             patches.extend(patch_files(dir)?);
         }
+        let mut fetched = None;
         let source = match (&self.source, &self.repo) {
             (Some(source), None) => {
                 anyhow::ensure!(
@@ -209,7 +222,7 @@ impl flags::Fex {
                     source.display()
                 );
                 if patches.is_empty() {
-                    return Ok(source.clone());
+                    return Ok((source.clone(), None));
                 }
                 let copy = work.join("src");
                 sh.remove_path(&copy)?;
@@ -250,6 +263,7 @@ impl flags::Fex {
                     .run()
                     .with_context(|| format!("fetching the submodules of {repo} at {commit}"))?;
                 }
+                fetched = Some((git_ref.to_owned(), commit.to_owned()));
                 clone
             }
             (Some(_), Some(_)) => bail!("pass either --source or --repo, not both"),
@@ -261,8 +275,18 @@ impl flags::Fex {
                 .run()
                 .with_context(|| format!("applying patch {}", patch.display()))?;
         }
-        Ok(source)
+        Ok((source, fetched))
     }
+}
+
+/// FEX's version cache entries for a fetched commit. FEX asks `git describe` for its version
+/// (shown in the guest's `uname -v`) and `git rev-parse HEAD` for the hash its code cache is keyed
+/// by; a depth-1 fetch has no tags, so the describe would come out empty.
+fn version_defines(git_ref: &str, commit: &str) -> [String; 2] {
+    [
+        format!("-DOVERRIDE_VERSION={git_ref}"),
+        format!("-DOVERRIDE_HASH={commit}"),
+    ]
 }
 
 /// The submodule paths `.gitmodules` of a checkout names (none without the file).
@@ -337,6 +361,9 @@ mod tests {
         let text = std::fs::read_to_string(util::project_root().join(BUILD_SETTINGS_PATH)).unwrap();
         let settings: BuildSettings = toml::from_str(&text).unwrap();
         assert_eq!(settings.cmake["CMAKE_EXE_LINKER_FLAGS"], "-fuse-ld=lld -static-pie");
+        // A release runs on any arm64 host: FEX's default TUNE_CPU=native tunes for the build
+        // machine (on an x86-64 one, FEX-2608 ends up with -mcpu=cortex-a78).
+        assert_eq!(settings.cmake["TUNE_CPU"], "none");
         // At FEX-2608 the interpreter's target is `FEX`, written to Bin/FEX.
         assert_eq!(settings.target, "FEX");
         assert_eq!(settings.output, "Bin/FEX");
@@ -344,6 +371,17 @@ mod tests {
         assert_eq!(
             commit_to_fetch(&settings.source, "FEX-2608", None).unwrap(),
             settings.source.commit
+        );
+    }
+
+    #[test]
+    fn a_fetched_commit_is_fexs_version_and_hash() {
+        assert_eq!(
+            version_defines("FEX-2608", "e869aa644a16e4332cdc15c1ea0b4d13d482385d"),
+            [
+                "-DOVERRIDE_VERSION=FEX-2608",
+                "-DOVERRIDE_HASH=e869aa644a16e4332cdc15c1ea0b4d13d482385d"
+            ]
         );
     }
 

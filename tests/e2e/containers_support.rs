@@ -315,39 +315,18 @@ fn build_release_chain(work: &Path) -> PathBuf {
                 .arg(&fragment),
         );
     }
-    let mut manifests = Vec::new();
     for arch in Arch::ALL {
         let (kernel, rootfs) = boot::kernel_and_rootfs(&boot::assets(arch), &work.join(arch.as_str()));
         run_ok(
-            xtask()
-                .args(["release", "--version", CHAIN_VERSION, "--arch", arch.as_str()])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
+            support::release_command(CHAIN_VERSION, arch, &kernel, &rootfs, &dist)
                 .arg("--binaries-json")
                 .arg(&fragment)
-                .arg("--output-dir")
-                .arg(&dist)
                 .env("SOURCE_DATE_EPOCH", "1772539200"),
         );
-        manifests.push(dist.join(arch.as_str()).join("manifest.json"));
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .args(&manifests)
-            .arg("--output")
-            .arg(dist.join("manifest.json")),
-    );
+    support::merge_manifests(&dist, &Arch::ALL);
     let cdn = work.join("cdn");
-    run_ok(
-        xtask()
-            .args(["cdn-tree", "--dist"])
-            .arg(&dist)
-            .arg("--output")
-            .arg(&cdn),
-    );
+    support::cdn_tree(&dist, &cdn);
     cdn
 }
 

@@ -12,7 +12,7 @@ use boot_assets::{cdn, Arch, Binary, FileEntry, Manifest};
 use crate::cdn_fixture::{random_bytes, sha256};
 use crate::fixtures::{fixture_kernel_bytes, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
-use crate::support::{run_ok, xtask};
+use crate::support::{self, run_ok, xtask};
 
 /// The version the fixture release carries.
 pub(crate) const RELEASE_VERSION: &str = "0.9.1";
@@ -128,34 +128,14 @@ pub(crate) fn released_cdn_tree(work: &Path) -> ReleasedTree {
         std::fs::write(&kernel, &input.kernel).unwrap();
         std::fs::write(&rootfs, &input.rootfs).unwrap();
         run_ok(
-            xtask()
+            support::release_command(RELEASE_VERSION, *arch, &kernel, &rootfs, &dist)
                 .env("SOURCE_DATE_EPOCH", EPOCH)
-                .args(["release", "--version", RELEASE_VERSION, "--arch", arch.as_str()])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
                 .arg("--binaries-json")
-                .arg(&fragment)
-                .arg("--output-dir")
-                .arg(&dist),
+                .arg(&fragment),
         );
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .arg(dist.join("arm64/manifest.json"))
-            .arg(dist.join("x86_64/manifest.json"))
-            .arg("--output")
-            .arg(dist.join("manifest.json")),
-    );
-    run_ok(
-        xtask()
-            .args(["cdn-tree", "--dist"])
-            .arg(&dist)
-            .arg("--output")
-            .arg(&cdn_root),
-    );
+    support::merge_manifests(&dist, &Arch::ALL);
+    support::cdn_tree(&dist, &cdn_root);
     let manifest_bytes = std::fs::read(dist.join("manifest.json")).unwrap();
     let manifest = Manifest::from_json_validated(&manifest_bytes).unwrap();
     ReleasedTree {

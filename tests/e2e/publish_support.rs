@@ -243,7 +243,6 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::write(&fragment_path, serde_json::to_vec_pretty(&fragment).unwrap()).unwrap();
 
-    let mut manifests = Vec::new();
     for arch in Arch::ALL {
         let (kernel, rootfs) = fixtures::write_fixture_inputs(&inputs, arch);
         let size = rootfs_size.unwrap_or(64 * 1024);
@@ -259,27 +258,13 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
             .collect();
         std::fs::write(&rootfs, bytes).unwrap();
         run_ok(
-            xtask()
-                .args(["release", "--version", version, "--arch", arch.as_str()])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
+            support::release_command(version, arch, &kernel, &rootfs, &dist)
                 .arg("--binaries-json")
                 .arg(&fragment_path)
-                .arg("--output-dir")
-                .arg(&dist)
                 .env("SOURCE_DATE_EPOCH", FIXTURE_EPOCH),
         );
-        manifests.push(dist.join(arch.as_str()).join(cdn::MANIFEST_FILE));
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .args(&manifests)
-            .arg("--output")
-            .arg(dist.join(cdn::MANIFEST_FILE)),
-    );
+    support::merge_manifests(&dist, &Arch::ALL);
     dist
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use boot_assets::asset_manager::{AssetManager, AssetManagerBuilder};
 use boot_assets::{cdn, Arch, Binary, FileEntry, KernelEntry, Latest, Manifest, Target};
-use sha2::{Digest, Sha256};
 
 use crate::fault_server::FaultServer;
+use crate::support::sha256_hex;
 
 /// The version every fixture publishes.
 pub const VERSION: &str = "1.2.3";
@@ -44,9 +44,6 @@ pub fn kernel_path() -> String {
 }
 
 /// SHA-256 as 64 lowercase hex digits.
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
 
 /// Random bytes (incompressible, so sizes mean what they say).
 pub fn random_bytes(length: usize) -> Vec<u8> {
@@ -72,13 +69,13 @@ impl Fixture {
                 Target {
                     kernel: KernelEntry {
                         path: kernel_path(),
-                        sha256: sha256(&kernel),
+                        sha256: sha256_hex(&kernel),
                         version: "6.1.0".into(),
                         size: Some(kernel.len() as u64),
                     },
                     rootfs: FileEntry {
                         path: rootfs_path(),
-                        sha256: sha256(&rootfs),
+                        sha256: sha256_hex(&rootfs),
                         size: Some(rootfs.len() as u64),
                     },
                     kernel_cmdline: ARCH.default_kernel_cmdline().into(),
@@ -120,7 +117,7 @@ impl Fixture {
                     ARCH,
                     FileEntry {
                         path,
-                        sha256: sha256(bytes),
+                        sha256: sha256_hex(bytes),
                         size: Some(bytes.len() as u64),
                     },
                 )]

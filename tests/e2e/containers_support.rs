@@ -20,7 +20,6 @@ use std::sync::Mutex;
 
 use boot_assets::Arch;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::boot_support as boot;
 use crate::nginx::Nginx;
@@ -117,11 +116,6 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/boot-assets"))
 }
 
-fn sha256_file(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    format!("{:x}", Sha256::digest(&bytes))
-}
-
 /// apt with private state for one Debian architecture.
 struct PrivateApt {
     deb_arch: String,
@@ -213,7 +207,7 @@ pub fn fetch_packages(entries: &[LockedPackage]) -> Vec<PathBuf> {
         }
         // apt names files after their version; match them by digest.
         for file in std::fs::read_dir(download.path()).unwrap().flatten() {
-            let digest = sha256_file(&file.path());
+            let digest = support::sha256_file(&file.path());
             if let Some(entry) = missing.iter().find(|entry| entry.sha256 == digest) {
                 std::fs::rename(file.path(), cached(entry)).unwrap();
             }
@@ -230,7 +224,7 @@ pub fn fetch_packages(entries: &[LockedPackage]) -> Vec<PathBuf> {
                 entry.version,
                 entry.for_arch
             );
-            let digest = sha256_file(&path);
+            let digest = support::sha256_file(&path);
             assert_eq!(
                 digest,
                 entry.sha256,

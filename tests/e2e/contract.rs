@@ -8,7 +8,9 @@ use std::path::Path;
 use boot_assets::{cdn, Arch, Manifest};
 
 use crate::fixtures::{write_fixture_inputs, FIXTURE_KERNEL_VERSION};
-use crate::support::{merge_manifests, project_root, release_command, require_tool, run_fails, run_ok, sha256_hex, xtask};
+use crate::support::{
+    merge_manifests, project_root, release_command, require_tool, run_fails, run_ok, sha256_hex, xtask,
+};
 
 const VERSION: &str = "0.2.0";
 

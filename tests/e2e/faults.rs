@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use boot_assets::asset_manager::AssetError;
 use boot_assets::cdn;
 
-use crate::cdn_fixture::{kernel_path, rootfs_path, sha256, Fixture, ARCH, ROOTFS_BYTES, VERSION};
+use crate::cdn_fixture::{kernel_path, rootfs_path, Fixture, ARCH, ROOTFS_BYTES, VERSION};
 use crate::fault_server::{Fault, Request};
 use crate::support;
+use crate::support::sha256_hex;
 
 /// Where the faults below cut the rootfs body.
 const CUT_AT: usize = 700_000;
@@ -67,8 +68,8 @@ fn wrong_bytes_twice_fail_naming_object_and_digests() {
     let error = fixture.manager().prepare().unwrap_err();
     let mut wrong = fixture.rootfs.clone();
     wrong[ROOTFS_BYTES / 2] ^= 0xff;
-    let expected = sha256(&fixture.rootfs);
-    let actual = sha256(&wrong);
+    let expected = sha256_hex(&fixture.rootfs);
+    let actual = sha256_hex(&wrong);
     assert_eq!(
         error.to_string(),
         format!(
@@ -463,7 +464,7 @@ fn planted_links_at_every_path_the_client_writes_are_removed_and_never_followed(
     std::fs::create_dir_all(&version_dir).unwrap();
     std::fs::create_dir_all(&bin_dir).unwrap();
     std::fs::create_dir_all(home.path().join("runtime/libexec")).unwrap();
-    let rootfs_sha = sha256(&fixture.rootfs);
+    let rootfs_sha = sha256_hex(&fixture.rootfs);
     let planted = [
         version_dir.join(".lock"),
         version_dir.join(format!(".partial-rootfs.erofs.{rootfs_sha}")),
@@ -877,7 +878,7 @@ fn offline_fallback_with_a_key_needs_a_signed_resolution() {
 #[test]
 fn a_wrong_pinned_manifest_digest_is_refused_before_the_manifest_is_used() {
     let fixture = Fixture::new();
-    let actual = sha256(fixture.manifest.to_json_pretty().as_bytes());
+    let actual = sha256_hex(fixture.manifest.to_json_pretty().as_bytes());
     let wrong = "0".repeat(64);
     let error = fixture
         .builder()

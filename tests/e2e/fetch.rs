@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use boot_assets::{cdn, Arch, Binary, FileEntry, Manifest};
 
-use crate::cdn_fixture::{random_bytes, sha256};
+use crate::cdn_fixture::random_bytes;
 use crate::fixtures::{fixture_kernel_bytes, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
-use crate::support::{self, run_ok, xtask};
+use crate::support::{self, run_ok, sha256_hex, xtask};
 
 /// The version the fixture release carries.
 pub(crate) const RELEASE_VERSION: &str = "0.9.1";
@@ -59,7 +59,7 @@ fn stage_binaries(work: &Path, dist: &Path) -> (PathBuf, BTreeMap<(String, Arch)
                 arch,
                 FileEntry {
                     path,
-                    sha256: sha256(&bytes),
+                    sha256: sha256_hex(&bytes),
                     size: Some(bytes.len() as u64),
                 },
             );
@@ -207,8 +207,8 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         let rootfs = std::fs::read(version_dir.join(cdn::ROOTFS_FILE)).unwrap();
         assert!(kernel == input.kernel, "{arch} kernel bytes differ");
         assert!(rootfs == input.rootfs, "{arch} rootfs bytes differ");
-        assert_eq!(sha256(&kernel), target.kernel.sha256);
-        assert_eq!(sha256(&rootfs), target.rootfs.sha256);
+        assert_eq!(sha256_hex(&kernel), target.kernel.sha256);
+        assert_eq!(sha256_hex(&rootfs), target.rootfs.sha256);
         assert_eq!(target.kernel.version, FIXTURE_KERNEL_VERSION);
         assert_eq!(
             std::fs::read(version_dir.join(cdn::MANIFEST_FILE)).unwrap(),

@@ -13,11 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boot_assets::{cdn, Arch};
-use sha2::{Digest, Sha256};
 
 use crate::fixtures;
 pub use crate::nginx::Nginx;
-use crate::support::{self, require_tool, run_ok, xtask};
+use crate::support::{self, require_tool, run_ok, sha256_file, sha256_hex, xtask};
 
 /// The bucket the tests publish into (a folder of the S3 server's directory).
 pub const BUCKET: &str = "boot-assets";
@@ -146,7 +145,7 @@ impl Cdn {
                     let meta = std::fs::metadata(&path).unwrap();
                     let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
                     let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                    files.insert(relative, (sha256(&std::fs::read(&path).unwrap()), meta.ino(), mtime));
+                    files.insert(relative, (sha256_file(&path), meta.ino(), mtime));
                 }
             }
         }
@@ -190,10 +189,6 @@ impl Cdn {
     }
 }
 
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
 /// A key pair made by `cargo xtask keygen`.
 pub struct Keys {
     pub secret: PathBuf,
@@ -234,7 +229,7 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
             std::fs::write(&staged, &bytes).unwrap();
             targets.insert(
                 arch.to_string(),
-                serde_json::json!({ "path": path, "sha256": sha256(&bytes) }),
+                serde_json::json!({ "path": path, "sha256": sha256_hex(&bytes) }),
             );
         }
         fragment.push(serde_json::json!({ "name": name, "version": binary_version, "targets": targets }));

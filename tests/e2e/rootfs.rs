@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use sha2::{Digest, Sha256};
-
-use crate::support::{project_root, require_tool, run_fails, run_ok, xtask};
+use crate::support::{project_root, require_tool, run_fails, run_ok, sha256_file, xtask};
 
 /// Serializes the heavy builds of this module.
 static BUILDS: Mutex<()> = Mutex::new(());
@@ -106,11 +104,6 @@ fn cold_build(arch: &str) -> ColdBuild {
 fn first_builds() -> &'static BTreeMap<&'static str, ColdBuild> {
     static FIRST: OnceLock<BTreeMap<&'static str, ColdBuild>> = OnceLock::new();
     FIRST.get_or_init(|| ARCHES.iter().map(|(arch, _, _)| (*arch, cold_build(arch))).collect())
-}
-
-fn sha256_of(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// Extracts an image with erofs-utils, without mounting it.
@@ -442,13 +435,13 @@ fn two_cold_builds_in_different_directories_are_identical() {
         let second = cold_build(arch);
         assert_ne!(first.cache, second.cache);
         assert_eq!(
-            sha256_of(&first.image),
-            sha256_of(&second.image),
+            sha256_file(&first.image),
+            sha256_file(&second.image),
             "{arch} image digests differ"
         );
         assert_eq!(
-            sha256_of(&first.sbom),
-            sha256_of(&second.sbom),
+            sha256_file(&first.sbom),
+            sha256_file(&second.sbom),
             "{arch} SBOM digests differ"
         );
     }
@@ -462,7 +455,7 @@ fn sbom_passes_the_spdx_validator_and_names_every_package() {
         run_ok(Command::new(&validator).arg("-i").arg(&build.sbom));
         let sbom: serde_json::Value = serde_json::from_slice(&std::fs::read(&build.sbom).unwrap()).unwrap();
         let packages = sbom["packages"].as_array().unwrap();
-        assert_eq!(packages[0]["checksums"][0]["checksumValue"], sha256_of(&build.image));
+        assert_eq!(packages[0]["checksums"][0]["checksumValue"], sha256_file(&build.image));
         assert!(
             packages[0]["comment"].as_str().unwrap().contains("mkfs.erofs 1."),
             "{}",
@@ -771,10 +764,10 @@ fn release_without_rootfs_builds_the_image_first() {
         );
     }
     let built = project_root().join("build/x86_64/rootfs.erofs");
-    assert_eq!(sha256_of(&built), sha256_of(&first_builds()["x86_64"].image));
+    assert_eq!(sha256_file(&built), sha256_file(&first_builds()["x86_64"].image));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dist.join("x86_64/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["targets"]["x86_64"]["rootfs"]["sha256"], sha256_of(&built));
+    assert_eq!(manifest["targets"]["x86_64"]["rootfs"]["sha256"], sha256_file(&built));
 }
 
 /// The arm64 image's programs run under user-mode QEMU with the extracted tree as their root

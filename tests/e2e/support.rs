@@ -108,7 +108,11 @@ pub fn merge_manifests(dist: &Path, arches: &[Arch]) -> PathBuf {
     run_ok(
         xtask()
             .arg("merge-manifest")
-            .args(arches.iter().map(|arch| dist.join(arch.as_str()).join(cdn::MANIFEST_FILE)))
+            .args(
+                arches
+                    .iter()
+                    .map(|arch| dist.join(arch.as_str()).join(cdn::MANIFEST_FILE)),
+            )
             .arg("--output")
             .arg(&merged),
     );

@@ -7,14 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use boot_assets::{cdn, Arch, Binary};
-use sha2::{Digest, Sha256};
 
 use crate::nginx::Nginx;
-use crate::support::{self, run_fails, run_ok, xtask};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
+use crate::support::{self, run_fails, run_ok, sha256_file, sha256_hex, xtask};
 
 /// A served directory with `docker.tgz` (two programs, a symlink, a `../evil` member) and a
 /// direct binary `tool`.
@@ -51,7 +46,7 @@ fn upstream() -> Upstream {
     tar.into_inner().unwrap().finish().unwrap();
     std::fs::write(dir.path().join("tool"), b"\x7fELF tool").unwrap();
     Upstream {
-        tgz_sha256: sha256_hex(&std::fs::read(&tgz).unwrap()),
+        tgz_sha256: sha256_file(&tgz),
         tool_sha256: sha256_hex(b"\x7fELF tool"),
         dir,
     }
@@ -350,7 +345,7 @@ fn debian_package(dir: &Path) -> (PathBuf, String) {
             .arg(&tree)
             .arg(&deb),
     );
-    let digest = sha256_hex(&std::fs::read(&deb).unwrap());
+    let digest = sha256_file(&deb);
     (deb, digest)
 }
 

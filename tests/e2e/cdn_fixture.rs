@@ -1,8 +1,6 @@
 //! A small asset version served by the fault server: random kernel and rootfs bytes, a valid
 //! manifest for x86_64, `latest.json`, and an AssetManager configured for quick tests.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

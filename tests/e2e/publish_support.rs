@@ -3,8 +3,6 @@
 //! built with the real `cargo xtask release` + `merge-manifest` from small fixture files, and the
 //! `gh` stand-in (GitHub is unreachable from the test machines).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;

@@ -2,13 +2,14 @@
 //! manifest for x86_64, `latest.json`, and an AssetManager configured for quick tests.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use boot_assets::asset_manager::{AssetManager, AssetManagerBuilder};
 use boot_assets::{cdn, Arch, Binary, FileEntry, KernelEntry, Latest, Manifest, Target};
 
 use crate::fault_server::FaultServer;
-use crate::support::sha256_hex;
+use crate::support::{sha256_hex, xtask};
 
 /// The version every fixture publishes.
 pub const VERSION: &str = "1.2.3";
@@ -144,6 +145,25 @@ impl Fixture {
     }
 
     /// A built manager for this fixture.
+    /// `cargo xtask fetch` of the fixture's version and arch into `dest`, ready for more arguments.
+    pub fn fetch_command(&self, dest: &Path) -> Command {
+        let mut command = xtask();
+        command
+            .args([
+                "fetch",
+                "--quiet",
+                "--cdn",
+                &self.server.url(),
+                "--version",
+                VERSION,
+                "--arch",
+            ])
+            .arg(ARCH.as_str())
+            .arg("--dest")
+            .arg(dest);
+        command
+    }
+
     pub fn manager(&self) -> AssetManager {
         self.builder().build().unwrap()
     }

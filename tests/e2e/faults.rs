@@ -163,11 +163,12 @@ fn resume_answered_with_200_restarts_from_zero() {
     assert_eq!(served, (CUT_AT + ROOTFS_BYTES) as u64, "the 200 body was taken whole");
 }
 
-#[test]
-fn range_not_satisfiable_restarts_from_zero() {
+/// A cut download whose resume request is answered with `answer`: the client asks for the rest,
+/// refuses the answer, and downloads the file again from zero.
+fn resume_refused_restarts_from_zero(answer: Fault) {
     let fixture = Fixture::new();
     fixture.server.fault_once(&rootfs_path(), Fault::ResetAfter(CUT_AT));
-    fixture.server.fault_once(&rootfs_path(), Fault::RangeNotSatisfiable);
+    fixture.server.fault_once(&rootfs_path(), answer);
     fixture.manager().prepare().unwrap();
     fixture.assert_installed();
     let requests = rootfs_requests(&fixture);
@@ -176,15 +177,13 @@ fn range_not_satisfiable_restarts_from_zero() {
 }
 
 #[test]
+fn range_not_satisfiable_restarts_from_zero() {
+    resume_refused_restarts_from_zero(Fault::RangeNotSatisfiable);
+}
+
+#[test]
 fn content_range_not_matching_the_request_restarts_from_zero() {
-    let fixture = Fixture::new();
-    fixture.server.fault_once(&rootfs_path(), Fault::ResetAfter(CUT_AT));
-    fixture.server.fault_once(&rootfs_path(), Fault::WrongContentRange);
-    fixture.manager().prepare().unwrap();
-    fixture.assert_installed();
-    let requests = rootfs_requests(&fixture);
-    assert_eq!(requests.len(), 3, "{requests:?}");
-    assert!(requests[1].is_some() && requests[2].is_none(), "{requests:?}");
+    resume_refused_restarts_from_zero(Fault::WrongContentRange);
 }
 
 #[test]
@@ -355,22 +354,8 @@ fn latest_is_resolved_and_assets_download_in_parallel() {
 
 /// `cargo xtask fetch` against the fixture, as a child process.
 fn fetch_process(fixture: &Fixture) -> Command {
-    let mut command = support::xtask();
-    command
-        .args([
-            "fetch",
-            "--quiet",
-            "--cdn",
-            &fixture.server.url(),
-            "--version",
-            VERSION,
-            "--arch",
-        ])
-        .arg(ARCH.as_str())
-        .arg("--dest")
-        .arg(fixture.cache.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = fixture.fetch_command(fixture.cache.path());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
 

@@ -164,31 +164,9 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     live::check_published(&cdn.url(), None, Arch::X86_64, true, Some(&keys.public));
 
     // verify-published, for anyone: passes with the right key, fails with another one.
-    run_ok(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--version",
-                "latest",
-                "--public-key",
-            ])
-            .arg(&keys.public),
-    );
+    run_ok(&mut cdn.verify_published(&["--version", "latest"], &keys.public));
     let other = keygen(&work.path().join("other"));
-    let err = run_fails(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--arch",
-                "arm64",
-                "--public-key",
-            ])
-            .arg(&other.public),
-    );
+    let err = run_fails(&mut cdn.verify_published(&["--arch", "arm64"], &other.public));
     assert!(
         err.contains("signature of") && err.contains("not signed by any of the 1 trusted key(s)"),
         "{err}"
@@ -215,18 +193,7 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
     assert!(stderr_of(&output).contains("publish: sign latest.json (version 0.2.0) into latest.json.minisig"));
     assert_eq!(cdn.object(cdn::LATEST_PATH).unwrap(), latest_before);
-    run_ok(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--version",
-                "latest",
-                "--public-key",
-            ])
-            .arg(&keys.public),
-    );
+    run_ok(&mut cdn.verify_published(&["--version", "latest"], &keys.public));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use boot_assets::Arch;
 
 use crate::boot_support;
 use crate::publish_support::{keygen, Cdn};
-use crate::support::{merge_manifests, release_command, run_ok, xtask};
+use crate::support::{merge_manifests, release_command, run_ok};
 
 #[test]
 fn publish_with_boot_boots_every_arch_downloaded_from_the_cdn() {
@@ -42,17 +42,5 @@ fn publish_with_boot_boots_every_arch_downloaded_from_the_cdn() {
     let latest_at = log.find("latest.json now names 0.9.0").expect("latest moved");
     assert!(booted_at < latest_at, "latest.json moved before the boots:\n{log}");
 
-    run_ok(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--arch",
-                "x86_64",
-                "--boot",
-                "--public-key",
-            ])
-            .arg(&keys.public),
-    );
+    run_ok(&mut cdn.verify_published(&["--arch", "x86_64", "--boot"], &keys.public));
 }

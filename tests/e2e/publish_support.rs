@@ -113,6 +113,17 @@ impl Cdn {
         drop(std::mem::replace(&mut self.s3, S3Server::start(&dir)));
     }
 
+    /// `cargo xtask verify-published` against this CDN with `args` and the public key `public_key`.
+    pub fn verify_published(&self, args: &[&str], public_key: &Path) -> Command {
+        let mut command = xtask();
+        command
+            .args(["verify-published", "--cdn", &self.url()])
+            .args(args)
+            .arg("--public-key")
+            .arg(public_key);
+        command
+    }
+
     pub fn url(&self) -> String {
         self.nginx.url()
     }

@@ -13,26 +13,9 @@ use boot_assets::{cdn, Arch, Manifest};
 
 use crate::fixtures::{write_fixture_inputs, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
-use crate::support::{require_tool, run_fails, run_ok, sha256_file, sha256_hex, xtask};
+use crate::support::{files_under, require_tool, run_fails, run_ok, sha256_file, sha256_hex, xtask};
 
 const VERSION: &str = "0.4.0";
-
-/// Every file under `root`, as sorted relative paths.
-fn files_under(root: &Path) -> BTreeSet<String> {
-    let mut files = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    files
-}
 
 /// The upstream files: `docker.tgz` with `docker/dockerd`, and a direct binary `tool`.
 fn serve_upstream(dir: &Path) -> (String, String) {

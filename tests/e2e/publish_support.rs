@@ -143,22 +143,15 @@ impl Cdn {
     /// was written, not even the same bytes again.
     pub fn snapshot(&self) -> BTreeMap<String, (String, u64, i64)> {
         let root = self.s3.bucket_dir();
-        let mut files = BTreeMap::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let meta = std::fs::metadata(&path).unwrap();
-                    let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
-                    let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                    files.insert(relative, (sha256_file(&path), meta.ino(), mtime));
-                }
-            }
-        }
-        files
+        support::files_under(&root)
+            .into_iter()
+            .map(|relative| {
+                let path = root.join(&relative);
+                let meta = std::fs::metadata(&path).unwrap();
+                let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+                (relative, (sha256_file(&path), meta.ino(), mtime))
+            })
+            .collect()
     }
 
     /// `cargo xtask publish` against this bucket and CDN (keys in the environment, as in CI).

@@ -1,6 +1,7 @@
 //! Shared helpers of the e2e suite: the xtask binary, the repository root, tool checks, digests,
 //! and the release → merge-manifest → cdn-tree chain every pipeline test runs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -128,4 +129,21 @@ pub fn cdn_tree(dist: &Path, output: &Path) {
             .arg("--output")
             .arg(output),
     );
+}
+
+/// Every file under `root`, as sorted relative paths.
+pub fn files_under(root: &Path) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    files
 }

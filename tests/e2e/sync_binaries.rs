@@ -52,6 +52,13 @@ fn upstream() -> Upstream {
     }
 }
 
+impl Upstream {
+    /// [`config`] with this upstream's digests pinned.
+    fn pinned_config(&self, base: &str, dockerd_member: &str) -> String {
+        config(base, &self.tgz_sha256, &self.tool_sha256, dockerd_member)
+    }
+}
+
 /// A config with dockerd and runc from the tgz (arm64 and x86_64) and `tool` as a direct binary.
 fn config(base: &str, tgz_sha256: &str, tool_sha256: &str, dockerd_member: &str) -> String {
     let mut text = String::new();
@@ -120,12 +127,7 @@ fn stages_tgz_members_and_direct_binaries_then_a_second_run_downloads_nothing() 
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
-    let text = config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        "docker/dockerd",
-    );
+    let text = upstream.pinned_config(&nginx.url(), "docker/dockerd");
     run_ok(&mut run.command(&text));
 
     let fragment: Vec<Binary> = serde_json::from_slice(&std::fs::read(run.fragment()).unwrap()).unwrap();
@@ -192,12 +194,7 @@ fn refused_with_dockerd_member(member: &str) -> String {
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
-    let stderr = run_fails(&mut run.command(&config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        member,
-    )));
+    let stderr = run_fails(&mut run.command(&upstream.pinned_config(&nginx.url(), member)));
     run.assert_nothing_written();
     stderr
 }
@@ -230,13 +227,9 @@ fn not_found_names_the_url() {
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
-    let text = config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        "docker/dockerd",
-    )
-    .replace("/tool\"", "/no-such-tool\"");
+    let text = upstream
+        .pinned_config(&nginx.url(), "docker/dockerd")
+        .replace("/tool\"", "/no-such-tool\"");
     let stderr = run_fails(&mut run.command(&text));
     assert!(
         stderr.contains(&format!("GET {}/no-such-tool: HTTP status 404", nginx.url())),

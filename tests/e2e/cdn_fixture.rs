@@ -42,8 +42,6 @@ pub fn kernel_path() -> String {
     cdn::kernel_path(VERSION, ARCH)
 }
 
-/// SHA-256 as 64 lowercase hex digits.
-
 /// Random bytes (incompressible, so sizes mean what they say).
 pub fn random_bytes(length: usize) -> Vec<u8> {
     let mut generator = fastrand::Rng::new();

@@ -83,40 +83,13 @@ fn install_fex_through_the_pipeline(assets: &boot::Assets, work: &Path) -> PathB
             .arg(&fragment),
     );
     run_ok(
-        xtask()
-            .args([
-                "release",
-                "--version",
-                FEX_CHAIN_VERSION,
-                "--arch",
-                "arm64",
-                "--kernel-version",
-                "6.1.0",
-            ])
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--rootfs")
-            .arg(&rootfs)
-            .arg("--binaries-json")
-            .arg(&fragment)
-            .arg("--output-dir")
-            .arg(&dist),
+        support::release_command(FEX_CHAIN_VERSION, Arch::Arm64, &kernel, &rootfs, &dist)
+            .args(["--kernel-version", "6.1.0", "--binaries-json"])
+            .arg(&fragment),
     );
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .arg(dist.join("arm64/manifest.json"))
-            .arg("--output")
-            .arg(dist.join("manifest.json")),
-    );
+    support::merge_manifests(&dist, &[Arch::Arm64]);
     let cdn_root = work.join("cdn");
-    run_ok(
-        xtask()
-            .args(["cdn-tree", "--dist"])
-            .arg(&dist)
-            .arg("--output")
-            .arg(&cdn_root),
-    );
+    support::cdn_tree(&dist, &cdn_root);
     let server = Nginx::start(&cdn_root);
     let runtime_bin = work.join("runtime/bin");
     run_ok(
@@ -490,13 +463,7 @@ fn boot_takes_a_release_tarball() {
         Assets::Tarball(path) => path.clone(),
         Assets::Files { kernel, rootfs, .. } => {
             support::run_ok(
-                xtask()
-                    .args(["release", "--version", "0.0.1", "--arch", "x86_64", "--kernel"])
-                    .arg(kernel)
-                    .arg("--rootfs")
-                    .arg(rootfs)
-                    .arg("--output-dir")
-                    .arg(dir.path())
+                support::release_command("0.0.1", arch, kernel, rootfs, dir.path())
                     .env("SOURCE_DATE_EPOCH", "1700000000"),
             );
             dir.path().join("x86_64/boot-assets-x86_64-v0.0.1.tar.gz")

@@ -1,16 +1,15 @@
 //! A small asset version served by the fault server: random kernel and rootfs bytes, a valid
 //! manifest for x86_64, `latest.json`, and an AssetManager configured for quick tests.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use boot_assets::asset_manager::{AssetManager, AssetManagerBuilder};
 use boot_assets::{cdn, Arch, Binary, FileEntry, KernelEntry, Latest, Manifest, Target};
-use sha2::{Digest, Sha256};
 
 use crate::fault_server::FaultServer;
+use crate::support::{sha256_hex, xtask};
 
 /// The version every fixture publishes.
 pub const VERSION: &str = "1.2.3";
@@ -43,11 +42,6 @@ pub fn kernel_path() -> String {
     cdn::kernel_path(VERSION, ARCH)
 }
 
-/// SHA-256 as 64 lowercase hex digits.
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
 /// Random bytes (incompressible, so sizes mean what they say).
 pub fn random_bytes(length: usize) -> Vec<u8> {
     let mut generator = fastrand::Rng::new();
@@ -72,13 +66,13 @@ impl Fixture {
                 Target {
                     kernel: KernelEntry {
                         path: kernel_path(),
-                        sha256: sha256(&kernel),
+                        sha256: sha256_hex(&kernel),
                         version: "6.1.0".into(),
                         size: Some(kernel.len() as u64),
                     },
                     rootfs: FileEntry {
                         path: rootfs_path(),
-                        sha256: sha256(&rootfs),
+                        sha256: sha256_hex(&rootfs),
                         size: Some(rootfs.len() as u64),
                     },
                     kernel_cmdline: ARCH.default_kernel_cmdline().into(),
@@ -120,7 +114,7 @@ impl Fixture {
                     ARCH,
                     FileEntry {
                         path,
-                        sha256: sha256(bytes),
+                        sha256: sha256_hex(bytes),
                         size: Some(bytes.len() as u64),
                     },
                 )]
@@ -149,6 +143,25 @@ impl Fixture {
     }
 
     /// A built manager for this fixture.
+    /// `cargo xtask fetch` of the fixture's version and arch into `dest`, ready for more arguments.
+    pub fn fetch_command(&self, dest: &Path) -> Command {
+        let mut command = xtask();
+        command
+            .args([
+                "fetch",
+                "--quiet",
+                "--cdn",
+                &self.server.url(),
+                "--version",
+                VERSION,
+                "--arch",
+            ])
+            .arg(ARCH.as_str())
+            .arg("--dest")
+            .arg(dest);
+        command
+    }
+
     pub fn manager(&self) -> AssetManager {
         self.builder().build().unwrap()
     }

@@ -20,7 +20,6 @@ use std::sync::Mutex;
 
 use boot_assets::Arch;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::boot_support as boot;
 use crate::nginx::Nginx;
@@ -60,16 +59,13 @@ struct Lock {
     package: Vec<LockedPackage>,
 }
 
-/// One pinned package file.
+/// One pinned package file: the fields the tests read (the lock's `arch` and `size` are skipped).
 #[derive(Debug, Clone, Deserialize)]
-#[allow(dead_code)] // every field is read by the lock format; not all by the tests
 pub struct LockedPackage {
     pub name: String,
-    pub arch: String,
     pub for_arch: String,
     pub version: String,
     pub filename: String,
-    pub size: u64,
     pub sha256: String,
 }
 
@@ -102,11 +98,6 @@ fn cache_dir() -> PathBuf {
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/boot-assets"))
-}
-
-fn sha256_file(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    format!("{:x}", Sha256::digest(&bytes))
 }
 
 /// apt with private state for one Debian architecture.
@@ -200,7 +191,7 @@ pub fn fetch_packages(entries: &[LockedPackage]) -> Vec<PathBuf> {
         }
         // apt names files after their version; match them by digest.
         for file in std::fs::read_dir(download.path()).unwrap().flatten() {
-            let digest = sha256_file(&file.path());
+            let digest = support::sha256_file(&file.path());
             if let Some(entry) = missing.iter().find(|entry| entry.sha256 == digest) {
                 std::fs::rename(file.path(), cached(entry)).unwrap();
             }
@@ -217,7 +208,7 @@ pub fn fetch_packages(entries: &[LockedPackage]) -> Vec<PathBuf> {
                 entry.version,
                 entry.for_arch
             );
-            let digest = sha256_file(&path);
+            let digest = support::sha256_file(&path);
             assert_eq!(
                 digest,
                 entry.sha256,
@@ -302,39 +293,18 @@ fn build_release_chain(work: &Path) -> PathBuf {
                 .arg(&fragment),
         );
     }
-    let mut manifests = Vec::new();
     for arch in Arch::ALL {
         let (kernel, rootfs) = boot::kernel_and_rootfs(&boot::assets(arch), &work.join(arch.as_str()));
         run_ok(
-            xtask()
-                .args(["release", "--version", CHAIN_VERSION, "--arch", arch.as_str()])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
+            support::release_command(CHAIN_VERSION, arch, &kernel, &rootfs, &dist)
                 .arg("--binaries-json")
                 .arg(&fragment)
-                .arg("--output-dir")
-                .arg(&dist)
                 .env("SOURCE_DATE_EPOCH", "1772539200"),
         );
-        manifests.push(dist.join(arch.as_str()).join("manifest.json"));
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .args(&manifests)
-            .arg("--output")
-            .arg(dist.join("manifest.json")),
-    );
+    support::merge_manifests(&dist, &Arch::ALL);
     let cdn = work.join("cdn");
-    run_ok(
-        xtask()
-            .args(["cdn-tree", "--dist"])
-            .arg(&dist)
-            .arg("--output")
-            .arg(&cdn),
-    );
+    support::cdn_tree(&dist, &cdn);
     cdn
 }
 

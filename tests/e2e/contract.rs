@@ -6,28 +6,18 @@ use std::io::Read;
 use std::path::Path;
 
 use boot_assets::{cdn, Arch, Manifest};
-use sha2::{Digest, Sha256};
 
 use crate::fixtures::{write_fixture_inputs, FIXTURE_KERNEL_VERSION};
-use crate::support::{project_root, require_tool, run_fails, run_ok, xtask};
+use crate::support::{
+    merge_manifests, project_root, release_command, require_tool, run_fails, run_ok, sha256_hex, xtask,
+};
 
 const VERSION: &str = "0.2.0";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
 
 fn release(dist: &Path, inputs: &Path, arch: Arch, extra: &[&str]) {
     let (kernel, rootfs) = write_fixture_inputs(inputs, arch);
     run_ok(
-        xtask()
-            .args(["release", "--version", VERSION, "--arch", arch.as_str()])
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--rootfs")
-            .arg(&rootfs)
-            .arg("--output-dir")
-            .arg(dist)
+        release_command(VERSION, arch, &kernel, &rootfs, dist)
             .args(extra)
             .env("SOURCE_DATE_EPOCH", "1772539200"),
     );
@@ -131,15 +121,7 @@ fn release_both_arches_then_merge() {
         assert_eq!(manifest.source_sha, None);
     }
 
-    let merged_path = dist.join("manifest.json");
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .arg(dist.join("arm64/manifest.json"))
-            .arg(dist.join("x86_64/manifest.json"))
-            .arg("--output")
-            .arg(&merged_path),
-    );
+    let merged_path = merge_manifests(&dist, &Arch::ALL);
     assert_schema_valid(&validator, &merged_path);
     let merged = Manifest::from_json_validated(&std::fs::read(&merged_path).unwrap()).unwrap();
     for arch in Arch::ALL {
@@ -207,14 +189,17 @@ fn merge_of_conflicting_manifests_names_both_files() {
     release(&two, &work.path().join("in"), Arch::Arm64, &[]);
     let (first, second) = (one.join("arm64/manifest.json"), two.join("arm64/manifest.json"));
     let output = work.path().join("merged.json");
-    let stderr = run_fails(
-        xtask()
-            .arg("merge-manifest")
-            .arg(&first)
-            .arg(&second)
-            .arg("--output")
-            .arg(&output),
-    );
+    let merge_fails = |first: &Path, second: &Path| {
+        run_fails(
+            xtask()
+                .arg("merge-manifest")
+                .arg(first)
+                .arg(second)
+                .arg("--output")
+                .arg(&output),
+        )
+    };
+    let stderr = merge_fails(&first, &second);
     assert!(stderr.contains("arch arm64 appears twice"), "{stderr}");
     assert!(
         stderr.contains(first.to_str().unwrap()) && stderr.contains(second.to_str().unwrap()),
@@ -225,24 +210,9 @@ fn merge_of_conflicting_manifests_names_both_files() {
     // A different asset version is refused the same way.
     let other = work.path().join("other");
     let (kernel, rootfs) = write_fixture_inputs(&work.path().join("in"), Arch::X86_64);
-    run_ok(
-        xtask()
-            .args(["release", "--version", "0.3.0", "--arch", "x86_64", "--output-dir"])
-            .arg(&other)
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--rootfs")
-            .arg(&rootfs),
-    );
+    run_ok(&mut release_command("0.3.0", Arch::X86_64, &kernel, &rootfs, &other));
     let third = other.join("x86_64/manifest.json");
-    let stderr = run_fails(
-        xtask()
-            .arg("merge-manifest")
-            .arg(&first)
-            .arg(&third)
-            .arg("--output")
-            .arg(&output),
-    );
+    let stderr = merge_fails(&first, &third);
     assert!(stderr.contains("asset_version differs"), "{stderr}");
     assert!(
         stderr.contains(first.to_str().unwrap()) && stderr.contains(third.to_str().unwrap()),

@@ -10,34 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use boot_assets::{cdn, Arch, Manifest};
-use sha2::{Digest, Sha256};
 
 use crate::fixtures::{write_fixture_inputs, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
-use crate::support::{require_tool, run_fails, run_ok, xtask};
+use crate::support::{files_under, require_tool, run_fails, run_ok, sha256_file, sha256_hex, xtask};
 
 const VERSION: &str = "0.4.0";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
-/// Every file under `root`, as sorted relative paths.
-fn files_under(root: &Path) -> BTreeSet<String> {
-    let mut files = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    files
-}
 
 /// The upstream files: `docker.tgz` with `docker/dockerd`, and a direct binary `tool`.
 fn serve_upstream(dir: &Path) -> (String, String) {
@@ -52,10 +30,7 @@ fn serve_upstream(dir: &Path) -> (String, String) {
     tar.append_data(&mut header, "docker/dockerd", &body[..]).unwrap();
     tar.into_inner().unwrap().finish().unwrap();
     std::fs::write(dir.join("tool"), b"\x7fELF tool for dist").unwrap();
-    (
-        sha256_hex(&std::fs::read(&tgz).unwrap()),
-        sha256_hex(b"\x7fELF tool for dist"),
-    )
+    (sha256_file(&tgz), sha256_hex(b"\x7fELF tool for dist"))
 }
 
 fn binaries_config(base: &str, tgz_sha256: &str, tool_sha256: &str) -> String {

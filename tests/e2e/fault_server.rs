@@ -5,8 +5,6 @@
 //! whole server can be throttled. It logs every request and counts the body bytes it wrote, so
 //! tests can assert resumes, retries and "no request at all".
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};

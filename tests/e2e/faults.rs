@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use boot_assets::asset_manager::AssetError;
 use boot_assets::cdn;
 
-use crate::cdn_fixture::{kernel_path, rootfs_path, sha256, Fixture, ARCH, ROOTFS_BYTES, VERSION};
+use crate::cdn_fixture::{kernel_path, rootfs_path, Fixture, ARCH, ROOTFS_BYTES, VERSION};
 use crate::fault_server::{Fault, Request};
 use crate::support;
+use crate::support::sha256_hex;
 
 /// Where the faults below cut the rootfs body.
 const CUT_AT: usize = 700_000;
@@ -67,8 +68,8 @@ fn wrong_bytes_twice_fail_naming_object_and_digests() {
     let error = fixture.manager().prepare().unwrap_err();
     let mut wrong = fixture.rootfs.clone();
     wrong[ROOTFS_BYTES / 2] ^= 0xff;
-    let expected = sha256(&fixture.rootfs);
-    let actual = sha256(&wrong);
+    let expected = sha256_hex(&fixture.rootfs);
+    let actual = sha256_hex(&wrong);
     assert_eq!(
         error.to_string(),
         format!(
@@ -162,11 +163,12 @@ fn resume_answered_with_200_restarts_from_zero() {
     assert_eq!(served, (CUT_AT + ROOTFS_BYTES) as u64, "the 200 body was taken whole");
 }
 
-#[test]
-fn range_not_satisfiable_restarts_from_zero() {
+/// A cut download whose resume request is answered with `answer`: the client asks for the rest,
+/// refuses the answer, and downloads the file again from zero.
+fn resume_refused_restarts_from_zero(answer: Fault) {
     let fixture = Fixture::new();
     fixture.server.fault_once(&rootfs_path(), Fault::ResetAfter(CUT_AT));
-    fixture.server.fault_once(&rootfs_path(), Fault::RangeNotSatisfiable);
+    fixture.server.fault_once(&rootfs_path(), answer);
     fixture.manager().prepare().unwrap();
     fixture.assert_installed();
     let requests = rootfs_requests(&fixture);
@@ -175,15 +177,13 @@ fn range_not_satisfiable_restarts_from_zero() {
 }
 
 #[test]
+fn range_not_satisfiable_restarts_from_zero() {
+    resume_refused_restarts_from_zero(Fault::RangeNotSatisfiable);
+}
+
+#[test]
 fn content_range_not_matching_the_request_restarts_from_zero() {
-    let fixture = Fixture::new();
-    fixture.server.fault_once(&rootfs_path(), Fault::ResetAfter(CUT_AT));
-    fixture.server.fault_once(&rootfs_path(), Fault::WrongContentRange);
-    fixture.manager().prepare().unwrap();
-    fixture.assert_installed();
-    let requests = rootfs_requests(&fixture);
-    assert_eq!(requests.len(), 3, "{requests:?}");
-    assert!(requests[1].is_some() && requests[2].is_none(), "{requests:?}");
+    resume_refused_restarts_from_zero(Fault::WrongContentRange);
 }
 
 #[test]
@@ -354,22 +354,8 @@ fn latest_is_resolved_and_assets_download_in_parallel() {
 
 /// `cargo xtask fetch` against the fixture, as a child process.
 fn fetch_process(fixture: &Fixture) -> Command {
-    let mut command = support::xtask();
-    command
-        .args([
-            "fetch",
-            "--quiet",
-            "--cdn",
-            &fixture.server.url(),
-            "--version",
-            VERSION,
-            "--arch",
-        ])
-        .arg(ARCH.as_str())
-        .arg("--dest")
-        .arg(fixture.cache.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = fixture.fetch_command(fixture.cache.path());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
 
@@ -463,7 +449,7 @@ fn planted_links_at_every_path_the_client_writes_are_removed_and_never_followed(
     std::fs::create_dir_all(&version_dir).unwrap();
     std::fs::create_dir_all(&bin_dir).unwrap();
     std::fs::create_dir_all(home.path().join("runtime/libexec")).unwrap();
-    let rootfs_sha = sha256(&fixture.rootfs);
+    let rootfs_sha = sha256_hex(&fixture.rootfs);
     let planted = [
         version_dir.join(".lock"),
         version_dir.join(format!(".partial-rootfs.erofs.{rootfs_sha}")),
@@ -877,7 +863,7 @@ fn offline_fallback_with_a_key_needs_a_signed_resolution() {
 #[test]
 fn a_wrong_pinned_manifest_digest_is_refused_before_the_manifest_is_used() {
     let fixture = Fixture::new();
-    let actual = sha256(fixture.manifest.to_json_pretty().as_bytes());
+    let actual = sha256_hex(fixture.manifest.to_json_pretty().as_bytes());
     let wrong = "0".repeat(64);
     let error = fixture
         .builder()

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use boot_assets::{cdn, Arch, Binary, FileEntry, Manifest};
 
-use crate::cdn_fixture::{random_bytes, sha256};
+use crate::cdn_fixture::random_bytes;
 use crate::fixtures::{fixture_kernel_bytes, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
-use crate::support::{run_ok, xtask};
+use crate::support::{self, run_ok, sha256_hex, xtask};
 
 /// The version the fixture release carries.
 pub(crate) const RELEASE_VERSION: &str = "0.9.1";
@@ -59,7 +59,7 @@ fn stage_binaries(work: &Path, dist: &Path) -> (PathBuf, BTreeMap<(String, Arch)
                 arch,
                 FileEntry {
                     path,
-                    sha256: sha256(&bytes),
+                    sha256: sha256_hex(&bytes),
                     size: Some(bytes.len() as u64),
                 },
             );
@@ -128,34 +128,14 @@ pub(crate) fn released_cdn_tree(work: &Path) -> ReleasedTree {
         std::fs::write(&kernel, &input.kernel).unwrap();
         std::fs::write(&rootfs, &input.rootfs).unwrap();
         run_ok(
-            xtask()
+            support::release_command(RELEASE_VERSION, *arch, &kernel, &rootfs, &dist)
                 .env("SOURCE_DATE_EPOCH", EPOCH)
-                .args(["release", "--version", RELEASE_VERSION, "--arch", arch.as_str()])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
                 .arg("--binaries-json")
-                .arg(&fragment)
-                .arg("--output-dir")
-                .arg(&dist),
+                .arg(&fragment),
         );
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .arg(dist.join("arm64/manifest.json"))
-            .arg(dist.join("x86_64/manifest.json"))
-            .arg("--output")
-            .arg(dist.join("manifest.json")),
-    );
-    run_ok(
-        xtask()
-            .args(["cdn-tree", "--dist"])
-            .arg(&dist)
-            .arg("--output")
-            .arg(&cdn_root),
-    );
+    support::merge_manifests(&dist, &Arch::ALL);
+    support::cdn_tree(&dist, &cdn_root);
     let manifest_bytes = std::fs::read(dist.join("manifest.json")).unwrap();
     let manifest = Manifest::from_json_validated(&manifest_bytes).unwrap();
     ReleasedTree {
@@ -227,8 +207,8 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         let rootfs = std::fs::read(version_dir.join(cdn::ROOTFS_FILE)).unwrap();
         assert!(kernel == input.kernel, "{arch} kernel bytes differ");
         assert!(rootfs == input.rootfs, "{arch} rootfs bytes differ");
-        assert_eq!(sha256(&kernel), target.kernel.sha256);
-        assert_eq!(sha256(&rootfs), target.rootfs.sha256);
+        assert_eq!(sha256_hex(&kernel), target.kernel.sha256);
+        assert_eq!(sha256_hex(&rootfs), target.rootfs.sha256);
         assert_eq!(target.kernel.version, FIXTURE_KERNEL_VERSION);
         assert_eq!(
             std::fs::read(version_dir.join(cdn::MANIFEST_FILE)).unwrap(),

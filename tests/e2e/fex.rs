@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use boot_assets::{cdn, Arch, Binary};
-use sha2::{Digest, Sha256};
 
-use crate::support::{project_root, require_tool, run_fails, run_ok, xtask};
+use crate::support::{project_root, require_tool, run_fails, run_ok, sha256_hex, xtask};
 
 fn require_build_tools() {
     require_tool("cmake");
@@ -94,7 +93,7 @@ fn standin_is_built_static_pie_staged_and_recorded() {
 
     let staged = output.join(cdn::binary_relative_path("FEX", &fex.version, Arch::Arm64));
     let bytes = std::fs::read(&staged).unwrap();
-    assert_eq!(entry.sha256, format!("{:x}", Sha256::digest(&bytes)));
+    assert_eq!(entry.sha256, sha256_hex(&bytes));
     assert_eq!(std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777, 0o755);
     let description = String::from_utf8(run_ok(Command::new(file).arg("-b").arg(&staged)).stdout).unwrap();
     assert!(description.contains("ARM aarch64"), "{description}");

@@ -1,8 +1,6 @@
 //! Small stand-in inputs for release tests: kernel images that carry a real version string in
 //! the place a real image does, and a rootfs-sized blob. They are fixtures, not boot images.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 use boot_assets::Arch;

@@ -8,13 +8,12 @@
 //!   upstream's own types, with the legacy `targets.{arch}.runtime`, a kernel tag as
 //!   `kernel.version`, and fields this version does not know.
 
-use std::path::Path;
-
 use boot_assets::{cdn, Arch, Manifest};
 
-use crate::cdn_fixture::{kernel_path, rootfs_path, sha256, Fixture, ARCH, VERSION};
+use crate::cdn_fixture::{kernel_path, rootfs_path, Fixture, ARCH, VERSION};
 use crate::fetch::{released_cdn_tree, FIXTURE_BINARIES, RELEASE_VERSION};
 use crate::nginx::Nginx;
+use crate::support::{sha256_file, sha256_hex};
 
 /// A single-threaded tokio runtime, only to drive upstream's async client.
 fn runtime() -> tokio::runtime::Runtime {
@@ -22,10 +21,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
-}
-
-fn file_sha256(path: &Path) -> String {
-    sha256(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 #[test]
@@ -57,8 +52,8 @@ fn upstream_client_installs_our_cdn_tree_for_both_arches() {
         let target = &tree.manifest.targets[&arch];
         assert_eq!(prepared.version, RELEASE_VERSION);
         assert_eq!(prepared.kernel_cmdline, target.kernel_cmdline);
-        assert_eq!(file_sha256(&prepared.kernel), target.kernel.sha256, "{arch} kernel");
-        assert_eq!(file_sha256(&prepared.rootfs), target.rootfs.sha256, "{arch} rootfs");
+        assert_eq!(sha256_file(&prepared.kernel), target.kernel.sha256, "{arch} kernel");
+        assert_eq!(sha256_file(&prepared.rootfs), target.rootfs.sha256, "{arch} rootfs");
         assert_eq!(
             std::fs::metadata(&prepared.rootfs).unwrap().len(),
             target.rootfs.size.unwrap(),
@@ -69,7 +64,7 @@ fn upstream_client_installs_our_cdn_tree_for_both_arches() {
             let entry = &binary.targets[&arch];
             let path =
                 boot_assets::asset_manager::install_dir_of(&bin_dir, binary.install_dir.as_deref()).join(&binary.name);
-            assert_eq!(file_sha256(&path), entry.sha256, "{arch} {}", binary.name);
+            assert_eq!(sha256_file(&path), entry.sha256, "{arch} {}", binary.name);
             assert_eq!(
                 std::fs::read(&path).unwrap(),
                 tree.binaries[&(binary.name.clone(), arch)]
@@ -134,7 +129,7 @@ fn upstream_written_manifest(fixture: &Fixture) -> String {
                 ARCH.as_str().to_owned(),
                 upstream::BinaryTarget {
                     path: cdn::binary_path("k3s", "v1.31.4+k3s1", ARCH),
-                    sha256: sha256(binary_bytes),
+                    sha256: sha256_hex(binary_bytes),
                 },
             )]
             .into(),

@@ -331,7 +331,7 @@ fn a_prebuilt_kernel_is_verified_before_use() {
     let published = dir.path().join("published-kernel");
     std::fs::write(&published, b"pretend kernel image").unwrap();
     let url = format!("file://{}", published.display());
-    let digest = sha256_hex(&published);
+    let digest = support::sha256_file(&published);
     let cache = dir.path().join("cache");
     let output = dir.path().join("out/kernel");
 
@@ -359,11 +359,6 @@ fn a_prebuilt_kernel_is_verified_before_use() {
         "{stderr}"
     );
     assert!(!dir.path().join("out/other").exists(), "a refused kernel was written");
-}
-
-fn sha256_hex(path: &Path) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Two clean builds in different cache directories (so different source and object paths) give

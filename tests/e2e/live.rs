@@ -16,9 +16,8 @@ use std::path::Path;
 
 use boot_assets::asset_manager::AssetManager;
 use boot_assets::{Arch, Manifest};
-use sha2::{Digest, Sha256};
 
-use crate::support::project_root;
+use crate::support::{project_root, sha256_file};
 
 /// Installs `version` (latest when `None`) for `arch` from `cdn` with the AssetManager, as the
 /// runtime does, and checks every installed file against the manifest; with `prepare_binaries`
@@ -48,9 +47,8 @@ pub fn check_published(
         assert_eq!(assets.version, version);
     }
     let target = &assets.manifest.targets[&arch];
-    let digest = |path: &Path| format!("{:x}", Sha256::digest(std::fs::read(path).unwrap()));
-    assert_eq!(digest(&assets.kernel), target.kernel.sha256, "installed kernel");
-    assert_eq!(digest(&assets.rootfs), target.rootfs.sha256, "installed rootfs");
+    assert_eq!(sha256_file(&assets.kernel), target.kernel.sha256, "installed kernel");
+    assert_eq!(sha256_file(&assets.rootfs), target.rootfs.sha256, "installed rootfs");
     assert!(!assets.kernel_cmdline.is_empty());
     eprintln!(
         "live: {cdn} v{} {arch}: kernel {} and rootfs verified",

@@ -12,8 +12,8 @@ use boot_assets::asset_manager::AssetManager;
 use boot_assets::{cdn, Arch, Manifest};
 
 use crate::live;
-use crate::publish_support::{build_release, keygen, sha256, Cdn, GhStandin, Nginx, FIXTURE_BINARIES};
-use crate::support::{require_tool, run_fails, run_ok, xtask};
+use crate::publish_support::{build_release, keygen, Cdn, GhStandin, Nginx, FIXTURE_BINARIES};
+use crate::support::{require_tool, run_fails, run_ok, sha256_file, sha256_hex, xtask};
 
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -95,7 +95,7 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
             } else {
                 &target.rootfs.sha256
             };
-            assert_eq!(&sha256(&cdn.object(entry).unwrap()), sha, "{entry}");
+            assert_eq!(&sha256_hex(&cdn.object(entry).unwrap()), sha, "{entry}");
         }
     }
     assert!(cdn.object("bin/FEX/2508-fixture/arm64/FEX").is_some());
@@ -145,10 +145,7 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
             .unwrap();
         let assets = manager.prepare().unwrap();
         assert_eq!(assets.version, "0.2.0");
-        assert_eq!(
-            sha256(&std::fs::read(&assets.kernel).unwrap()),
-            manifest.targets[&arch].kernel.sha256
-        );
+        assert_eq!(sha256_file(&assets.kernel), manifest.targets[&arch].kernel.sha256);
         let bin = install.join(arch.as_str()).join("bin");
         let installed = manager.prepare_binaries(&bin).unwrap();
         let expected = FIXTURE_BINARIES
@@ -167,31 +164,9 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     live::check_published(&cdn.url(), None, Arch::X86_64, true, Some(&keys.public));
 
     // verify-published, for anyone: passes with the right key, fails with another one.
-    run_ok(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--version",
-                "latest",
-                "--public-key",
-            ])
-            .arg(&keys.public),
-    );
+    run_ok(&mut cdn.verify_published(&["--version", "latest"], &keys.public));
     let other = keygen(&work.path().join("other"));
-    let err = run_fails(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--arch",
-                "arm64",
-                "--public-key",
-            ])
-            .arg(&other.public),
-    );
+    let err = run_fails(&mut cdn.verify_published(&["--arch", "arm64"], &other.public));
     assert!(
         err.contains("signature of") && err.contains("not signed by any of the 1 trusted key(s)"),
         "{err}"
@@ -218,18 +193,7 @@ fn publish_signs_uploads_verifies_then_points_latest_and_republish_uploads_nothi
     let output = run_ok(&mut cdn.publish(&dist, "0.2.0", &keys));
     assert!(stderr_of(&output).contains("publish: sign latest.json (version 0.2.0) into latest.json.minisig"));
     assert_eq!(cdn.object(cdn::LATEST_PATH).unwrap(), latest_before);
-    run_ok(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--version",
-                "latest",
-                "--public-key",
-            ])
-            .arg(&keys.public),
-    );
+    run_ok(&mut cdn.verify_published(&["--version", "latest"], &keys.public));
 }
 
 #[test]
@@ -446,7 +410,7 @@ fn github_release_goes_through_gh_with_exact_calls_and_reruns_skip_existing_asse
     };
     run(&gh);
     let d = |p: &str| dist.join(p).display().to_string();
-    let notes_sha = sha256(&std::fs::read(dist.join("manifest.json")).unwrap());
+    let notes_sha = sha256_file(&dist.join("manifest.json"));
     let calls = gh.take_calls();
     assert_eq!(calls.len(), 4, "{calls:?}");
     assert_eq!(calls[0], ["--version"]);

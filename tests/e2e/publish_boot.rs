@@ -8,35 +8,19 @@ use boot_assets::Arch;
 
 use crate::boot_support;
 use crate::publish_support::{keygen, Cdn};
-use crate::support::{run_ok, xtask};
+use crate::support::{merge_manifests, release_command, run_ok};
 
 #[test]
 fn publish_with_boot_boots_every_arch_downloaded_from_the_cdn() {
     let _one_boot_at_a_time = boot_support::boot_lock();
     let work = tempfile::tempdir().unwrap();
     let dist = work.path().join("dist");
-    let mut manifests = Vec::new();
     for arch in Arch::ALL {
         boot_support::require_qemu(arch);
         let (kernel, rootfs) = boot_support::build_assets(arch);
-        run_ok(
-            xtask()
-                .args(["release", "--version", "0.9.0", "--arch", arch.as_str(), "--kernel"])
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
-                .arg("--output-dir")
-                .arg(&dist),
-        );
-        manifests.push(dist.join(arch.as_str()).join("manifest.json"));
+        run_ok(&mut release_command("0.9.0", arch, &kernel, &rootfs, &dist));
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .args(&manifests)
-            .arg("--output")
-            .arg(dist.join("manifest.json")),
-    );
+    merge_manifests(&dist, &Arch::ALL);
     let cdn = Cdn::start();
     let keys = keygen(work.path());
 
@@ -58,17 +42,5 @@ fn publish_with_boot_boots_every_arch_downloaded_from_the_cdn() {
     let latest_at = log.find("latest.json now names 0.9.0").expect("latest moved");
     assert!(booted_at < latest_at, "latest.json moved before the boots:\n{log}");
 
-    run_ok(
-        xtask()
-            .args([
-                "verify-published",
-                "--cdn",
-                &cdn.url(),
-                "--arch",
-                "x86_64",
-                "--boot",
-                "--public-key",
-            ])
-            .arg(&keys.public),
-    );
+    run_ok(&mut cdn.verify_published(&["--arch", "x86_64", "--boot"], &keys.public));
 }

@@ -3,8 +3,6 @@
 //! built with the real `cargo xtask release` + `merge-manifest` from small fixture files, and the
 //! `gh` stand-in (GitHub is unreachable from the test machines).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
@@ -13,11 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boot_assets::{cdn, Arch};
-use sha2::{Digest, Sha256};
 
 use crate::fixtures;
 pub use crate::nginx::Nginx;
-use crate::support::{self, require_tool, run_ok, xtask};
+use crate::support::{self, require_tool, run_ok, sha256_file, sha256_hex, xtask};
 
 /// The bucket the tests publish into (a folder of the S3 server's directory).
 pub const BUCKET: &str = "boot-assets";
@@ -113,6 +110,17 @@ impl Cdn {
         drop(std::mem::replace(&mut self.s3, S3Server::start(&dir)));
     }
 
+    /// `cargo xtask verify-published` against this CDN with `args` and the public key `public_key`.
+    pub fn verify_published(&self, args: &[&str], public_key: &Path) -> Command {
+        let mut command = xtask();
+        command
+            .args(["verify-published", "--cdn", &self.url()])
+            .args(args)
+            .arg("--public-key")
+            .arg(public_key);
+        command
+    }
+
     pub fn url(&self) -> String {
         self.nginx.url()
     }
@@ -132,22 +140,15 @@ impl Cdn {
     /// was written, not even the same bytes again.
     pub fn snapshot(&self) -> BTreeMap<String, (String, u64, i64)> {
         let root = self.s3.bucket_dir();
-        let mut files = BTreeMap::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let meta = std::fs::metadata(&path).unwrap();
-                    let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
-                    let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                    files.insert(relative, (sha256(&std::fs::read(&path).unwrap()), meta.ino(), mtime));
-                }
-            }
-        }
-        files
+        support::files_under(&root)
+            .into_iter()
+            .map(|relative| {
+                let path = root.join(&relative);
+                let meta = std::fs::metadata(&path).unwrap();
+                let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+                (relative, (sha256_file(&path), meta.ino(), mtime))
+            })
+            .collect()
     }
 
     /// `cargo xtask publish` against this bucket and CDN (keys in the environment, as in CI).
@@ -185,10 +186,6 @@ impl Cdn {
             .env_remove("RCLONE_BWLIMIT");
         command
     }
-}
-
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// A key pair made by `cargo xtask keygen`.
@@ -231,7 +228,7 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
             std::fs::write(&staged, &bytes).unwrap();
             targets.insert(
                 arch.to_string(),
-                serde_json::json!({ "path": path, "sha256": sha256(&bytes) }),
+                serde_json::json!({ "path": path, "sha256": sha256_hex(&bytes) }),
             );
         }
         fragment.push(serde_json::json!({ "name": name, "version": binary_version, "targets": targets }));
@@ -240,7 +237,6 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::write(&fragment_path, serde_json::to_vec_pretty(&fragment).unwrap()).unwrap();
 
-    let mut manifests = Vec::new();
     for arch in Arch::ALL {
         let (kernel, rootfs) = fixtures::write_fixture_inputs(&inputs, arch);
         let size = rootfs_size.unwrap_or(64 * 1024);
@@ -256,27 +252,13 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
             .collect();
         std::fs::write(&rootfs, bytes).unwrap();
         run_ok(
-            xtask()
-                .args(["release", "--version", version, "--arch", arch.as_str()])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--rootfs")
-                .arg(&rootfs)
+            support::release_command(version, arch, &kernel, &rootfs, &dist)
                 .arg("--binaries-json")
                 .arg(&fragment_path)
-                .arg("--output-dir")
-                .arg(&dist)
                 .env("SOURCE_DATE_EPOCH", FIXTURE_EPOCH),
         );
-        manifests.push(dist.join(arch.as_str()).join(cdn::MANIFEST_FILE));
     }
-    run_ok(
-        xtask()
-            .arg("merge-manifest")
-            .args(&manifests)
-            .arg("--output")
-            .arg(dist.join(cdn::MANIFEST_FILE)),
-    );
+    support::merge_manifests(&dist, &Arch::ALL);
     dist
 }
 

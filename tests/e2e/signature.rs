@@ -8,7 +8,7 @@ use std::process::Command;
 use boot_assets::asset_manager::AssetError;
 use boot_assets::cdn;
 
-use crate::cdn_fixture::{rootfs_path, Fixture, ARCH, VERSION};
+use crate::cdn_fixture::{rootfs_path, Fixture, VERSION};
 use crate::support::{self, run_ok};
 
 /// A minisign key pair made by the real CLI, without a password.
@@ -104,19 +104,8 @@ fn manifest_signed_by_the_cli_verifies() {
     // The CLI takes the key file as it is.
     let fresh = tempfile::tempdir().unwrap();
     let output = run_ok(
-        support::xtask()
-            .args([
-                "fetch",
-                "--quiet",
-                "--cdn",
-                &fixture.server.url(),
-                "--version",
-                VERSION,
-                "--arch",
-            ])
-            .arg(ARCH.as_str())
-            .arg("--dest")
-            .arg(fresh.path())
+        fixture
+            .fetch_command(fresh.path())
             .arg("--public-key")
             .arg(&pair.public),
     );

@@ -1,10 +1,13 @@
-//! Shared helpers of the e2e suite: the xtask binary, the repository root, tool checks.
+//! Shared helpers of the e2e suite: the xtask binary, the repository root, tool checks, digests,
+//! and the release → merge-manifest → cdn-tree chain every pipeline test runs.
 
-#![allow(dead_code)]
-
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use boot_assets::{cdn, Arch};
+use sha2::{Digest, Sha256};
 
 /// The repository root.
 pub fn project_root() -> &'static Path {
@@ -93,4 +96,76 @@ pub fn require_tool(tool: &str) -> PathBuf {
             .find(|candidate| candidate.is_file())
     });
     found.unwrap_or_else(|| panic!("`{tool}` is required for this test but is not on PATH: {install}"))
+}
+
+/// The sha256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// The sha256 of the file at `path`, as lowercase hex.
+pub fn sha256_file(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    sha256_hex(&bytes)
+}
+
+/// `cargo xtask release` of one arch from `kernel` and `rootfs` into `dist`, ready for more
+/// arguments (`--binaries-json`, `SOURCE_DATE_EPOCH`…).
+pub fn release_command(version: &str, arch: Arch, kernel: &Path, rootfs: &Path, dist: &Path) -> Command {
+    let mut command = xtask();
+    command
+        .args(["release", "--version", version, "--arch", arch.as_str()])
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .arg("--output-dir")
+        .arg(dist);
+    command
+}
+
+/// `cargo xtask merge-manifest` of the per-arch manifests of `arches` in `dist` into
+/// `dist/manifest.json`; returns that path.
+pub fn merge_manifests(dist: &Path, arches: &[Arch]) -> PathBuf {
+    let merged = dist.join(cdn::MANIFEST_FILE);
+    run_ok(
+        xtask()
+            .arg("merge-manifest")
+            .args(
+                arches
+                    .iter()
+                    .map(|arch| dist.join(arch.as_str()).join(cdn::MANIFEST_FILE)),
+            )
+            .arg("--output")
+            .arg(&merged),
+    );
+    merged
+}
+
+/// `cargo xtask cdn-tree` of `dist` into `output`.
+pub fn cdn_tree(dist: &Path, output: &Path) {
+    run_ok(
+        xtask()
+            .args(["cdn-tree", "--dist"])
+            .arg(dist)
+            .arg("--output")
+            .arg(output),
+    );
+}
+
+/// Every file under `root`, as sorted relative paths.
+pub fn files_under(root: &Path) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    files
 }

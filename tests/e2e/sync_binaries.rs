@@ -7,14 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use boot_assets::{cdn, Arch, Binary};
-use sha2::{Digest, Sha256};
 
 use crate::nginx::Nginx;
-use crate::support::{self, run_fails, run_ok, xtask};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
+use crate::support::{self, run_fails, run_ok, sha256_file, sha256_hex, xtask};
 
 /// A served directory with `docker.tgz` (two programs, a symlink, a `../evil` member) and a
 /// direct binary `tool`.
@@ -51,9 +46,16 @@ fn upstream() -> Upstream {
     tar.into_inner().unwrap().finish().unwrap();
     std::fs::write(dir.path().join("tool"), b"\x7fELF tool").unwrap();
     Upstream {
-        tgz_sha256: sha256_hex(&std::fs::read(&tgz).unwrap()),
+        tgz_sha256: sha256_file(&tgz),
         tool_sha256: sha256_hex(b"\x7fELF tool"),
         dir,
+    }
+}
+
+impl Upstream {
+    /// [`config`] with this upstream's digests pinned.
+    fn pinned_config(&self, base: &str, dockerd_member: &str) -> String {
+        config(base, &self.tgz_sha256, &self.tool_sha256, dockerd_member)
     }
 }
 
@@ -125,12 +127,7 @@ fn stages_tgz_members_and_direct_binaries_then_a_second_run_downloads_nothing() 
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
-    let text = config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        "docker/dockerd",
-    );
+    let text = upstream.pinned_config(&nginx.url(), "docker/dockerd");
     run_ok(&mut run.command(&text));
 
     let fragment: Vec<Binary> = serde_json::from_slice(&std::fs::read(run.fragment()).unwrap()).unwrap();
@@ -197,12 +194,7 @@ fn refused_with_dockerd_member(member: &str) -> String {
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
-    let stderr = run_fails(&mut run.command(&config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        member,
-    )));
+    let stderr = run_fails(&mut run.command(&upstream.pinned_config(&nginx.url(), member)));
     run.assert_nothing_written();
     stderr
 }
@@ -235,13 +227,9 @@ fn not_found_names_the_url() {
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
-    let text = config(
-        &nginx.url(),
-        &upstream.tgz_sha256,
-        &upstream.tool_sha256,
-        "docker/dockerd",
-    )
-    .replace("/tool\"", "/no-such-tool\"");
+    let text = upstream
+        .pinned_config(&nginx.url(), "docker/dockerd")
+        .replace("/tool\"", "/no-such-tool\"");
     let stderr = run_fails(&mut run.command(&text));
     assert!(
         stderr.contains(&format!("GET {}/no-such-tool: HTTP status 404", nginx.url())),
@@ -350,7 +338,7 @@ fn debian_package(dir: &Path) -> (PathBuf, String) {
             .arg(&tree)
             .arg(&deb),
     );
-    let digest = sha256_hex(&std::fs::read(&deb).unwrap());
+    let digest = sha256_file(&deb);
     (deb, digest)
 }
 

@@ -1,0 +1,59 @@
+//! Reproducibility: two cold builds in different directories give the same image and SBOM, and
+//! `release` without `--rootfs` builds that same image itself.
+
+use super::{cold_build, first_builds, warm_cache_copy, ARCHES, BUILDS, EPOCH};
+use crate::support::{project_root, run_ok, sha256_file, xtask};
+
+#[test]
+fn two_cold_builds_in_different_directories_are_identical() {
+    for (arch, _, _) in ARCHES {
+        let first = &first_builds()[arch];
+        let second = cold_build(arch);
+        assert_ne!(first.cache, second.cache);
+        assert_eq!(
+            sha256_file(&first.image),
+            sha256_file(&second.image),
+            "{arch} image digests differ"
+        );
+        assert_eq!(
+            sha256_file(&first.sbom),
+            sha256_file(&second.sbom),
+            "{arch} SBOM digests differ"
+        );
+    }
+}
+
+/// `release` without `--rootfs` builds `build/{arch}/rootfs.erofs` itself and ships it.
+#[test]
+fn release_without_rootfs_builds_the_image_first() {
+    let dir = warm_cache_copy();
+    let kernel = dir.path().join("kernel");
+    std::fs::write(&kernel, b"not a real kernel").unwrap();
+    let dist = dir.path().join("dist");
+    {
+        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        run_ok(
+            xtask()
+                .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("cache"))
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args([
+                    "release",
+                    "--version",
+                    "0.2.0",
+                    "--arch",
+                    "x86_64",
+                    "--kernel-version",
+                    "6.1.0",
+                ])
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--output-dir")
+                .arg(&dist),
+        );
+    }
+    let built = project_root().join("build/x86_64/rootfs.erofs");
+    assert_eq!(sha256_file(&built), sha256_file(&first_builds()["x86_64"].image));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dist.join("x86_64/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["targets"]["x86_64"]["rootfs"]["sha256"], sha256_file(&built));
+}

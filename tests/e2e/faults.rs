@@ -763,20 +763,16 @@ fn serve_signed_latest(
     .to_json_pretty();
     let signature = crate::signature::sign(pair, latest.as_bytes(), scratch);
     fixture.server.put(cdn::LATEST_PATH, latest.clone());
-    fixture.server.put(
-        &format!("{}{}", cdn::LATEST_PATH, cdn::SIGNATURE_SUFFIX),
-        signature.clone(),
-    );
+    fixture
+        .server
+        .put(&cdn::signature_path(cdn::LATEST_PATH), signature.clone());
     (latest, signature)
 }
 
 fn signed_manifest(fixture: &Fixture, pair: &crate::signature::KeyPair, scratch: &std::path::Path) {
     let manifest = fixture.manifest.to_json_pretty();
     let signature = crate::signature::sign(pair, manifest.as_bytes(), scratch);
-    fixture.server.put(
-        &format!("{}{}", cdn::manifest_path(VERSION), cdn::SIGNATURE_SUFFIX),
-        signature,
-    );
+    fixture.server.put(&cdn::manifest_signature_path(VERSION), signature);
 }
 
 #[test]
@@ -799,7 +795,7 @@ fn a_signed_latest_json_moving_back_or_replayed_is_refused_naming_both_versions(
     fixture.server.put(cdn::LATEST_PATH, old_latest);
     fixture
         .server
-        .put(&format!("{}{}", cdn::LATEST_PATH, cdn::SIGNATURE_SUFFIX), old_signature);
+        .put(&cdn::signature_path(cdn::LATEST_PATH), old_signature);
     let error = with_key().build().unwrap().prepare().unwrap_err();
     assert!(matches!(error, AssetError::Rollback { .. }), "{error:?}");
     assert_eq!(

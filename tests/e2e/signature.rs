@@ -49,11 +49,11 @@ pub(crate) fn sign(pair: &KeyPair, bytes: &[u8], dir: &Path) -> String {
             .arg(&file)
             .stdin(std::process::Stdio::null()),
     );
-    std::fs::read_to_string(dir.join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX))).unwrap()
+    std::fs::read_to_string(dir.join(cdn::signature_path(cdn::MANIFEST_FILE))).unwrap()
 }
 
 fn signature_path() -> String {
-    format!("{}{}", cdn::manifest_path(VERSION), cdn::SIGNATURE_SUFFIX)
+    cdn::manifest_signature_path(VERSION)
 }
 
 /// A fixture whose manifest is signed by `pair`; returns the manifest bytes and signature.
@@ -91,9 +91,7 @@ fn manifest_signed_by_the_cli_verifies() {
     let (fixture, _, signature) = signed_fixture(&pair, dir.path());
     prepare_with_key(&fixture, &pair).unwrap();
     fixture.assert_installed();
-    let kept = fixture
-        .version_dir()
-        .join(format!("{}{}", cdn::MANIFEST_FILE, cdn::SIGNATURE_SUFFIX));
+    let kept = fixture.version_dir().join(cdn::signature_path(cdn::MANIFEST_FILE));
     assert_eq!(std::fs::read_to_string(kept).unwrap(), signature);
 
     // Warm, the stored signature is checked again and nothing is fetched.

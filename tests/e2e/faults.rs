@@ -775,13 +775,20 @@ fn signed_manifest(fixture: &Fixture, pair: &crate::signature::KeyPair, scratch:
     fixture.server.put(&cdn::manifest_signature_path(VERSION), signature);
 }
 
-#[test]
-fn a_signed_latest_json_moving_back_or_replayed_is_refused_naming_both_versions() {
+/// A fixture whose manifest is signed by a fresh `release` key pair: the scratch dir holding the
+/// keys, the pair, the public key text a client trusts, and the fixture.
+fn signed_fixture() -> (tempfile::TempDir, crate::signature::KeyPair, String, Fixture) {
     let scratch = tempfile::tempdir().unwrap();
     let pair = crate::signature::key_pair(scratch.path(), "release");
     let key = std::fs::read_to_string(&pair.public).unwrap();
     let fixture = Fixture::new();
     signed_manifest(&fixture, &pair, scratch.path());
+    (scratch, pair, key, fixture)
+}
+
+#[test]
+fn a_signed_latest_json_moving_back_or_replayed_is_refused_naming_both_versions() {
+    let (scratch, pair, key, fixture) = signed_fixture();
     let with_key = || fixture.builder().version("latest").trusted_public_key(key.clone());
 
     // An older release was current once; the client saw it.
@@ -829,11 +836,7 @@ fn a_signed_latest_json_moving_back_or_replayed_is_refused_naming_both_versions(
 
 #[test]
 fn offline_fallback_with_a_key_needs_a_signed_resolution() {
-    let scratch = tempfile::tempdir().unwrap();
-    let pair = crate::signature::key_pair(scratch.path(), "release");
-    let key = std::fs::read_to_string(&pair.public).unwrap();
-    let fixture = Fixture::new();
-    signed_manifest(&fixture, &pair, scratch.path());
+    let (scratch, pair, key, fixture) = signed_fixture();
     // Resolved without a key: not good enough for a client that trusts one.
     fixture.builder().version("latest").build().unwrap().prepare().unwrap();
     fixture.server.fault_always(cdn::LATEST_PATH, Fault::Status(503));

@@ -5,10 +5,21 @@
 //! record stale, including an in-place edit whose mtime was put back (the kernel moves ctime on
 //! every write and on every `utimensat`, and no unprivileged call can set it back).
 //!
-//! Reads and writes only the record files, through the directory handle (never through a link).
+//! Durability: where the platform names its boot (Linux: `/proc/sys/kernel/random/boot_id`), an
+//! install does not wait for the disk. The verified file is renamed into place and its record
+//! written without an fsync, and the record names the boot it was written in. Within that boot
+//! the kernel's page cache is the file, so the record is trusted; a record of another boot (after
+//! a reboot or a crash, when the data may never have reached the disk) is not, and the file is
+//! re-hashed once. The first warm start in the same boot makes the install durable (fsync of the
+//! file, then a record without a boot). Elsewhere every install is fsynced before its rename.
+//!
+//! Reads and writes only the record files, through the directory handle (never through a link);
+//! reads the boot identity from procfs.
+
+use std::sync::OnceLock;
 
 use super::error::AssetError;
-use super::safe_fs::{Dir, Stamp};
+use super::safe_fs::{Dir, Durability, Stamp};
 
 /// Largest record file read (a record is one short line).
 const MAX_RECORD_BYTES: u64 = 4096;
@@ -18,26 +29,81 @@ pub(crate) fn record_name(name: &str) -> String {
     format!(".{name}.verified")
 }
 
+/// What a record says about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verified {
+    /// No valid record, or the file changed since: the digest must decide.
+    No,
+    /// Verified, and on disk.
+    Durable,
+    /// Verified in this boot, renamed into place without waiting for the disk.
+    ThisBoot,
+}
+
+/// The boot that installs are trusted in without an fsync; `None` where the platform names no
+/// boot, and then every install is durable before it counts.
+pub(crate) fn this_boot() -> Option<&'static str> {
+    static BOOT: OnceLock<Option<String>> = OnceLock::new();
+    BOOT.get_or_init(read_boot_id).as_deref()
+}
+
+#[cfg(target_os = "linux")]
+fn read_boot_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = text.trim();
+    let valid = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    valid.then(|| id.to_owned())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_boot_id() -> Option<String> {
+    None
+}
+
+/// How far `dir/name` can be trusted to be the regular file that was verified against `sha256`.
+pub(crate) fn check(dir: &Dir, name: &str, sha256: &str) -> Verified {
+    let Ok(Some(bytes)) = dir.read_small(&record_name(name), MAX_RECORD_BYTES) else {
+        return Verified::No;
+    };
+    let Some(record) = std::str::from_utf8(&bytes).ok().and_then(parse_record) else {
+        return Verified::No;
+    };
+    if record.sha256 != sha256 || !dir.stamp(name).is_some_and(|now| now == record.stamp) {
+        return Verified::No;
+    }
+    match record.boot {
+        None => Verified::Durable,
+        Some(boot) if this_boot() == Some(boot.as_str()) => Verified::ThisBoot,
+        // Written in another boot before the data was known to be on disk.
+        Some(_) => Verified::No,
+    }
+}
+
 /// True when `dir/name` is exactly the regular file that was verified against `sha256` and has
 /// not been touched since.
 pub(crate) fn is_verified(dir: &Dir, name: &str, sha256: &str) -> bool {
-    let Ok(Some(bytes)) = dir.read_small(&record_name(name), MAX_RECORD_BYTES) else {
-        return false;
-    };
-    let Some((recorded_sha, recorded_stamp)) = std::str::from_utf8(&bytes).ok().and_then(parse_record) else {
-        return false;
-    };
-    recorded_sha == sha256 && dir.stamp(name).is_some_and(|now| now == recorded_stamp)
+    check(dir, name, sha256) != Verified::No
 }
 
-/// Records that `dir/name`, as it is now, has digest `sha256`.
-pub(crate) fn write_record(dir: &Dir, name: &str, sha256: &str) -> Result<(), AssetError> {
+/// Records that `dir/name`, as it is now, has digest `sha256`; with `boot`, that it was verified
+/// in that boot and may not be on disk yet (the record itself is then not fsynced either).
+pub(crate) fn write_record(dir: &Dir, name: &str, sha256: &str, boot: Option<&str>) -> Result<(), AssetError> {
     let stamp = dir.stamp(name).ok_or_else(|| AssetError::Io {
         step: "reading metadata of",
         path: dir.join(name),
         error: std::io::Error::other("the file vanished right after it was installed"),
     })?;
-    dir.write_atomic(&record_name(name), format_record(sha256, &stamp).as_bytes(), 0o644)
+    let record = Record {
+        sha256: sha256.to_owned(),
+        stamp,
+        boot: boot.map(str::to_owned),
+    };
+    let durability = if boot.is_some() {
+        Durability::Deferred
+    } else {
+        Durability::Now
+    };
+    dir.write_atomic(&record_name(name), format_record(&record).as_bytes(), 0o644, durability)
 }
 
 /// Forgets what was verified about `dir/name` (before it is replaced).
@@ -45,17 +111,29 @@ pub(crate) fn remove_record(dir: &Dir, name: &str) {
     let _ = dir.remove(&record_name(name));
 }
 
-fn format_record(sha256: &str, stamp: &Stamp) -> String {
+/// One record file.
+#[derive(Debug, PartialEq, Eq)]
+struct Record {
+    sha256: String,
+    stamp: Stamp,
+    /// The boot it was written in, for a file not yet known to be on disk.
+    boot: Option<String>,
+}
+
+fn format_record(record: &Record) -> String {
+    let Record { sha256, stamp, boot } = record;
+    let boot = boot.as_ref().map(|id| format!(" boot={id}")).unwrap_or_default();
     format!(
-        "sha256={sha256} size={} mtime_ns={} ctime_ns={} inode={} device={}\n",
+        "sha256={sha256} size={} mtime_ns={} ctime_ns={} inode={} device={}{boot}\n",
         stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, stamp.device
     )
 }
 
 /// Parses a record; a record of an older format (without ctime) does not parse, so the file is
 /// re-hashed once and recorded again.
-fn parse_record(text: &str) -> Option<(String, Stamp)> {
+fn parse_record(text: &str) -> Option<Record> {
     let mut sha256 = None;
+    let mut boot = None;
     let (mut size, mut mtime_ns, mut ctime_ns, mut inode, mut device) = (None, None, None, None, None);
     for field in text.split_whitespace() {
         let (key, value) = field.split_once('=')?;
@@ -66,19 +144,22 @@ fn parse_record(text: &str) -> Option<(String, Stamp)> {
             "ctime_ns" => ctime_ns = value.parse().ok(),
             "inode" => inode = value.parse().ok(),
             "device" => device = value.parse().ok(),
+            "boot" => boot = Some(value.to_owned()),
             _ => return None,
         }
     }
-    Some((
-        sha256?,
-        Stamp {
-            size: size?,
-            mtime_ns: mtime_ns?,
-            ctime_ns: ctime_ns?,
-            inode: inode?,
-            device: device?,
-        },
-    ))
+    let stamp = Stamp {
+        size: size?,
+        mtime_ns: mtime_ns?,
+        ctime_ns: ctime_ns?,
+        inode: inode?,
+        device: device?,
+    };
+    Some(Record {
+        sha256: sha256?,
+        stamp,
+        boot,
+    })
 }
 
 #[cfg(test)]
@@ -99,8 +180,14 @@ mod tests {
             inode: 42,
             device: 7,
         };
-        let text = format_record(SHA, &stamp);
-        assert_eq!(parse_record(&text), Some((SHA.to_owned(), stamp)));
+        for boot in [None, Some("8f3b5f62-1c2d-4e5f-9a0b-1c2d3e4f5a6b".to_owned())] {
+            let record = Record {
+                sha256: SHA.to_owned(),
+                stamp: stamp.clone(),
+                boot,
+            };
+            assert_eq!(parse_record(&format_record(&record)), Some(record));
+        }
         assert_eq!(parse_record(&format!("sha256={SHA} size=3 mtime_ns=1 inode=42")), None);
         assert_eq!(parse_record("garbage"), None);
     }
@@ -112,7 +199,7 @@ mod tests {
         let target = temp.path().join("kernel");
         std::fs::write(&target, b"abc").unwrap();
         assert!(!is_verified(&dir, "kernel", SHA));
-        write_record(&dir, "kernel", SHA).unwrap();
+        write_record(&dir, "kernel", SHA, None).unwrap();
         assert!(is_verified(&dir, "kernel", SHA));
         assert!(!is_verified(&dir, "kernel", &"0".repeat(64)));
 
@@ -125,5 +212,29 @@ mod tests {
         drop(file);
         assert_eq!(std::fs::metadata(&target).unwrap().modified().unwrap(), mtime);
         assert!(!is_verified(&dir, "kernel", SHA));
+    }
+
+    #[test]
+    fn a_record_of_this_boot_is_trusted_and_one_of_another_boot_is_not() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_root(temp.path(), Arc::new(|_: &Path| {})).unwrap();
+        std::fs::write(temp.path().join("rootfs.erofs"), b"abc").unwrap();
+        let this = this_boot().expect("Linux names its boot in /proc/sys/kernel/random/boot_id");
+
+        write_record(&dir, "rootfs.erofs", SHA, Some(this)).unwrap();
+        assert_eq!(check(&dir, "rootfs.erofs", SHA), Verified::ThisBoot);
+        let record = std::fs::read_to_string(temp.path().join(record_name("rootfs.erofs"))).unwrap();
+        assert!(record.contains(&format!(" boot={this}")), "{record}");
+
+        // The same record after a reboot: the data may never have reached the disk.
+        std::fs::write(
+            temp.path().join(record_name("rootfs.erofs")),
+            record.replace(this, "00000000-0000-4000-8000-000000000000"),
+        )
+        .unwrap();
+        assert_eq!(check(&dir, "rootfs.erofs", SHA), Verified::No);
+
+        write_record(&dir, "rootfs.erofs", SHA, None).unwrap();
+        assert_eq!(check(&dir, "rootfs.erofs", SHA), Verified::Durable);
     }
 }

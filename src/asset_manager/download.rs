@@ -1,6 +1,7 @@
 //! HTTP for the AssetManager: small documents (`latest.json`, manifests, signatures) fetched
 //! into memory, and large objects streamed into a partial file beside their target while they
-//! are hashed, then fsynced and renamed into place.
+//! are hashed, then renamed into place (fsynced first where the platform names no boot: see
+//! `cache`).
 //!
 //! Reads from the network and from partial files; writes only `{dir}/.partial-{name}.{sha256}`
 //! and, once its digest is proven, the target itself, both through the directory handle
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::cache;
 use super::error::AssetError;
 use super::safe_fs::{self, Dir};
 use super::{Phase, Progress, ProgressCallback};
@@ -545,7 +547,6 @@ fn write_body<T>(
     hashing: &std::thread::ScopedJoinHandle<'_, T>,
 ) -> Result<u64, Failure> {
     let mut buffer = vec![0u8; CHUNK_BYTES];
-    let mut writeback = Writeback::new(offset);
     let mut rate = RateGuard::new(limits);
     let mut received = 0u64;
     let mut reported_at = 0u64;
@@ -580,7 +581,6 @@ fn write_body<T>(
                 error: source,
             })
         })?;
-        writeback.wrote(file, length);
         received += length as u64;
         written.store(received, Ordering::Release);
         hashing.thread().unpark();
@@ -621,64 +621,23 @@ fn hash_behind_writer(
     }
 }
 
-/// Starts the disk writeback of what has been written, window by window, without waiting for
-/// it, so that the final fsync finds little left to do: the disk works while the network does.
-struct Writeback {
-    /// Start of the bytes whose writeback has not been started yet.
-    pending_from: u64,
-    /// End of the bytes written so far.
-    written_to: u64,
-}
-
-/// Bytes written before their writeback is started.
-const WRITEBACK_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
-
-impl Writeback {
-    fn new(offset: u64) -> Writeback {
-        Writeback {
-            pending_from: offset,
-            written_to: offset,
-        }
-    }
-
-    fn wrote(&mut self, file: &File, length: usize) {
-        self.written_to += length as u64;
-        if self.written_to - self.pending_from >= WRITEBACK_WINDOW_BYTES {
-            start_writeback(file, self.pending_from, self.written_to - self.pending_from);
-            self.pending_from = self.written_to;
-        }
-    }
-}
-
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: queue the range for writeback and return at once.
-/// Only a hint; durability still comes from the fsync before the rename.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, from: u64, length: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            from as libc::off64_t,
-            length as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _from: u64, _length: u64) {}
-
-/// Makes the verified partial file the target: fsync, mode, rename, fsync the directory.
+/// Makes the verified partial file the target: mode, rename. Where the platform names its boot
+/// the install does not wait for the disk (its record names the boot: see `cache`); elsewhere
+/// the file is fsynced before the rename and the directory after it.
 fn install(job: &Job, file: File) -> Result<(), AssetError> {
     let partial = job.partial_name();
-    file.sync_all()
-        .map_err(AssetError::io("syncing", job.dir.join(&partial)))?;
+    let durable = cache::this_boot().is_none();
+    if durable {
+        file.sync_all()
+            .map_err(AssetError::io("syncing", job.dir.join(&partial)))?;
+    }
     safe_fs::set_mode(&file, job.mode).map_err(AssetError::io("setting the mode of", job.dir.join(&partial)))?;
     drop(file);
     // Whatever was planted at the final path (a link, a file) is replaced, never followed.
     job.dir.rename(&partial, &job.name)?;
-    job.dir.sync();
+    if durable {
+        job.dir.sync();
+    }
     Ok(())
 }
 

@@ -66,7 +66,7 @@ use sha2::Digest;
 use crate::cdn;
 use crate::manifest::{Arch, Latest, Manifest};
 use download::{Http, Job};
-use safe_fs::{Dir, LinkReporter};
+use safe_fs::{Dir, Durability, LinkReporter};
 
 /// Objects downloaded at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -431,7 +431,7 @@ impl AssetManager {
                     self.refuse_rollback(&root, &url, &version)?;
                 }
                 let record = format!("version={version} signed={}\n", !self.public_keys.is_empty());
-                root.write_atomic(LAST_RESOLVED_FILE, record.as_bytes(), 0o644)?;
+                root.write_atomic(LAST_RESOLVED_FILE, record.as_bytes(), 0o644, Durability::Now)?;
                 (version, None)
             }
             Err(error @ (AssetError::Transfer { .. } | AssetError::HttpStatus { .. } | AssetError::Tls { .. })) => {
@@ -489,7 +489,12 @@ impl AssetManager {
                 let record = Latest {
                     version: version.to_owned(),
                 };
-                root.write_atomic(HIGHEST_VERIFIED_FILE, record.to_json_pretty().as_bytes(), 0o644)
+                root.write_atomic(
+                    HIGHEST_VERIFIED_FILE,
+                    record.to_json_pretty().as_bytes(),
+                    0o644,
+                    Durability::Now,
+                )
             }
         }
     }
@@ -750,9 +755,9 @@ impl AssetManager {
         let manifest = self.trust_manifest(&bytes, || signature.clone(), &url, version)?;
         if let Some(signature) = &signature {
             let name = cdn::signature_path(cdn::MANIFEST_FILE);
-            dir.write_atomic(&name, signature, ASSET_MODE)?;
+            dir.write_atomic(&name, signature, ASSET_MODE, Durability::Now)?;
         }
-        dir.write_atomic(cdn::MANIFEST_FILE, &bytes, ASSET_MODE)?;
+        dir.write_atomic(cdn::MANIFEST_FILE, &bytes, ASSET_MODE, Durability::Now)?;
         self.report_manifest(Phase::Ready, bytes.len() as u64);
         Ok(manifest)
     }
@@ -877,12 +882,15 @@ impl AssetManager {
         if job.dir.kind(&job.name)? == safe_fs::EntryKind::Foreign {
             job.dir.remove_foreign(&job.name)?;
         }
-        if cache::is_verified(&job.dir, &job.name, &job.sha256) {
+        let verified = cache::check(&job.dir, &job.name, &job.sha256);
+        if verified != cache::Verified::No {
             if let Some(file) = job.dir.open_regular(&job.name, false)? {
                 ensure_mode(&file, job)?;
-                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                download::report(&self.progress, job, Phase::Cached, size, Some(size));
-                return Ok(());
+                if verified == cache::Verified::Durable || make_durable(job, &file) {
+                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    download::report(&self.progress, job, Phase::Cached, size, Some(size));
+                    return Ok(());
+                }
             }
         }
         cache::remove_record(&job.dir, &job.name);
@@ -892,8 +900,9 @@ impl AssetManager {
                 download::hash_file(&mut file, job, &self.progress).map_err(AssetError::io("hashing", job.target()))?;
             if actual == job.sha256 {
                 ensure_mode(&file, job)?;
+                file.sync_all().map_err(AssetError::io("syncing", job.target()))?;
                 drop(file);
-                cache::write_record(&job.dir, &job.name, &job.sha256)?;
+                cache::write_record(&job.dir, &job.name, &job.sha256, None)?;
                 let size = job.dir.stamp(&job.name).map(|s| s.size).unwrap_or(0);
                 download::report(&self.progress, job, Phase::Cached, size, Some(size));
                 return Ok(());
@@ -909,11 +918,21 @@ impl AssetManager {
         if !copied {
             self.http.download(job, &self.progress)?;
         }
-        cache::write_record(&job.dir, &job.name, &job.sha256)?;
+        cache::write_record(&job.dir, &job.name, &job.sha256, cache::this_boot())?;
         let size = job.dir.stamp(&job.name).map(|s| s.size).unwrap_or(0);
         download::report(&self.progress, job, Phase::Ready, size, Some(size));
         Ok(())
     }
+}
+
+/// Makes an install of this boot durable (file and directory fsynced, then a record without a
+/// boot); false when the disk refuses, and then the record is dropped and the digest decides.
+fn make_durable(job: &Job, file: &std::fs::File) -> bool {
+    if file.sync_all().is_err() {
+        return false;
+    }
+    job.dir.sync();
+    cache::write_record(&job.dir, &job.name, &job.sha256, None).is_ok()
 }
 
 /// Parses a version that `latest.json` named (already checked to be semantic by its parser).

@@ -32,6 +32,15 @@ pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 /// Attempts at opening an entry whose planted link was just removed (it may be planted again).
 const OPEN_ATTEMPTS: usize = 3;
 
+/// Whether a write waits for the disk before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// fsync the file before its rename and the directory after it.
+    Now,
+    /// Rename without waiting: what is read back in this boot is right, a crash may lose it.
+    Deferred,
+}
+
 /// An open directory: every entry below it is opened relative to this handle.
 pub(crate) struct Dir {
     fd: OwnedFd,
@@ -275,14 +284,24 @@ impl Dir {
         Ok((bytes.len() as u64 <= limit).then_some(bytes))
     }
 
-    /// Writes `name` atomically: a fresh `O_EXCL` temporary beside it, fsync, mode, rename.
-    pub(crate) fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), AssetError> {
+    /// Writes `name` atomically: a fresh `O_EXCL` temporary beside it, mode, fsync (with
+    /// [`Durability::Now`]), rename, fsync of the directory (likewise).
+    pub(crate) fn write_atomic(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), AssetError> {
         let temp = format!("{TEMP_PREFIX}{name}-{:016x}", fastrand::u64(..));
         let mut file = self.create_new(&temp, mode)?;
         let written = file
             .write_all(bytes)
             .and_then(|()| set_mode(&file, mode))
-            .and_then(|()| file.sync_all());
+            .and_then(|()| match durability {
+                Durability::Now => file.sync_all(),
+                Durability::Deferred => Ok(()),
+            });
         drop(file);
         if let Err(error) = written {
             let _ = self.remove(&temp);
@@ -295,7 +314,9 @@ impl Dir {
         self.rename(&temp, name).inspect_err(|_| {
             let _ = self.remove(&temp);
         })?;
-        self.sync();
+        if durability == Durability::Now {
+            self.sync();
+        }
         Ok(())
     }
 }
@@ -367,7 +388,7 @@ mod tests {
         assert_eq!(dir.kind("lock").unwrap(), EntryKind::Regular);
 
         std::os::unix::fs::symlink(&victim, dir.join("record")).unwrap();
-        dir.write_atomic("record", b"new", 0o644).unwrap();
+        dir.write_atomic("record", b"new", 0o644, Durability::Now).unwrap();
         assert_eq!(std::fs::read(dir.join("record")).unwrap(), b"new");
         assert!(dir.stamp("record").is_some());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
@@ -381,7 +402,7 @@ mod tests {
         let (dir, reports) = dir_with_reports(&root.path().join("cache"));
         std::os::unix::fs::symlink(&elsewhere, dir.join("1.0.0")).unwrap();
         let version = dir.subdir_path("1.0.0/inner").unwrap();
-        version.write_atomic("x", b"1", 0o644).unwrap();
+        version.write_atomic("x", b"1", 0o644, Durability::Now).unwrap();
         assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
         assert_eq!(reports.lock().unwrap().len(), 1);
         assert!(std::fs::symlink_metadata(dir.join("1.0.0")).unwrap().is_dir());

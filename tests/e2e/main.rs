@@ -11,6 +11,7 @@ mod containers;
 mod containers_support;
 mod contract;
 mod dist;
+mod durability;
 mod fault_server;
 mod faults;
 mod fetch;

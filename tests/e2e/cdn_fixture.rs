@@ -142,7 +142,6 @@ impl Fixture {
             .read_timeout(Duration::from_secs(2))
     }
 
-    /// A built manager for this fixture.
     /// `cargo xtask fetch` of the fixture's version and arch into `dest`, ready for more arguments.
     pub fn fetch_command(&self, dest: &Path) -> Command {
         let mut command = xtask();
@@ -162,8 +161,14 @@ impl Fixture {
         command
     }
 
+    /// A built manager for this fixture.
     pub fn manager(&self) -> AssetManager {
         self.builder().build().unwrap()
+    }
+
+    /// The URL the fixture rootfs is served at, as error messages name it.
+    pub fn rootfs_url(&self) -> String {
+        format!("{}/{}", self.server.url(), rootfs_path())
     }
 
     /// `{cache}/{VERSION}`.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use boot_assets::{cdn, Arch};
@@ -165,27 +165,39 @@ impl Cdn {
 
     /// Like [`Cdn::publish_via`], without `--signing-key`.
     pub fn publish_unsigned(&self, dist: &Path, version: &str, keys: &Keys, cdn_url: &str) -> Command {
-        let mut command = xtask();
-        command
-            .args([
-                "publish",
-                "--version",
-                version,
-                "--remote",
-                &format!("cdntest:{BUCKET}"),
-            ])
-            .arg("--dist")
-            .arg(dist)
-            .args(["--cdn", cdn_url])
-            .arg("--public-key")
-            .arg(&keys.public)
-            .env("BOOT_ASSETS_S3_ENDPOINT", self.s3.endpoint())
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-            .env_remove("BOOT_ASSETS_SIGNING_KEY")
-            .env_remove("RCLONE_BWLIMIT");
+        let mut command = publish_to_remote(dist, version, keys, &format!("cdntest:{BUCKET}"), cdn_url);
+        command.env("BOOT_ASSETS_S3_ENDPOINT", self.s3.endpoint());
         command
     }
+
+    /// Runs [`Cdn::publish`], which must succeed, and returns its log (stderr).
+    pub fn publish_log(&self, dist: &Path, version: &str, keys: &Keys) -> String {
+        stderr_of(&run_ok(&mut self.publish(dist, version, keys)))
+    }
+}
+
+/// `cargo xtask publish` of `dist` to `remote`, verified through `cdn_url` with `keys.public`,
+/// with the test server's access keys and none of the caller's signing key or bandwidth limit;
+/// how `remote` reaches the server is the caller's to add, like the signing key.
+pub fn publish_to_remote(dist: &Path, version: &str, keys: &Keys, remote: &str, cdn_url: &str) -> Command {
+    let mut command = xtask();
+    command
+        .args(["publish", "--version", version, "--remote", remote])
+        .arg("--dist")
+        .arg(dist)
+        .args(["--cdn", cdn_url])
+        .arg("--public-key")
+        .arg(&keys.public)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env_remove("BOOT_ASSETS_SIGNING_KEY")
+        .env_remove("RCLONE_BWLIMIT");
+    command
+}
+
+/// A command's stderr as text.
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A key pair made by `cargo xtask keygen`.
@@ -194,6 +206,7 @@ pub struct Keys {
     pub public: PathBuf,
 }
 
+/// `cargo xtask keygen` into `{dir}/keys/test-signing.{key,pub}`.
 pub fn keygen(dir: &Path) -> Keys {
     let prefix = dir.join("keys").join("test-signing");
     run_ok(xtask().arg("keygen").arg("--output").arg(&prefix));
@@ -201,6 +214,35 @@ pub fn keygen(dir: &Path) -> Keys {
         secret: prefix.with_extension("key"),
         public: prefix.with_extension("pub"),
     }
+}
+
+/// What most publish tests start from: a scratch directory `work`, a fresh bucket and CDN, a key
+/// pair made by keygen in `work`, and a release of `version` (variant 0, the fixture's rootfs
+/// size) built with the real commands into `{work}/r/dist`, as (work, cdn, keys, dist).
+pub fn publish_setup(version: &str) -> (tempfile::TempDir, Cdn, Keys, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let cdn = Cdn::start();
+    let keys = keygen(work.path());
+    let dist = build_release(&work.path().join("r"), version, 0, None);
+    (work, cdn, keys, dist)
+}
+
+/// Checks `bytes` and its `signature` with the real `minisign -V` and `public_key`, written as
+/// `{dir}/{name}` and `{dir}/{name}.minisig`; returns what minisign printed.
+pub fn minisign_verify(dir: &Path, name: &str, bytes: &[u8], signature: &[u8], public_key: &Path) -> String {
+    let minisign = require_tool("minisign");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+    std::fs::write(dir.join(cdn::signature_path(name)), signature).unwrap();
+    let output = run_ok(
+        Command::new(minisign)
+            .arg("-V")
+            .arg("-p")
+            .arg(public_key)
+            .arg("-m")
+            .arg(dir.join(name)),
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The runtime binaries of fixture releases: (name, version, arches). FEX has build metadata in

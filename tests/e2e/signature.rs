@@ -56,13 +56,40 @@ fn signature_path() -> String {
     cdn::manifest_signature_path(VERSION)
 }
 
-/// A fixture whose manifest is signed by `pair`; returns the manifest bytes and signature.
-fn signed_fixture(pair: &KeyPair, dir: &Path) -> (Fixture, String, String) {
-    let fixture = Fixture::new();
-    let manifest = fixture.manifest.to_json_pretty();
-    let signature = sign(pair, manifest.as_bytes(), dir);
-    fixture.server.put(&signature_path(), signature.clone());
-    (fixture, manifest, signature)
+/// A fresh fixture whose manifest is signed by a fresh key pair made by the CLI.
+pub(crate) struct SignedFixture {
+    /// Holds the key pair and the files the CLI signs.
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) pair: KeyPair,
+    pub(crate) fixture: Fixture,
+    /// The manifest text that was signed.
+    pub(crate) manifest: String,
+    /// The manifest's `.minisig` text, served beside it.
+    pub(crate) signature: String,
+}
+
+impl SignedFixture {
+    /// A fresh fixture, its manifest signed by a fresh key pair named `name`.
+    pub(crate) fn new(name: &str) -> SignedFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = key_pair(dir.path(), name);
+        let fixture = Fixture::new();
+        let manifest = fixture.manifest.to_json_pretty();
+        let signature = sign(&pair, manifest.as_bytes(), dir.path());
+        fixture.server.put(&signature_path(), signature.clone());
+        SignedFixture {
+            dir,
+            pair,
+            fixture,
+            manifest,
+            signature,
+        }
+    }
+
+    /// The public key's text, as a client that trusts it is given it.
+    pub(crate) fn public_key(&self) -> String {
+        std::fs::read_to_string(&self.pair.public).unwrap()
+    }
 }
 
 fn prepare_with_key(fixture: &Fixture, pair: &KeyPair) -> Result<(), AssetError> {
@@ -70,7 +97,10 @@ fn prepare_with_key(fixture: &Fixture, pair: &KeyPair) -> Result<(), AssetError>
     fixture.builder().trusted_public_key(key).build()?.prepare().map(|_| ())
 }
 
-fn assert_refused(fixture: &Fixture, error: AssetError, reason: &str) {
+/// Asserts that a prepare trusting `pair`'s key is refused for a signature reason containing
+/// `reason`, before any asset is requested and without keeping the manifest.
+fn assert_refused(fixture: &Fixture, pair: &KeyPair, reason: &str) {
+    let error = prepare_with_key(fixture, pair).unwrap_err();
     assert!(matches!(error, AssetError::Signature { .. }), "{error:?}");
     let text = error.to_string();
     assert!(text.contains(reason), "{text:?} does not contain {reason:?}");
@@ -86,17 +116,16 @@ fn assert_refused(fixture: &Fixture, error: AssetError, reason: &str) {
 
 #[test]
 fn manifest_signed_by_the_cli_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = key_pair(dir.path(), "release");
-    let (fixture, _, signature) = signed_fixture(&pair, dir.path());
-    prepare_with_key(&fixture, &pair).unwrap();
+    let signed = SignedFixture::new("release");
+    let (fixture, pair) = (&signed.fixture, &signed.pair);
+    prepare_with_key(fixture, pair).unwrap();
     fixture.assert_installed();
     let kept = fixture.version_dir().join(cdn::signature_path(cdn::MANIFEST_FILE));
-    assert_eq!(std::fs::read_to_string(kept).unwrap(), signature);
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), signed.signature);
 
     // Warm, the stored signature is checked again and nothing is fetched.
     let before = fixture.server.requests().len();
-    prepare_with_key(&fixture, &pair).unwrap();
+    prepare_with_key(fixture, pair).unwrap();
     assert_eq!(fixture.server.requests().len(), before);
 
     // The CLI takes the key file as it is.
@@ -112,41 +141,36 @@ fn manifest_signed_by_the_cli_verifies() {
 
 #[test]
 fn a_flipped_byte_in_the_manifest_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = key_pair(dir.path(), "release");
-    let (fixture, manifest, _) = signed_fixture(&pair, dir.path());
+    let signed = SignedFixture::new("release");
     // Still a valid manifest, so only the signature can refuse it.
-    let tampered = manifest.replacen("2026-03-03", "2027-03-03", 1);
-    assert_ne!(tampered, manifest);
-    fixture.serve_manifest_text(&tampered);
-    let error = prepare_with_key(&fixture, &pair).unwrap_err();
-    assert_refused(&fixture, error, "not signed by any of the 1 trusted key(s)");
+    let tampered = signed.manifest.replacen("2026-03-03", "2027-03-03", 1);
+    assert_ne!(tampered, signed.manifest);
+    signed.fixture.serve_manifest_text(&tampered);
+    assert_refused(
+        &signed.fixture,
+        &signed.pair,
+        "not signed by any of the 1 trusted key(s)",
+    );
 }
 
 #[test]
 fn a_flipped_byte_in_the_signature_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = key_pair(dir.path(), "release");
-    let (fixture, _, signature) = signed_fixture(&pair, dir.path());
-    let mut lines: Vec<String> = signature.lines().map(str::to_owned).collect();
+    let signed = SignedFixture::new("release");
+    let mut lines: Vec<String> = signed.signature.lines().map(str::to_owned).collect();
     // Line 2 is the signature itself; change one base64 digit in its Ed25519 part.
     let mut digits: Vec<char> = lines[1].chars().collect();
     let at = 40;
     digits[at] = if digits[at] == 'A' { 'B' } else { 'A' };
     lines[1] = digits.into_iter().collect();
-    fixture.server.put(&signature_path(), lines.join("\n") + "\n");
-    let error = prepare_with_key(&fixture, &pair).unwrap_err();
-    assert_refused(&fixture, error, "signature of");
+    signed.fixture.server.put(&signature_path(), lines.join("\n") + "\n");
+    assert_refused(&signed.fixture, &signed.pair, "signature of");
 }
 
 #[test]
 fn a_signature_by_another_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = key_pair(dir.path(), "signer");
-    let trusted = key_pair(dir.path(), "trusted");
-    let (fixture, _, _) = signed_fixture(&signer, dir.path());
-    let error = prepare_with_key(&fixture, &trusted).unwrap_err();
-    assert_refused(&fixture, error, "not signed by any of the 1 trusted key(s)");
+    let signed = SignedFixture::new("signer");
+    let trusted = key_pair(signed.dir.path(), "trusted");
+    assert_refused(&signed.fixture, &trusted, "not signed by any of the 1 trusted key(s)");
 }
 
 #[test]
@@ -154,6 +178,5 @@ fn a_missing_signature_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let pair = key_pair(dir.path(), "release");
     let fixture = Fixture::new();
-    let error = prepare_with_key(&fixture, &pair).unwrap_err();
-    assert_refused(&fixture, error, "HTTP status 404");
+    assert_refused(&fixture, &pair, "HTTP status 404");
 }

@@ -11,7 +11,6 @@ mod containers;
 mod containers_support;
 mod contract;
 mod dist;
-mod durability;
 mod fault_server;
 mod faults;
 mod fetch;

@@ -7,6 +7,7 @@
 mod bounded_time;
 mod cache;
 mod concurrency;
+mod durability;
 mod latest;
 mod manifest;
 mod messages;

@@ -23,9 +23,8 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -475,14 +474,15 @@ fn request_body(
     }
 }
 
-/// Reads the body into the partial file while a second thread hashes what has been written,
-/// reading it back from the page cache. Returns the bytes received and the hasher.
+/// Reads the body into the partial file while a second thread hashes the same chunks from
+/// memory. Returns the bytes received and the hasher.
 ///
-/// The two threads are coupled only through a counter of bytes written: the writer never waits
-/// for the hasher, and the hasher waits for the writer only when it has caught up. A tighter
-/// pipeline (chunks handed over through channels) was measured with `cargo xtask bench fetch`
-/// and was 1.5-3x slower on a shared 2-core machine, where every hand-over waits for the
-/// scheduler; hashing in the writer's own loop was slower than this by about the hashing time.
+/// The chunks pass through a small ring of buffers ([`Ring`]): the writer reads a chunk from
+/// the network into a free slot, writes it to the file and hands the slot over; the hasher
+/// hashes it and gives it back. Each side waits only when the ring is full or empty. Hashing
+/// from the file instead (reading it back from the page cache) copied every byte once more and
+/// was slower on a 2-core machine, and hashing in the writer's own loop was slower by about the
+/// hashing time (both measured with `cargo xtask bench fetch`).
 #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the arguments.
 fn stream_body(
     mut reader: impl Read,
@@ -494,46 +494,91 @@ fn stream_body(
     progress: &ProgressCallback,
     limits: &Limits,
 ) -> Result<(u64, Sha256), Failure> {
-    let written = AtomicU64::new(0);
-    let finished = AtomicBool::new(false);
-    let partial = job.dir.join(&job.partial_name());
-    // A second handle on the same open file (not the path again), read with explicit offsets.
-    let reading_back = file.try_clone().map_err(|source| {
-        Failure::Permanent(AssetError::Io {
-            step: "opening for hashing",
-            path: partial.clone(),
-            error: source,
-        })
-    })?;
+    let ring = Ring::new();
+    let writer = std::thread::current();
     std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| hash_behind_writer(&reading_back, hasher, offset, &written, &finished));
-        let result = write_body(
-            &mut reader,
-            file,
-            offset,
-            total,
-            job,
-            progress,
-            limits,
-            &written,
-            &hashing,
-        );
-        finished.store(true, Ordering::Release);
+        let hashing = scope.spawn(|| ring.hash(hasher, &writer));
+        let result = write_body(&mut reader, file, offset, total, job, progress, limits, &ring, &hashing);
+        ring.finished.store(true, Ordering::Release);
         hashing.thread().unpark();
         let hasher = hashing.join().expect("the hashing thread does not panic");
-        let received = result?;
-        let hasher = hasher.map_err(|source| {
-            Failure::Permanent(AssetError::Io {
-                step: "reading back for hashing",
-                path: partial.clone(),
-                error: source,
-            })
-        })?;
-        Ok((received, hasher))
+        Ok((result?, hasher))
     })
 }
 
-/// The writer's side of [`stream_body`]: body to file, publishing the count of bytes written.
+/// Buffers in flight between the writer and the hasher.
+const RING_SLOTS: u64 = 8;
+
+/// The hand-over of [`stream_body`]: slot `n % RING_SLOTS` holds chunk `n`; `filled` counts the
+/// chunks handed to the hasher, `hashed` the ones it gave back.
+struct Ring {
+    slots: Vec<Mutex<Slot>>,
+    filled: AtomicU64,
+    hashed: AtomicU64,
+    finished: AtomicBool,
+}
+
+/// One buffer and how many of its bytes are a chunk.
+struct Slot {
+    bytes: Box<[u8]>,
+    length: usize,
+}
+
+impl Ring {
+    fn new() -> Ring {
+        let slot = || {
+            Mutex::new(Slot {
+                bytes: vec![0u8; CHUNK_BYTES].into_boxed_slice(),
+                length: 0,
+            })
+        };
+        Ring {
+            slots: (0..RING_SLOTS).map(|_| slot()).collect(),
+            filled: AtomicU64::new(0),
+            hashed: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn slot(&self, chunk: u64) -> std::sync::MutexGuard<'_, Slot> {
+        self.slots[(chunk % RING_SLOTS) as usize]
+            .lock()
+            .expect("neither side panics while holding a slot")
+    }
+
+    /// The writer's wait for a free slot for chunk `chunk`.
+    fn wait_for_free_slot(&self, chunk: u64) {
+        while chunk - self.hashed.load(Ordering::Acquire) >= RING_SLOTS {
+            std::thread::park_timeout(HASHER_IDLE_WAIT);
+        }
+    }
+
+    /// The hasher's side: hashes chunk after chunk until the writer has finished and every
+    /// chunk handed over is hashed.
+    fn hash(&self, mut hasher: Sha256, writer: &std::thread::Thread) -> Sha256 {
+        let mut hashed = 0u64;
+        loop {
+            // Read `finished` before `filled`: once finished is seen, `filled` is final.
+            let done = self.finished.load(Ordering::Acquire);
+            if self.filled.load(Ordering::Acquire) == hashed {
+                if done {
+                    return hasher;
+                }
+                std::thread::park_timeout(HASHER_IDLE_WAIT);
+                continue;
+            }
+            {
+                let slot = self.slot(hashed);
+                hasher.update(&slot.bytes[..slot.length]);
+            }
+            hashed += 1;
+            self.hashed.store(hashed, Ordering::Release);
+            writer.unpark();
+        }
+    }
+}
+
+/// The writer's side of [`stream_body`]: body to file through the ring's slots.
 #[allow(clippy::too_many_arguments)] // Private helper of stream_body, same arguments.
 fn write_body<T>(
     reader: &mut impl Read,
@@ -543,16 +588,18 @@ fn write_body<T>(
     job: &Job,
     progress: &ProgressCallback,
     limits: &Limits,
-    written: &AtomicU64,
+    ring: &Ring,
     hashing: &std::thread::ScopedJoinHandle<'_, T>,
 ) -> Result<u64, Failure> {
-    let mut buffer = vec![0u8; CHUNK_BYTES];
     let mut rate = RateGuard::new(limits);
     let mut received = 0u64;
     let mut reported_at = 0u64;
     report(progress, job, Phase::Downloading, offset, total);
+    let mut chunk = 0u64;
     loop {
-        let length = match reader.read(&mut buffer) {
+        ring.wait_for_free_slot(chunk);
+        let mut slot = ring.slot(chunk);
+        let length = match reader.read(&mut slot.bytes) {
             Ok(0) => return Ok(received),
             Ok(length) => length,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -574,50 +621,24 @@ fn write_body<T>(
                 }));
             }
         }
-        file.write_all(&buffer[..length]).map_err(|source| {
+        file.write_all(&slot.bytes[..length]).map_err(|source| {
             Failure::Permanent(AssetError::Io {
                 step: "writing",
                 path: job.dir.join(&job.partial_name()),
                 error: source,
             })
         })?;
-        received += length as u64;
-        written.store(received, Ordering::Release);
+        slot.length = length;
+        drop(slot);
+        chunk += 1;
+        ring.filled.store(chunk, Ordering::Release);
         hashing.thread().unpark();
+        received += length as u64;
         if received - reported_at >= PROGRESS_EVERY_BYTES {
             reported_at = received;
             report(progress, job, Phase::Downloading, offset + received, total);
         }
         rate.received(length as u64).map_err(Failure::Transient)?;
-    }
-}
-
-/// The hasher's side of [`stream_body`]: hashes the file from `offset` as far as it has been
-/// written, until the writer has finished and everything written is hashed.
-fn hash_behind_writer(
-    file: &File,
-    mut hasher: Sha256,
-    offset: u64,
-    written: &AtomicU64,
-    finished: &AtomicBool,
-) -> std::io::Result<Sha256> {
-    let mut buffer = vec![0u8; CHUNK_BYTES];
-    let mut hashed = 0u64;
-    loop {
-        // Read `finished` before `written`: once finished is seen, `written` is final.
-        let done = finished.load(Ordering::Acquire);
-        let available = written.load(Ordering::Acquire) - hashed;
-        if available == 0 {
-            if done {
-                return Ok(hasher);
-            }
-            std::thread::park_timeout(HASHER_IDLE_WAIT);
-            continue;
-        }
-        let want = available.min(CHUNK_BYTES as u64) as usize;
-        file.read_exact_at(&mut buffer[..want], offset + hashed)?;
-        hasher.update(&buffer[..want]);
-        hashed += want as u64;
     }
 }
 

@@ -235,11 +235,14 @@ mod tests {
         assert_eq!(ab.to_json_pretty(), ba.to_json_pretty());
     }
 
+    /// A change to one input manifest.
+    type Edit = fn(&mut Manifest);
+
     /// An x86_64 input that differs from the arm64 one in a single field is refused with an
     /// error naming the field, both values and both files.
     #[test]
     fn refuses_an_input_that_disagrees_in_one_field() {
-        let cases: [(fn(&mut Manifest), &str); 3] = [
+        let cases: [(Edit, &str); 3] = [
             (
                 |x86| x86.asset_version = "0.3.0".into(),
                 "asset_version differs: \"0.2.0\" in arm.json, \"0.3.0\" in x86.json",
@@ -279,7 +282,7 @@ mod tests {
         for (field, edit) in [
             (
                 "source_repo",
-                (|m: &mut Manifest| m.source_repo = Some("other/kernel".into())) as fn(&mut Manifest),
+                (|m: &mut Manifest| m.source_repo = Some("other/kernel".into())) as Edit,
             ),
             ("source_ref", |m: &mut Manifest| m.source_ref = Some("v9".into())),
             ("source_sha", |m: &mut Manifest| m.source_sha = Some("deadbeef".into())),

@@ -57,11 +57,17 @@ fn with_path(error: std::io::Error, step: &str, path: &Path) -> std::io::Error {
 mod tests {
     use super::*;
 
+    /// A fresh directory in which `name` was written once with [`write_atomic`].
+    fn written_once(name: &str, bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join(name);
+        write_atomic(&target, bytes).unwrap();
+        (dir, target)
+    }
+
     #[test]
     fn replaces_whole_file_and_leaves_no_temporaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.json");
-        write_atomic(&target, b"first").unwrap();
+        let (dir, target) = written_once("out.json", b"first");
         write_atomic(&target, b"second").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"second");
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -73,9 +79,7 @@ mod tests {
 
     #[test]
     fn failed_fill_leaves_target_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out");
-        write_atomic(&target, b"old").unwrap();
+        let (dir, target) = written_once("out", b"old");
         let err = write_atomic_with(&target, |_| Err(std::io::Error::other("boom"))).unwrap_err();
         assert!(err.to_string().contains("boom"));
         assert_eq!(std::fs::read(&target).unwrap(), b"old");

@@ -135,18 +135,16 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
+#[cfg_attr(feature = "schema", schemars(transform = schema::published_file))]
 pub struct KernelEntry {
     /// Path relative to the CDN base URL.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\\]+(/[^/\\]+)*$")))]
     pub path: String,
     /// SHA-256 of the file, 64 lowercase hex digits.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub sha256: String,
     /// Linux version, e.g. `6.12.8` (upstream's manifests may carry a kernel tag like `v0.0.19`).
     pub version: String,
     /// Length of the file in bytes; optional (older manifests do not have it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
     pub size: Option<u64>,
 }
 
@@ -154,16 +152,14 @@ pub struct KernelEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
+#[cfg_attr(feature = "schema", schemars(transform = schema::published_file))]
 pub struct FileEntry {
     /// Path relative to the CDN base URL.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^/\\]+(/[^/\\]+)*$")))]
     pub path: String,
     /// SHA-256 of the file, 64 lowercase hex digits.
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub sha256: String,
     /// Length of the file in bytes; optional (older manifests do not have it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(with = "u64"))]
     pub size: Option<u64>,
 }
 
@@ -407,6 +403,25 @@ impl Latest {
 
 #[cfg(feature = "schema")]
 mod schema {
+    /// The JSON Schema pattern of an object path: relative, no backslash, no empty component.
+    const RELATIVE_PATH_PATTERN: &str = r"^[^/\\]+(/[^/\\]+)*$";
+
+    /// The JSON Schema pattern of a digest: 64 lowercase hex digits.
+    const SHA256_PATTERN: &str = r"^[0-9a-f]{64}$";
+
+    /// The rules of the fields every published file has, in one place for
+    /// [`super::KernelEntry`] and [`super::FileEntry`]: `path` and `sha256` get their patterns,
+    /// and `size` is a plain byte count (optional, so absent when unknown, but never `null`).
+    pub fn published_file(schema: &mut schemars::Schema) {
+        let properties = schema
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+            .expect("a published file's schema lists its properties");
+        properties["path"]["pattern"] = RELATIVE_PATH_PATTERN.into();
+        properties["sha256"]["pattern"] = SHA256_PATTERN.into();
+        properties["size"]["type"] = "integer".into();
+    }
+
     /// An object keyed only by the contract's arch names, with at least one of them.
     pub fn arch_map<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let value = generator.subschema_for::<T>();
@@ -651,6 +666,15 @@ mod tests {
         Manifest::from_json(text.replace("AAAA", A).replace("BBBB", B).as_bytes()).unwrap()
     }
 
+    /// The example manifest as written, with each `(from, to)` replacement made in turn.
+    fn example_json_with(replacements: &[(&str, &str)]) -> String {
+        let mut text = example().to_json_pretty();
+        for (from, to) in replacements {
+            text = text.replace(from, to);
+        }
+        text
+    }
+
     fn problems(manifest: &Manifest) -> Vec<String> {
         match manifest.validate() {
             Ok(()) => vec![],
@@ -783,7 +807,7 @@ mod tests {
 
     #[test]
     fn unknown_arch_is_a_parse_error_naming_the_field() {
-        let text = example().to_json_pretty().replace("\"arm64\"", "\"riscv64\"");
+        let text = example_json_with(&[("\"arm64\"", "\"riscv64\"")]);
         let err = Manifest::from_json(text.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("targets") && err.contains("riscv64"), "{err}");
         assert_eq!(
@@ -794,13 +818,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_when_reading_and_refused_when_strict() {
-        let text = example()
-            .to_json_pretty()
-            .replace("\"built_at\"", "\"surprise\": 1, \"built_at\"")
-            .replace(
+        let text = example_json_with(&[
+            ("\"built_at\"", "\"surprise\": 1, \"built_at\""),
+            (
                 "\"version\": \"6.12.8\"",
                 "\"version\": \"6.12.8\", \"later\": {\"x\": [1]}",
-            );
+            ),
+        ]);
         let manifest = Manifest::from_json_validated(text.as_bytes()).unwrap();
         assert_eq!(manifest, example());
         let err = Manifest::from_json_strict(text.as_bytes()).unwrap_err().to_string();
@@ -808,9 +832,7 @@ mod tests {
             err,
             "`surprise` is not a field of the contract: this tool writes only the contract's fields (remove it)"
         );
-        let nested = example()
-            .to_json_pretty()
-            .replace("\"version\": \"6.12.8\"", "\"version\": \"6.12.8\", \"later\": 1");
+        let nested = example_json_with(&[("\"version\": \"6.12.8\"", "\"version\": \"6.12.8\", \"later\": 1")]);
         let err = Manifest::from_json_strict(nested.as_bytes()).unwrap_err().to_string();
         assert!(err.starts_with("`targets.arm64.kernel.later` is not a field"), "{err}");
     }
@@ -818,10 +840,10 @@ mod tests {
     #[test]
     fn upstream_legacy_runtime_and_kernel_tag_are_read_and_kept() {
         let runtime = format!(r#""runtime": {{ "path": "asset/v0.2.0/arm64/runtime.erofs", "sha256": "{A}" }},"#);
-        let text = example()
-            .to_json_pretty()
-            .replace("\"kernel_cmdline\"", &format!("{runtime} \"kernel_cmdline\""))
-            .replace("\"6.12.8\"", "\"v0.0.19\"");
+        let text = example_json_with(&[
+            ("\"kernel_cmdline\"", &format!("{runtime} \"kernel_cmdline\"")),
+            ("\"6.12.8\"", "\"v0.0.19\""),
+        ]);
         let manifest = Manifest::from_json_validated(text.as_bytes()).unwrap();
         let target = &manifest.targets[&Arch::Arm64];
         assert_eq!(target.kernel.version, "v0.0.19");
@@ -880,9 +902,7 @@ mod tests {
 
     #[test]
     fn missing_field_names_its_parent() {
-        let text = example()
-            .to_json_pretty()
-            .replace("\"version\": \"6.12.8\"", "\"ver\": \"6.12.8\"");
+        let text = example_json_with(&[("\"version\": \"6.12.8\"", "\"ver\": \"6.12.8\"")]);
         let err = Manifest::from_json(text.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("targets.arm64.kernel"), "{err}");
     }

@@ -202,6 +202,20 @@ pub struct AssetManagerBuilder {
     progress: Option<ProgressCallback>,
 }
 
+/// Builder setters that only store their argument in the field named like the setter, written
+/// as `fn field(argument: Type);` so that the documented signature keeps its argument's name.
+macro_rules! plain_setters {
+    ($($(#[$doc:meta])* fn $field:ident($argument:ident: $type:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $argument: $type) -> Self {
+                self.$field = $argument;
+                self
+            }
+        )*
+    };
+}
+
 impl AssetManagerBuilder {
     /// The version to install: `0.2.0`, or `latest` (the default) to follow `latest.json`.
     pub fn version(mut self, version: impl Into<String>) -> Self {
@@ -221,49 +235,26 @@ impl AssetManagerBuilder {
         self
     }
 
-    /// How many objects download at once (default [`DEFAULT_CONCURRENCY`]).
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency;
-        self
-    }
-
-    /// How many times a failing transfer is retried (default [`DEFAULT_RETRIES`]).
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
-
-    /// The first retry delay (default [`DEFAULT_RETRY_BACKOFF`]); it doubles per attempt.
-    pub fn retry_backoff(mut self, delay: Duration) -> Self {
-        self.retry_backoff = delay;
-        self
-    }
-
-    /// Time allowed to open a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Time one read may wait for data before the transfer counts as stalled
-    /// (default [`DEFAULT_READ_TIMEOUT`]).
-    pub fn read_timeout(mut self, timeout: Duration) -> Self {
-        self.read_timeout = timeout;
-        self
-    }
-
-    /// The slowest accepted transfer rate in bytes per second, averaged over the rate window
-    /// (default [`DEFAULT_MIN_TRANSFER_RATE`]; 0 turns the check off). A transfer below it is
-    /// abandoned and retried, resuming where it stopped.
-    pub fn min_transfer_rate(mut self, bytes_per_second: u64) -> Self {
-        self.min_transfer_rate = bytes_per_second;
-        self
-    }
-
-    /// The window the transfer rate is measured over (default [`DEFAULT_RATE_WINDOW`]).
-    pub fn rate_window(mut self, window: Duration) -> Self {
-        self.rate_window = window;
-        self
+    plain_setters! {
+        /// How many objects download at once (default [`DEFAULT_CONCURRENCY`]).
+        fn concurrency(concurrency: usize);
+        /// How many times a failing transfer is retried (default [`DEFAULT_RETRIES`]).
+        fn retries(retries: u32);
+        /// The first retry delay (default [`DEFAULT_RETRY_BACKOFF`]); it doubles per attempt.
+        fn retry_backoff(delay: Duration);
+        /// Time allowed to open a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
+        fn connect_timeout(timeout: Duration);
+        /// Time one read may wait for data before the transfer counts as stalled
+        /// (default [`DEFAULT_READ_TIMEOUT`]).
+        fn read_timeout(timeout: Duration);
+        /// The slowest accepted transfer rate in bytes per second, averaged over the rate window
+        /// (default [`DEFAULT_MIN_TRANSFER_RATE`]; 0 turns the check off). A transfer below it is
+        /// abandoned and retried, resuming where it stopped.
+        fn min_transfer_rate(bytes_per_second: u64);
+        /// The window the transfer rate is measured over (default [`DEFAULT_RATE_WINDOW`]).
+        fn rate_window(window: Duration);
+        /// Allows plain http to hosts other than loopback (default: refused).
+        fn allow_insecure_http(allow: bool);
     }
 
     /// Pins the manifest: its bytes (fetched or cached) must have this sha256 before they are
@@ -279,12 +270,6 @@ impl AssetManagerBuilder {
     /// than one it named before.
     pub fn trusted_public_key(mut self, key: impl Into<String>) -> Self {
         self.public_keys.push(key.into());
-        self
-    }
-
-    /// Allows plain http to hosts other than loopback (default: refused).
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
         self
     }
 

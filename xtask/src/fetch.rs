@@ -20,8 +20,8 @@ const BAR_TEMPLATE: &str = "{prefix:>10} {msg:<11} [{bar:30}] {bytes}/{total_byt
 
 impl flags::Fetch {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let mut builder = AssetManager::builder(&self.cdn)
-            .version(&self.version)
+        let mut builder = AssetManager::builder(&self.published.cdn)
+            .version(&self.published.version)
             .concurrency(self.concurrency)
             .retries(self.retries)
             .read_timeout(Duration::from_secs(self.read_timeout_secs))
@@ -49,7 +49,7 @@ impl flags::Fetch {
 
         let assets = manager
             .prepare()
-            .with_context(|| format!("fetch: installing boot assets from {}", self.cdn))?;
+            .with_context(|| format!("fetch: installing boot assets from {}", self.published.cdn))?;
         if let Some(reason) = &assets.offline_fallback {
             eprintln!(
                 "fetch: latest.json could not be fetched ({reason}); using the last resolved version {}, \

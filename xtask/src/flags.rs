@@ -324,12 +324,8 @@ pub struct Fex {
 /// Prints the installed paths on stdout; progress goes to stderr.
 #[derive(Debug, clap::Args)]
 pub struct Fetch {
-    /// CDN base URL (https, or http to a loopback host), e.g. https://cdn.example.com/boot.
-    #[arg(long)]
-    pub cdn: String,
-    /// Asset version to install, or `latest` to follow latest.json.
-    #[arg(long, default_value = "latest")]
-    pub version: String,
+    #[command(flatten)]
+    pub published: PublishedVersion,
     /// Guest architecture; defaults to the host's.
     #[arg(long)]
     pub arch: Option<ArchFlag>,
@@ -369,6 +365,18 @@ pub struct Fetch {
     /// No progress bars (the installed paths are still printed).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// A published asset version to read back, as the runtime does: `fetch` installs it,
+/// `verify-published` checks every arch of it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishedVersion {
+    /// CDN base URL (https, or http to a loopback host), e.g. https://cdn.example.com/boot.
+    #[arg(long)]
+    pub cdn: String,
+    /// Asset version to install, or `latest` to follow latest.json.
+    #[arg(long, default_value = "latest")]
+    pub version: String,
 }
 
 /// Lay out release outputs (`dist/`) as a CDN tree: asset/v{version}/…, bin/…, latest.json.
@@ -484,12 +492,8 @@ pub struct Keygen {
 /// `cargo xtask boot`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyPublished {
-    /// CDN base URL (https, or http to a loopback host).
-    #[arg(long)]
-    pub cdn: String,
-    /// Asset version, or `latest` to follow latest.json.
-    #[arg(long, default_value = "latest")]
-    pub version: String,
+    #[command(flatten)]
+    pub published: PublishedVersion,
     /// Only this arch; every arch of the manifest when not given.
     #[arg(long)]
     pub arch: Option<ArchFlag>,

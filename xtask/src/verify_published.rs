@@ -21,15 +21,15 @@ impl flags::VerifyPublished {
         let (public_key, _) = signing::read_public_key(&self.public_key)?;
         let verified = verify_published(
             sh,
-            &self.cdn,
-            &self.version,
+            &self.published.cdn,
+            &self.published.version,
             self.arch.map(Arch::from),
             &public_key,
             self.boot,
         )?;
         eprintln!(
             "verify-published: {} v{} is consumable: {} verified (manifest sha256 {})",
-            self.cdn,
+            self.published.cdn,
             verified.version,
             verified
                 .arches

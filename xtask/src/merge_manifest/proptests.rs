@@ -4,6 +4,8 @@
 //! Random JSON rarely has the manifest's shape, so most cases start from a valid manifest and
 //! replace one value somewhere inside it with an arbitrary one, which reaches every rule.
 
+use std::collections::BTreeSet;
+
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -11,33 +13,29 @@ use boot_assets::{Arch, Manifest};
 
 use super::merge;
 
-/// Keys that the manifest knows, so random objects sometimes look like manifests.
-const KNOWN_KEYS: &[&str] = &[
-    "schema_version",
-    "asset_version",
-    "built_at",
-    "source_repo",
-    "source_ref",
-    "source_sha",
-    "targets",
-    "binaries",
-    "arm64",
-    "x86_64",
-    "kernel",
-    "rootfs",
-    "kernel_cmdline",
-    "path",
-    "sha256",
-    "version",
-    "name",
-    "install_dir",
-];
+/// Every key the manifest's JSON Schema names (nested ones included), so random objects
+/// sometimes look like manifests; taken from the schema so that it never misses a new field.
+fn known_keys() -> Vec<String> {
+    fn collect(value: &Value, keys: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Object(properties)) = map.get("properties") {
+                    keys.extend(properties.keys().cloned());
+                }
+                map.values().for_each(|inner| collect(inner, keys));
+            }
+            Value::Array(items) => items.iter().for_each(|inner| collect(inner, keys)),
+            _ => {}
+        }
+    }
+    let schema = serde_json::to_value(schemars::schema_for!(Manifest)).expect("a schema is JSON");
+    let mut keys = BTreeSet::new();
+    collect(&schema, &mut keys);
+    keys.into_iter().collect()
+}
 
 fn json_key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(KNOWN_KEYS).prop_map(str::to_owned),
-        "[a-z_0-9]{0,6}"
-    ]
+    prop_oneof![prop::sample::select(known_keys()), "[a-z_0-9]{0,6}"]
 }
 
 fn json_value() -> impl Strategy<Value = Value> {

@@ -5,28 +5,16 @@
 //! Reads the release with `gh release view`; writes with `gh release create` and one
 //! `gh release upload` of every missing file. gh takes its token from GH_TOKEN / GITHUB_TOKEN.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use super::plan::{self, GithubAsset};
+use super::plan::{self, GithubAsset, ReleaseAsset};
 
 /// What `gh release view` prints on stderr when the tag has no release.
 const GH_RELEASE_NOT_FOUND: &str = "release not found";
 
 /// The fields publish reads from `gh release view --json`.
 const GH_VIEW_FIELDS: &str = "tagName,isPrerelease,assets";
-
-/// One file to attach to the release.
-pub struct Asset {
-    /// The asset's name on the release (the file name).
-    pub name: String,
-    /// Where the file is.
-    pub path: PathBuf,
-    /// Its sha256, compared with GitHub's digest when GitHub reports one.
-    pub sha256: String,
-}
 
 /// The release as `gh release view --json tagName,isPrerelease,assets` reports it.
 #[derive(Debug, serde::Deserialize)]
@@ -50,7 +38,7 @@ pub struct Release<'a> {
 }
 
 /// Creates the release when missing and uploads the assets it lacks; returns how many it uploaded.
-pub fn publish(sh: &Shell, release: &Release<'_>, assets: &[Asset]) -> Result<usize> {
+pub fn publish(sh: &Shell, release: &Release<'_>, assets: &[ReleaseAsset]) -> Result<usize> {
     let repo_args: Vec<&str> = release.repo.map(|r| vec!["--repo", r]).unwrap_or_default();
     let repo = &repo_args;
     let tag = release.tag.as_str();
@@ -92,24 +80,19 @@ pub fn publish(sh: &Shell, release: &Release<'_>, assets: &[Asset]) -> Result<us
         .with_context(|| format!("creating GitHub release {tag}"))?;
         Vec::new()
     };
-    let wanted: Vec<(String, String)> = assets.iter().map(|a| (a.name.clone(), a.sha256.clone())).collect();
-    let missing = plan::missing_github_assets(tag, &wanted, &existing)?;
+    let missing = plan::missing_github_assets(tag, assets, &existing)?;
     for asset in assets {
-        if !missing.iter().any(|(name, _)| name == &asset.name) {
+        if !missing.iter().any(|m| m.name == asset.name) {
             eprintln!("publish: GitHub release {tag} already has {}", asset.name);
         }
     }
     if missing.is_empty() {
         return Ok(0);
     }
-    let files: Vec<&PathBuf> = assets
-        .iter()
-        .filter(|a| missing.iter().any(|(name, _)| name == &a.name))
-        .map(|a| &a.path)
-        .collect();
+    let files: Vec<&std::path::Path> = missing.iter().map(|a| a.path.as_path()).collect();
     eprintln!(
         "publish: uploading to GitHub release {tag}: {}",
-        missing.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        missing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
     );
     let count = files.len();
     cmd!(sh, "gh release upload {tag} {repo_args...} {files...}")

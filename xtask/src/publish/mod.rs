@@ -430,7 +430,7 @@ fn describe_latest(action: &LatestAction, version: &str) -> String {
 
 /// The files of the GitHub release: per arch the tarball and its sidecar, then the merged
 /// manifest and its signature.
-fn github_assets(dist: &Path, manifest: &Manifest) -> Result<Vec<github::Asset>> {
+fn github_assets(dist: &Path, manifest: &Manifest) -> Result<Vec<plan::ReleaseAsset>> {
     let mut files = Vec::new();
     for arch in manifest.targets.keys() {
         let tarball_path = layout::tarball(dist, &manifest.asset_version, *arch);
@@ -449,7 +449,7 @@ fn github_assets(dist: &Path, manifest: &Manifest) -> Result<Vec<github::Asset>>
                 .map(|n| n.to_string_lossy().into_owned())
                 .context("a release file has a name")?;
             let sha256 = util::sha256_file(&path)?;
-            Ok(github::Asset { name, path, sha256 })
+            Ok(plan::ReleaseAsset { name, path, sha256 })
         })
         .collect()
 }

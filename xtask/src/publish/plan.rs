@@ -5,6 +5,7 @@
 //! Nothing here touches the network or the disk; `publish/mod.rs` gathers the facts and acts.
 
 use std::cmp::Ordering;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
@@ -89,15 +90,26 @@ pub struct GithubAsset {
     pub digest: Option<String>,
 }
 
+/// One file the GitHub release should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseAsset {
+    /// The asset's name on the release (the file name).
+    pub name: String,
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Its sha256, compared with GitHub's digest when GitHub reports one.
+    pub sha256: String,
+}
+
 /// The release assets still to upload, in the order given. An asset that is there under the
 /// same name is skipped; if GitHub reports its digest and it differs, that is an error.
 pub fn missing_github_assets<'a>(
     tag: &str,
-    wanted: &'a [(String, String)],
+    wanted: &'a [ReleaseAsset],
     existing: &[GithubAsset],
-) -> Result<Vec<&'a (String, String)>> {
+) -> Result<Vec<&'a ReleaseAsset>> {
     let mut missing = Vec::new();
-    for entry @ (name, sha256) in wanted {
+    for entry @ ReleaseAsset { name, sha256, .. } in wanted {
         match existing.iter().find(|asset| &asset.name == name) {
             None => missing.push(entry),
             Some(asset) => {
@@ -145,38 +157,38 @@ mod tests {
 
     #[test]
     fn latest_only_moves_forward() {
-        assert_eq!(latest_action(None, &version("0.2.0")).unwrap(), LatestAction::Write);
-        assert_eq!(
-            latest_action(Some("0.1.9"), &version("0.2.0")).unwrap(),
-            LatestAction::Write
-        );
-        assert_eq!(
-            latest_action(Some("0.2.0"), &version("0.2.0")).unwrap(),
-            LatestAction::AlreadyCurrent
-        );
-        assert_eq!(
-            latest_action(Some("0.10.0"), &version("0.9.0")).unwrap(),
-            LatestAction::KeepNewer("0.10.0".into())
-        );
-        // Build metadata has no precedence.
-        assert_eq!(
-            latest_action(Some("0.2.0+b1"), &version("0.2.0+b2")).unwrap(),
-            LatestAction::AlreadyCurrent
-        );
-        assert_eq!(
-            latest_action(Some("0.1.0"), &version("0.2.0-rc.1")).unwrap(),
-            LatestAction::KeepForPrerelease
-        );
+        // What latest.json in the bucket names, the version being published, what to do.
+        let cases = [
+            (None, "0.2.0", LatestAction::Write),
+            (Some("0.1.9"), "0.2.0", LatestAction::Write),
+            (Some("0.2.0"), "0.2.0", LatestAction::AlreadyCurrent),
+            (Some("0.10.0"), "0.9.0", LatestAction::KeepNewer("0.10.0".into())),
+            // Build metadata has no precedence.
+            (Some("0.2.0+b1"), "0.2.0+b2", LatestAction::AlreadyCurrent),
+            (Some("0.1.0"), "0.2.0-rc.1", LatestAction::KeepForPrerelease),
+        ];
+        for (in_bucket, publishing, expected) in cases {
+            assert_eq!(
+                latest_action(in_bucket, &version(publishing)).unwrap(),
+                expected,
+                "latest.json names {in_bucket:?}, publishing {publishing}"
+            );
+        }
         let err = latest_action(Some("junk"), &version("0.2.0")).unwrap_err().to_string();
         assert!(err.starts_with("latest.json in the bucket names \"junk\""), "{err}");
     }
 
+    fn release_asset(name: &str, sha256: &str) -> ReleaseAsset {
+        ReleaseAsset {
+            name: name.into(),
+            path: PathBuf::from("dist").join(name),
+            sha256: sha256.into(),
+        }
+    }
+
     #[test]
     fn github_assets_are_added_never_replaced() {
-        let wanted = vec![
-            ("a.tar.gz".to_owned(), A.to_owned()),
-            ("manifest.json".to_owned(), B.to_owned()),
-        ];
+        let wanted = vec![release_asset("a.tar.gz", A), release_asset("manifest.json", B)];
         let existing = vec![GithubAsset {
             name: "a.tar.gz".into(),
             digest: Some(format!("sha256:{A}")),

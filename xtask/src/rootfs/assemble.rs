@@ -63,21 +63,13 @@ pub fn assemble(
         if path == recipe.busybox.path {
             continue;
         }
-        tree.add(
-            &path,
-            Node::Symlink {
-                target: busybox_target.clone(),
-            },
-            RECIPE_ORIGIN,
-        )?;
+        tree.add(&path, Node::symlink(busybox_target.clone()), RECIPE_ORIGIN)?;
     }
 
     for link in &recipe.symlinks {
         tree.add(
             &params.expand(&link.path),
-            Node::Symlink {
-                target: params.expand(&link.target),
-            },
+            Node::symlink(params.expand(&link.target)),
             RECIPE_ORIGIN,
         )?;
     }
@@ -107,7 +99,7 @@ fn add_package(tree: &mut ImageTree, params: &ArchParams, package: &Package, rul
         for entry_name in &rule.names {
             let path = format!("{from}/{entry_name}");
             let node = match package.contents.entries.get(&path) {
-                Some(DebNode::Symlink { target }) => Node::Symlink { target: target.clone() },
+                Some(DebNode::Symlink { target }) => Node::symlink(target.clone()),
                 Some(DebNode::File { bytes, mode }) => file_node(bytes, *mode),
                 _ => bail!("package {who} has no file /{path} (named in its `dirs` rule in the recipe)"),
             };
@@ -117,11 +109,7 @@ fn add_package(tree: &mut ImageTree, params: &ArchParams, package: &Package, rul
 
     for rule in &rule_set.bundles {
         let bytes = bundle(package, params, rule)?;
-        let node = Node::File {
-            bytes,
-            executable: false,
-        };
-        tree.add(&params.expand(&rule.to), node, name)?;
+        tree.add(&params.expand(&rule.to), Node::file(bytes, false), name)?;
     }
     Ok(())
 }
@@ -162,10 +150,7 @@ fn bundle(package: &Package, params: &ArchParams, rule: &BundleRule) -> Result<V
 
 /// A package file as an image file: executable when the package made it so.
 fn file_node(bytes: &[u8], mode: u32) -> Node {
-    Node::File {
-        bytes: bytes.to_vec(),
-        executable: mode & 0o111 != 0,
-    }
+    Node::file(bytes, mode & 0o111 != 0)
 }
 
 /// The symlink target for an applet: the bare name when busybox sits in the same directory.

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use super::deb::{resolve, DebContents, DebNode};
 use super::lock::LockedPackage;
+#[cfg(test)]
+use super::recipe::MINIMAL_TEST_RECIPE;
 use super::recipe::{ArchParams, BundleRule, PackageRecipe, Recipe};
 use super::tree::{ImageTree, Node};
 
@@ -165,31 +167,19 @@ fn applet_target(busybox_path: &str, applets_dir: &str) -> String {
 mod tests {
     use super::*;
 
-    const RECIPE: &str = r#"
-size_budget_bytes = 1000
-mount_points = ["proc", "arcbox"]
-library_packages = []
-overlay_dir = "rootfs-overlay"
-busybox = { path = "bin/busybox", applets_dir = "bin", applets = ["sh", "mount"] }
-
-[arch.arm64]
-deb_arch = "arm64"
-triplet = "aarch64-linux-gnu"
-
-[arch.x86_64]
-deb_arch = "amd64"
-triplet = "x86_64-linux-gnu"
-
-[[package]]
-name = "tools"
-files = [{ from = "bin/busybox", to = "bin/busybox" }]
-dirs = [{ from = "usr/lib/{triplet}/xtables", to = "usr/lib/{triplet}/xtables", names = ["libxt_NAT.so", "libxt_DNAT.so"] }]
+    /// The minimal recipe with its one package renamed `tools` and given a `dirs` and a `bundles`
+    /// rule besides its `files` rule (its table is the last one), then a recipe symlink.
+    fn recipe_text() -> String {
+        let minimal = MINIMAL_TEST_RECIPE.replace("name = \"busybox-static\"", "name = \"tools\"");
+        minimal
+            + r#"dirs = [{ from = "usr/lib/{triplet}/xtables", to = "usr/lib/{triplet}/xtables", names = ["libxt_NAT.so", "libxt_DNAT.so"] }]
 bundles = [{ from_dir = "usr/share/certs", suffix = ".crt", to = "cacerts/ca-certificates.crt" }]
 
 [[symlink]]
 path = "sbin/iptables"
 target = "xtables-legacy-multi"
-"#;
+"#
+    }
 
     fn package() -> Package {
         let mut entries = BTreeMap::new();
@@ -225,7 +215,7 @@ target = "xtables-legacy-multi"
 
     #[test]
     fn builds_the_tree_from_rules() {
-        let recipe = Recipe::parse(RECIPE).unwrap();
+        let recipe = Recipe::parse(&recipe_text()).unwrap();
         let params = recipe.arch_params(boot_assets::Arch::Arm64);
         let local = LocalInput {
             source: "init/init".into(),
@@ -267,14 +257,15 @@ target = "xtables-legacy-multi"
 
     #[test]
     fn a_missing_package_file_names_package_and_file() {
-        let recipe = Recipe::parse(&RECIPE.replace("from = \"bin/busybox\"", "from = \"bin/busybox-nope\"")).unwrap();
+        let recipe =
+            Recipe::parse(&recipe_text().replace("from = \"bin/busybox\"", "from = \"bin/busybox-nope\"")).unwrap();
         let params = recipe.arch_params(boot_assets::Arch::Arm64);
         let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "package tools 1 (arm64) has no file /bin/busybox-nope (asked for by its `files` rule in the recipe)"
         );
-        let recipe = Recipe::parse(&RECIPE.replace("\"libxt_DNAT.so\"", "\"libxt_FOO.so\"")).unwrap();
+        let recipe = Recipe::parse(&recipe_text().replace("\"libxt_DNAT.so\"", "\"libxt_FOO.so\"")).unwrap();
         let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -3,10 +3,11 @@
 //!
 //! [`write_tar_gz`] reads the member files and writes the archive atomically (temporary file,
 //! then rename). [`read_members`] reads the named members back (`cdn-tree` into memory, `boot`
-//! into files).
+//! into files); [`walk_tar`], the member loop under it, also serves `sync-binaries`' extraction.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -77,25 +78,39 @@ pub fn read_members(
     mut read: impl FnMut(&str, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     let file = std::fs::File::open(archive).with_context(|| format!("opening archive {}", archive.display()))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let reading = || format!("reading archive {}", archive.display());
     let mut seen = Vec::new();
-    let entries = tar
-        .entries()
-        .with_context(|| format!("{}: not a .tar.gz", archive.display()))?;
-    for entry in entries {
-        let mut entry = entry.with_context(|| format!("reading archive {}", archive.display()))?;
-        let name = entry.path()?.to_string_lossy().into_owned();
+    walk_tar(flate2::read::GzDecoder::new(file), &reading, |name, entry| {
         if let Some(wanted_name) = wanted.iter().find(|w| **w == name) {
-            read(&name, &mut entry).with_context(|| format!("reading member {name} of {}", archive.display()))?;
+            read(&name, entry).with_context(|| format!("reading member {name} of {}", archive.display()))?;
             seen.push(*wanted_name);
         }
-    }
+        Ok(ControlFlow::<()>::Continue(()))
+    })?;
     for name in wanted {
         if !seen.contains(name) {
             bail!("archive {} has no member {name}", archive.display());
         }
     }
     Ok(())
+}
+
+/// Streams the tar archive `tar`, giving `visit` each member's name (as stored, `./` and all) and
+/// entry, until `visit` breaks with a value, which is returned; `reading` names the stream for errors.
+pub fn walk_tar<R: Read, T>(
+    tar: R,
+    reading: &dyn Fn() -> String,
+    mut visit: impl FnMut(String, &mut tar::Entry<'_, R>) -> Result<ControlFlow<T>>,
+) -> Result<Option<T>> {
+    let mut tar = tar::Archive::new(tar);
+    for entry in tar.entries().with_context(reading)? {
+        let mut entry = entry.with_context(reading)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if let ControlFlow::Break(found) = visit(name, &mut entry)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// The named members of a `.tar.gz`, read into memory.

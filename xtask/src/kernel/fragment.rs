@@ -158,6 +158,19 @@ CONFIG_LOG_BUF_SHIFT=14
         parse_fragment("common.config", FRAGMENT).unwrap()
     }
 
+    /// The fragment's unmet options when the final config has `instead` where it had `line`.
+    fn problems_with(line: &str, instead: &str) -> Vec<String> {
+        assert!(FINAL_CONFIG.contains(line), "the final config has no {line:?}");
+        unmet_options(&fragment(), &parse_config(&FINAL_CONFIG.replace(line, instead)))
+    }
+
+    /// Like [`problems_with`], for a change that must give exactly one problem: that problem.
+    fn the_one_problem_with(line: &str, instead: &str) -> String {
+        let problems = problems_with(line, instead);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        problems.into_iter().next().expect("one problem")
+    }
+
     #[test]
     fn parses_values_not_set_and_origins() {
         let options = fragment();
@@ -185,9 +198,8 @@ CONFIG_LOG_BUF_SHIFT=14
 
     #[test]
     fn a_dropped_option_is_named() {
-        let config = parse_config(&FINAL_CONFIG.replace("CONFIG_EROFS_FS=y", "# CONFIG_EROFS_FS is not set"));
         assert_eq!(
-            unmet_options(&fragment(), &config),
+            problems_with("CONFIG_EROFS_FS=y", "# CONFIG_EROFS_FS is not set"),
             [
                 "CONFIG_EROFS_FS=y (common.config:3): the final .config has CONFIG_EROFS_FS not set instead \
               (a dependency is off, or another option overrides it)"
@@ -209,32 +221,23 @@ CONFIG_LOG_BUF_SHIFT=14
 
     #[test]
     fn a_changed_value_is_named() {
-        let config = parse_config(&FINAL_CONFIG.replace("CONFIG_LOG_BUF_SHIFT=14", "CONFIG_LOG_BUF_SHIFT=17"));
-        let problems = unmet_options(&fragment(), &config);
-        assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].starts_with(
-                "CONFIG_LOG_BUF_SHIFT=14 (common.config:7): the final .config has CONFIG_LOG_BUF_SHIFT=17"
-            ),
-            "{problems:?}"
-        );
+        let problem = the_one_problem_with("CONFIG_LOG_BUF_SHIFT=14", "CONFIG_LOG_BUF_SHIFT=17");
+        let expected = "CONFIG_LOG_BUF_SHIFT=14 (common.config:7): the final .config has CONFIG_LOG_BUF_SHIFT=17";
+        assert!(problem.starts_with(expected), "{problem}");
     }
 
     #[test]
     fn a_module_where_builtin_was_asked_is_named() {
-        let config = parse_config(&FINAL_CONFIG.replace("CONFIG_EROFS_FS=y", "CONFIG_EROFS_FS=m"));
-        let problems = unmet_options(&fragment(), &config);
+        let problems = problems_with("CONFIG_EROFS_FS=y", "CONFIG_EROFS_FS=m");
         assert!(problems[0].contains("has CONFIG_EROFS_FS=m instead"), "{problems:?}");
     }
 
     #[test]
     fn an_option_asked_on_but_off_is_reported_and_off_but_on_too() {
-        let config = parse_config(&FINAL_CONFIG.replace("# CONFIG_MODULES is not set", "CONFIG_MODULES=y"));
-        let problems = unmet_options(&fragment(), &config);
-        assert_eq!(problems.len(), 1);
+        let problem = the_one_problem_with("# CONFIG_MODULES is not set", "CONFIG_MODULES=y");
         assert!(
-            problems[0].starts_with("CONFIG_MODULES not set (common.config:4)"),
-            "{problems:?}"
+            problem.starts_with("CONFIG_MODULES not set (common.config:4)"),
+            "{problem}"
         );
     }
 

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use super::deb::{resolve, DebContents, DebNode};
 use super::lock::LockedPackage;
+#[cfg(test)]
+use super::recipe::MINIMAL_TEST_RECIPE;
 use super::recipe::{ArchParams, BundleRule, PackageRecipe, Recipe};
 use super::tree::{ImageTree, Node};
 
@@ -63,21 +65,13 @@ pub fn assemble(
         if path == recipe.busybox.path {
             continue;
         }
-        tree.add(
-            &path,
-            Node::Symlink {
-                target: busybox_target.clone(),
-            },
-            RECIPE_ORIGIN,
-        )?;
+        tree.add(&path, Node::symlink(busybox_target.clone()), RECIPE_ORIGIN)?;
     }
 
     for link in &recipe.symlinks {
         tree.add(
             &params.expand(&link.path),
-            Node::Symlink {
-                target: params.expand(&link.target),
-            },
+            Node::symlink(params.expand(&link.target)),
             RECIPE_ORIGIN,
         )?;
     }
@@ -107,7 +101,7 @@ fn add_package(tree: &mut ImageTree, params: &ArchParams, package: &Package, rul
         for entry_name in &rule.names {
             let path = format!("{from}/{entry_name}");
             let node = match package.contents.entries.get(&path) {
-                Some(DebNode::Symlink { target }) => Node::Symlink { target: target.clone() },
+                Some(DebNode::Symlink { target }) => Node::symlink(target.clone()),
                 Some(DebNode::File { bytes, mode }) => file_node(bytes, *mode),
                 _ => bail!("package {who} has no file /{path} (named in its `dirs` rule in the recipe)"),
             };
@@ -117,11 +111,7 @@ fn add_package(tree: &mut ImageTree, params: &ArchParams, package: &Package, rul
 
     for rule in &rule_set.bundles {
         let bytes = bundle(package, params, rule)?;
-        let node = Node::File {
-            bytes,
-            executable: false,
-        };
-        tree.add(&params.expand(&rule.to), node, name)?;
+        tree.add(&params.expand(&rule.to), Node::file(bytes, false), name)?;
     }
     Ok(())
 }
@@ -162,10 +152,7 @@ fn bundle(package: &Package, params: &ArchParams, rule: &BundleRule) -> Result<V
 
 /// A package file as an image file: executable when the package made it so.
 fn file_node(bytes: &[u8], mode: u32) -> Node {
-    Node::File {
-        bytes: bytes.to_vec(),
-        executable: mode & 0o111 != 0,
-    }
+    Node::file(bytes, mode & 0o111 != 0)
 }
 
 /// The symlink target for an applet: the bare name when busybox sits in the same directory.
@@ -180,31 +167,19 @@ fn applet_target(busybox_path: &str, applets_dir: &str) -> String {
 mod tests {
     use super::*;
 
-    const RECIPE: &str = r#"
-size_budget_bytes = 1000
-mount_points = ["proc", "arcbox"]
-library_packages = []
-overlay_dir = "rootfs-overlay"
-busybox = { path = "bin/busybox", applets_dir = "bin", applets = ["sh", "mount"] }
-
-[arch.arm64]
-deb_arch = "arm64"
-triplet = "aarch64-linux-gnu"
-
-[arch.x86_64]
-deb_arch = "amd64"
-triplet = "x86_64-linux-gnu"
-
-[[package]]
-name = "tools"
-files = [{ from = "bin/busybox", to = "bin/busybox" }]
-dirs = [{ from = "usr/lib/{triplet}/xtables", to = "usr/lib/{triplet}/xtables", names = ["libxt_NAT.so", "libxt_DNAT.so"] }]
+    /// The minimal recipe with its one package renamed `tools` and given a `dirs` and a `bundles`
+    /// rule besides its `files` rule (its table is the last one), then a recipe symlink.
+    fn recipe_text() -> String {
+        let minimal = MINIMAL_TEST_RECIPE.replace("name = \"busybox-static\"", "name = \"tools\"");
+        minimal
+            + r#"dirs = [{ from = "usr/lib/{triplet}/xtables", to = "usr/lib/{triplet}/xtables", names = ["libxt_NAT.so", "libxt_DNAT.so"] }]
 bundles = [{ from_dir = "usr/share/certs", suffix = ".crt", to = "cacerts/ca-certificates.crt" }]
 
 [[symlink]]
 path = "sbin/iptables"
 target = "xtables-legacy-multi"
-"#;
+"#
+    }
 
     fn package() -> Package {
         let mut entries = BTreeMap::new();
@@ -240,7 +215,7 @@ target = "xtables-legacy-multi"
 
     #[test]
     fn builds_the_tree_from_rules() {
-        let recipe = Recipe::parse(RECIPE).unwrap();
+        let recipe = Recipe::parse(&recipe_text()).unwrap();
         let params = recipe.arch_params(boot_assets::Arch::Arm64);
         let local = LocalInput {
             source: "init/init".into(),
@@ -282,14 +257,15 @@ target = "xtables-legacy-multi"
 
     #[test]
     fn a_missing_package_file_names_package_and_file() {
-        let recipe = Recipe::parse(&RECIPE.replace("from = \"bin/busybox\"", "from = \"bin/busybox-nope\"")).unwrap();
+        let recipe =
+            Recipe::parse(&recipe_text().replace("from = \"bin/busybox\"", "from = \"bin/busybox-nope\"")).unwrap();
         let params = recipe.arch_params(boot_assets::Arch::Arm64);
         let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "package tools 1 (arm64) has no file /bin/busybox-nope (asked for by its `files` rule in the recipe)"
         );
-        let recipe = Recipe::parse(&RECIPE.replace("\"libxt_DNAT.so\"", "\"libxt_FOO.so\"")).unwrap();
+        let recipe = Recipe::parse(&recipe_text().replace("\"libxt_DNAT.so\"", "\"libxt_FOO.so\"")).unwrap();
         let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -209,32 +209,22 @@ mod tests {
         })
     }
 
-    fn file(bytes: &[u8], executable: bool) -> Node {
-        Node::File {
-            bytes: bytes.to_vec(),
-            executable,
-        }
-    }
-
     fn good_tree() -> ImageTree {
         let mut tree = ImageTree::default();
-        tree.add("bin/busybox", file(b"\x7fELFstatic", true), "busybox-static")
+        tree.add("bin/busybox", Node::file(b"\x7fELFstatic", true), "busybox-static")
+            .unwrap();
+        tree.add("bin/sh", Node::symlink("busybox"), "recipe").unwrap();
+        tree.add("sbin/init", Node::file(b"#!/bin/sh\necho hi\n", true), "init/init")
+            .unwrap();
+        tree.add("sbin/tool", Node::file(b"\x7fELFdyn", true), "tool").unwrap();
+        tree.add("lib64/ld.so", Node::file(b"\x7fELFstatic loader", true), "libc6")
             .unwrap();
         tree.add(
-            "bin/sh",
-            Node::Symlink {
-                target: "busybox".into(),
-            },
-            "recipe",
+            "lib/x86_64-linux-gnu/libc.so.6",
+            Node::file(b"\x7fELFlib", false),
+            "libc6",
         )
         .unwrap();
-        tree.add("sbin/init", file(b"#!/bin/sh\necho hi\n", true), "init/init")
-            .unwrap();
-        tree.add("sbin/tool", file(b"\x7fELFdyn", true), "tool").unwrap();
-        tree.add("lib64/ld.so", file(b"\x7fELFstatic loader", true), "libc6")
-            .unwrap();
-        tree.add("lib/x86_64-linux-gnu/libc.so.6", file(b"\x7fELFlib", false), "libc6")
-            .unwrap();
         tree
     }
 
@@ -252,18 +242,13 @@ mod tests {
         let mut tree = good_tree();
         tree.entries.remove("lib/x86_64-linux-gnu/libc.so.6");
         tree.entries.remove("bin/busybox");
-        tree.add("bin/busybox", file(b"\x7fELFdyn", true), "busybox").unwrap();
-        tree.add("sbin/arm", file(b"\x7fELFarm", true), "arm-pkg").unwrap();
-        tree.add(
-            "sbin/broken",
-            Node::Symlink {
-                target: "/nowhere".into(),
-            },
-            "recipe",
-        )
-        .unwrap();
+        tree.add("bin/busybox", Node::file(b"\x7fELFdyn", true), "busybox")
+            .unwrap();
+        tree.add("sbin/arm", Node::file(b"\x7fELFarm", true), "arm-pkg")
+            .unwrap();
+        tree.add("sbin/broken", Node::symlink("/nowhere"), "recipe").unwrap();
         tree.entries.remove("sbin/init");
-        tree.add("sbin/init", file(b"#!/bin/bash\n", true), "init/init")
+        tree.add("sbin/init", Node::file(b"#!/bin/bash\n", true), "init/init")
             .unwrap();
         let err = check_image(&tree, Machine::X86_64, &dirs(), "bin/busybox", &describe).unwrap_err();
         assert_eq!(
@@ -282,7 +267,8 @@ mod tests {
     fn init_must_be_executable() {
         let mut tree = good_tree();
         tree.entries.remove("sbin/init");
-        tree.add("sbin/init", file(b"#!/bin/sh\n", false), "init/init").unwrap();
+        tree.add("sbin/init", Node::file(b"#!/bin/sh\n", false), "init/init")
+            .unwrap();
         let err = check_image(&tree, Machine::X86_64, &dirs(), "bin/busybox", &describe).unwrap_err();
         assert!(
             err.to_string()

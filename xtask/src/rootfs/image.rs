@@ -203,32 +203,10 @@ mod tests {
 
     fn tree() -> ImageTree {
         let mut tree = ImageTree::default();
-        tree.add(
-            "bin/busybox",
-            Node::File {
-                bytes: vec![0; 300],
-                executable: true,
-            },
-            "busybox-static",
-        )
-        .unwrap();
-        tree.add(
-            "etc/x",
-            Node::File {
-                bytes: vec![0; 10],
-                executable: false,
-            },
-            "overlay",
-        )
-        .unwrap();
-        tree.add(
-            "bin/sh",
-            Node::Symlink {
-                target: "busybox".into(),
-            },
-            "recipe",
-        )
-        .unwrap();
+        tree.add("bin/busybox", Node::file(vec![0; 300], true), "busybox-static")
+            .unwrap();
+        tree.add("etc/x", Node::file(vec![0; 10], false), "overlay").unwrap();
+        tree.add("bin/sh", Node::symlink("busybox"), "recipe").unwrap();
         tree
     }
 

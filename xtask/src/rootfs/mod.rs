@@ -321,9 +321,7 @@ fn read_local_inputs(recipe: &Recipe) -> Result<Vec<LocalInput>> {
         } else if kind.is_symlink() {
             let target = std::fs::read_link(item.path())
                 .with_context(|| format!("reading symlink {}", item.path().display()))?;
-            Node::Symlink {
-                target: target.to_string_lossy().into_owned(),
-            }
+            Node::symlink(target.to_string_lossy().into_owned())
         } else {
             let bytes = std::fs::read(item.path()).with_context(|| format!("reading {}", item.path().display()))?;
             let mode = item.metadata()?.permissions().mode();

@@ -270,11 +270,10 @@ fn check_file_name(name: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
+/// The smallest valid recipe, for unit tests here and in `assemble.rs`: one static busybox package
+/// and the C library, for both contract arches.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
+pub(crate) const MINIMAL_TEST_RECIPE: &str = r#"
 size_budget_bytes = 1000
 mount_points = ["proc"]
 library_packages = ["libc6"]
@@ -294,6 +293,10 @@ name = "busybox-static"
 files = [{ from = "bin/busybox", to = "bin/busybox" }]
 "#;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     #[test]
     fn the_checked_in_recipe_is_valid() {
         let recipe = Recipe::load(&crate::util::project_root().join("manifests/rootfs.toml")).unwrap();
@@ -302,7 +305,7 @@ files = [{ from = "bin/busybox", to = "bin/busybox" }]
 
     #[test]
     fn parses_a_minimal_recipe_and_expands_the_triplet() {
-        let recipe = Recipe::parse(MINIMAL).unwrap();
+        let recipe = Recipe::parse(MINIMAL_TEST_RECIPE).unwrap();
         assert_eq!(recipe.package_names(), ["busybox-static", "libc6"]);
         let params = recipe.arch_params(Arch::Arm64);
         assert_eq!(
@@ -314,20 +317,22 @@ files = [{ from = "bin/busybox", to = "bin/busybox" }]
 
     #[test]
     fn errors_name_the_field() {
-        let err = Recipe::parse(&MINIMAL.replace("to = \"bin/busybox\"", "to = \"/bin/busybox\"")).unwrap_err();
+        let err =
+            Recipe::parse(&MINIMAL_TEST_RECIPE.replace("to = \"bin/busybox\"", "to = \"/bin/busybox\"")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "package busybox-static files.to \"/bin/busybox\" must be a relative path without `.`, `..`, \
              empty components or a trailing `/`"
         );
-        let err = Recipe::parse(&MINIMAL.replace("[arch.x86_64]", "[arch.riscv64]")).unwrap_err();
+        let err = Recipe::parse(&MINIMAL_TEST_RECIPE.replace("[arch.x86_64]", "[arch.riscv64]")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "[arch.x86_64] is missing: the recipe must give deb_arch and triplet for every arch"
         );
-        let err = Recipe::parse(&MINIMAL.replace("applets = [\"sh\"]", "applets = [\"sh\", \"sh\"]")).unwrap_err();
+        let err = Recipe::parse(&MINIMAL_TEST_RECIPE.replace("applets = [\"sh\"]", "applets = [\"sh\", \"sh\"]"))
+            .unwrap_err();
         assert_eq!(err.to_string(), "busybox applet \"sh\" is listed twice");
-        let err = Recipe::parse(&MINIMAL.replace(
+        let err = Recipe::parse(&MINIMAL_TEST_RECIPE.replace(
             "library_packages = [\"libc6\"]",
             "library_packages = [\"busybox-static\"]",
         ))
@@ -336,7 +341,7 @@ files = [{ from = "bin/busybox", to = "bin/busybox" }]
             err.to_string(),
             "library package \"busybox-static\" is listed twice (or also as a [[package]])"
         );
-        let err = Recipe::parse(&MINIMAL.replace("size_budget_bytes", "size_budget")).unwrap_err();
+        let err = Recipe::parse(&MINIMAL_TEST_RECIPE.replace("size_budget_bytes", "size_budget")).unwrap_err();
         assert!(err.to_string().contains("size_budget"), "{err}");
     }
 }

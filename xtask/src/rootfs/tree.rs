@@ -18,6 +18,21 @@ pub enum Node {
     Symlink { target: String },
 }
 
+impl Node {
+    /// A regular file holding `bytes`.
+    pub fn file(bytes: impl Into<Vec<u8>>, executable: bool) -> Node {
+        Node::File {
+            bytes: bytes.into(),
+            executable,
+        }
+    }
+
+    /// A symlink pointing at `target` (relative to its own directory, or absolute in the image).
+    pub fn symlink(target: impl Into<String>) -> Node {
+        Node::Symlink { target: target.into() }
+    }
+}
+
 /// One image path's content and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -106,10 +121,7 @@ mod tests {
     use super::*;
 
     fn file(bytes: &[u8]) -> Node {
-        Node::File {
-            bytes: bytes.to_vec(),
-            executable: false,
-        }
+        Node::file(bytes, false)
     }
 
     #[test]
@@ -136,30 +148,9 @@ mod tests {
     fn resolves_symlinks_inside_the_image() {
         let mut tree = ImageTree::default();
         tree.add("bin/busybox", file(b"bb"), "busybox-static").unwrap();
-        tree.add(
-            "bin/sh",
-            Node::Symlink {
-                target: "busybox".into(),
-            },
-            "recipe",
-        )
-        .unwrap();
-        tree.add(
-            "sbin/sh",
-            Node::Symlink {
-                target: "/bin/sh".into(),
-            },
-            "recipe",
-        )
-        .unwrap();
-        tree.add(
-            "sbin/dangling",
-            Node::Symlink {
-                target: "nowhere".into(),
-            },
-            "recipe",
-        )
-        .unwrap();
+        tree.add("bin/sh", Node::symlink("busybox"), "recipe").unwrap();
+        tree.add("sbin/sh", Node::symlink("/bin/sh"), "recipe").unwrap();
+        tree.add("sbin/dangling", Node::symlink("nowhere"), "recipe").unwrap();
         assert_eq!(tree.resolve("/sbin/sh").unwrap().0, "bin/busybox");
         assert!(tree.resolve("sbin/dangling").is_none());
         assert_eq!(tree.files().count(), 1);

@@ -5,6 +5,7 @@
 //! rename).
 
 use std::io::{Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Component, Path};
 
 use anyhow::{bail, Context, Result};
@@ -44,19 +45,12 @@ pub fn extract_deb_member(package: &Path, member: &str, output: &Path) -> Result
 /// the member named `member` to `output`.
 fn extract_from_tar(tar: impl Read, origin: &Path, what: &str, member: &str, output: &Path) -> Result<String> {
     let archive = origin;
-    let mut tar = tar::Archive::new(tar);
+    let reading = || format!("reading {} as {what}", archive.display());
     let mut names = Vec::new();
-    let entries = tar
-        .entries()
-        .with_context(|| format!("reading {} as {what}", archive.display()))?;
-    for entry in entries {
-        let mut entry = entry.with_context(|| format!("reading {} as {what}", archive.display()))?;
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let normalized = name.trim_start_matches("./");
-        if normalized != member {
+    let written = crate::archive::walk_tar(tar, &reading, |name, entry| {
+        if name.trim_start_matches("./") != member {
             names.push(name);
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         let path = Path::new(&name);
         if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -78,8 +72,12 @@ fn extract_from_tar(tar: impl Read, origin: &Path, what: &str, member: &str, out
                 archive.display()
             );
         }
-        return write_executable(&mut entry, output)
-            .with_context(|| format!("extracting {name:?} from {}", archive.display()));
+        write_executable(entry, output)
+            .with_context(|| format!("extracting {name:?} from {}", archive.display()))
+            .map(ControlFlow::Break)
+    })?;
+    if let Some(sha256) = written {
+        return Ok(sha256);
     }
     bail!(
         "{}: no member {member:?}; closest members: {}",

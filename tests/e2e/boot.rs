@@ -21,27 +21,6 @@ const CHECK_BOOT_TIMEOUT_SECS: u64 = 180;
 /// Timeout of a boot that only exercises the init.
 const SHORT_BOOT_TIMEOUT_SECS: u64 = 90;
 
-/// Every check the check agent must report `ok`.
-const GUEST_CHECKS: &[&str] = &[
-    "mount/proc",
-    "mount/sys",
-    "mount/dev",
-    "root-erofs-ro",
-    "root-not-writable",
-    "arcbox-virtiofs",
-    "btrfs",
-    "iptables-legacy",
-    "iptables-nat",
-    "iptables-save",
-    "ip6tables",
-    "ebtables",
-    "ethtool",
-    "socat",
-    "ca-bundle",
-    "no-modules",
-    "kernel-config",
-];
-
 /// The FEX rule of the contract, exactly as the init must register it.
 const FEX_RULE: &str = r":FEX-x86_64:M:0:\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00:\xff\xff\xff\xff\xff\xfe\xfe\x00\x00\x00\x00\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/arcbox/runtime/bin/FEX:POCF";
 
@@ -112,9 +91,7 @@ fn install_fex_through_the_pipeline(assets: &boot::Assets, work: &Path) -> PathB
 }
 
 fn full_guest_checks(arch: Arch) {
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
-    let _lock = boot::boot_lock();
+    let (assets, _lock) = boot::qemu_assets_and_lock(arch);
     let dir = tempfile::tempdir().unwrap();
     let expected = dir.path().join("expected-kernel-options");
     std::fs::write(&expected, boot::expected_kernel_options(arch)).unwrap();
@@ -127,14 +104,7 @@ fn full_guest_checks(arch: Arch) {
     booted.assert_success();
     let console = booted.console();
     let checks = boot::parse_checks(&console);
-    let failed: Vec<String> = GUEST_CHECKS
-        .iter()
-        .filter_map(|name| match checks.get(*name) {
-            Some((true, _)) => None,
-            Some((false, detail)) => Some(format!("{name}: {detail}")),
-            None => Some(format!("{name}: no CHECK line")),
-        })
-        .collect();
+    let failed = boot::failed_checks(&checks, &boot::expected_checks(boot::CHECK_AGENT_EXPECTED));
     assert!(
         failed.is_empty(),
         "{arch}: guest checks failed:\n  {}\n--- console tail ---\n{}",
@@ -149,21 +119,14 @@ fn full_guest_checks(arch: Arch) {
     eprintln!("{arch} boot report:\n{report}");
 }
 
-/// The seed's name for the x86_64 boot test: real kernel, real rootfs, every guest check.
-#[test]
-fn qemu_boots_x86_64_linux() {
-    full_guest_checks(Arch::X86_64);
-}
-
-#[test]
-fn qemu_boots_arm64_linux() {
-    full_guest_checks(Arch::Arm64);
-}
+support::test_per_case!(full_guest_checks {
+    /// The seed's name for the x86_64 boot test: real kernel, real rootfs, every guest check.
+    qemu_boots_x86_64_linux: Arch::X86_64,
+    qemu_boots_arm64_linux: Arch::Arm64,
+});
 
 fn agent_that_exits_is_restarted(arch: Arch) {
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
-    let _lock = boot::boot_lock();
+    let (assets, _lock) = boot::qemu_assets_and_lock(arch);
     let dir = tempfile::tempdir().unwrap();
     // The share is writable: the count survives the agent's restarts. Runs 1 and 2 exit with
     // an error; run 3 powers the machine off.
@@ -200,20 +163,13 @@ exit 1
     booted.assert_success();
 }
 
-#[test]
-fn init_restarts_an_agent_that_exits_x86_64() {
-    agent_that_exits_is_restarted(Arch::X86_64);
-}
-
-#[test]
-fn init_restarts_an_agent_that_exits_arm64() {
-    agent_that_exits_is_restarted(Arch::Arm64);
-}
+support::test_per_case!(agent_that_exits_is_restarted {
+    init_restarts_an_agent_that_exits_x86_64: Arch::X86_64,
+    init_restarts_an_agent_that_exits_arm64: Arch::Arm64,
+});
 
 fn missing_agent_powers_off(arch: Arch) {
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
-    let _lock = boot::boot_lock();
+    let (assets, _lock) = boot::qemu_assets_and_lock(arch);
     let booted = boot::run_boot(&mut boot::boot_command(arch, &assets, None, SHORT_BOOT_TIMEOUT_SECS));
     let console = booted.console();
     booted.assert_success();
@@ -236,20 +192,13 @@ fn missing_agent_powers_off(arch: Arch) {
     );
 }
 
-#[test]
-fn init_powers_off_cleanly_without_an_agent_x86_64() {
-    missing_agent_powers_off(Arch::X86_64);
-}
-
-#[test]
-fn init_powers_off_cleanly_without_an_agent_arm64() {
-    missing_agent_powers_off(Arch::Arm64);
-}
+support::test_per_case!(missing_agent_powers_off {
+    init_powers_off_cleanly_without_an_agent_x86_64: Arch::X86_64,
+    init_powers_off_cleanly_without_an_agent_arm64: Arch::Arm64,
+});
 
 fn debug_console_gives_a_shell(arch: Arch) {
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
-    let _lock = boot::boot_lock();
+    let (assets, _lock) = boot::qemu_assets_and_lock(arch);
     let dir = tempfile::tempdir().unwrap();
     // Should the init go on to the agent while the shell runs, this agent keeps the machine up.
     let agent = boot::script_agent(dir.path(), "idle-agent.sh", "echo 'arcbox-agent: idle'\nsleep 600\n");
@@ -283,15 +232,10 @@ fn debug_console_gives_a_shell(arch: Arch) {
     );
 }
 
-#[test]
-fn debug_console_gives_a_shell_x86_64() {
-    debug_console_gives_a_shell(Arch::X86_64);
-}
-
-#[test]
-fn debug_console_gives_a_shell_arm64() {
-    debug_console_gives_a_shell(Arch::Arm64);
-}
+support::test_per_case!(debug_console_gives_a_shell {
+    debug_console_gives_a_shell_x86_64: Arch::X86_64,
+    debug_console_gives_a_shell_arm64: Arch::Arm64,
+});
 
 /// `\x7f…` escapes of the FEX rule's field `index` → lowercase hex, as binfmt_misc prints it.
 fn rule_field_hex(index: usize) -> String {
@@ -329,8 +273,7 @@ fi
 #[test]
 fn arm64_registers_fex_and_runs_x86_64_programs_through_it() {
     let arch = Arch::Arm64;
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
+    let assets = boot::qemu_and_assets(arch);
     let dir = tempfile::tempdir().unwrap();
     // One chain, as in a release: `fex` builds and stages the interpreter, `release` puts it in
     // the manifest, `cdn-tree` lays the CDN out, nginx serves it, and the AssetManager (`fetch`)
@@ -395,8 +338,7 @@ fn arm64_registers_fex_and_runs_x86_64_programs_through_it() {
 #[test]
 fn arm64_without_fex_registers_no_x86_64_handler() {
     let arch = Arch::Arm64;
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
+    let assets = boot::qemu_and_assets(arch);
     let dir = tempfile::tempdir().unwrap();
     let agent = fex_agent(dir.path());
     let _lock = boot::boot_lock();
@@ -427,8 +369,7 @@ fn fex_rule_hex_matches_the_contract_bytes() {
 #[test]
 fn boot_times_out_kills_qemu_and_shows_the_console() {
     let arch = Arch::Arm64;
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
+    let assets = boot::qemu_and_assets(arch);
     let dir = tempfile::tempdir().unwrap();
     let agent = boot::script_agent(dir.path(), "hung-agent.sh", "echo 'arcbox-agent: hanging'\nsleep 600\n");
     let _lock = boot::boot_lock();
@@ -456,8 +397,7 @@ fn boot_times_out_kills_qemu_and_shows_the_console() {
 #[test]
 fn boot_takes_a_release_tarball() {
     let arch = Arch::X86_64;
-    boot::require_qemu(arch);
-    let assets = boot::assets(arch);
+    let assets = boot::qemu_and_assets(arch);
     let dir = tempfile::tempdir().unwrap();
     let tarball = match &assets {
         Assets::Tarball(path) => path.clone(),

@@ -22,6 +22,9 @@ use crate::support::{self, xtask};
 /// The agent that checks the guest from the inside.
 pub const CHECK_AGENT: &str = "tests/fixtures/agent/check-agent.sh";
 
+/// Every check the check agent must report `ok`, one a line.
+pub const CHECK_AGENT_EXPECTED: &str = "tests/fixtures/agent/check-agent.expected";
+
 /// Where the check agent finds the fragment options it must see in /proc/config.gz.
 pub const EXPECTED_OPTIONS_IN_SHARE: &str = "test/expected-kernel-options";
 
@@ -108,6 +111,20 @@ pub fn assets(arch: Arch) -> Assets {
         .entry(arch.as_str())
         .or_insert_with(|| resolve_assets(arch))
         .clone()
+}
+
+/// What a boot test starts with: QEMU and virtiofsd checked (see [`require_qemu`]), then the
+/// assets of `arch`.
+pub fn qemu_and_assets(arch: Arch) -> Assets {
+    require_qemu(arch);
+    assets(arch)
+}
+
+/// [`qemu_and_assets`], then the [`boot_lock`] (keep the guard for the whole boot), for a test
+/// that boots at once.
+pub fn qemu_assets_and_lock(arch: Arch) -> (Assets, MutexGuard<'static, ()>) {
+    let assets = qemu_and_assets(arch);
+    (assets, boot_lock())
 }
 
 fn resolve_assets(arch: Arch) -> Assets {
@@ -283,6 +300,34 @@ pub fn parse_checks(console: &str) -> BTreeMap<String, (bool, String)> {
         );
     }
     checks
+}
+
+/// The check names an `.expected` file beside an agent lists, one a line (`#` comments and blank
+/// lines skipped), in order.
+pub fn expected_checks(path: &str) -> Vec<String> {
+    let full = support::project_root().join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()));
+    let checks: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert!(!checks.is_empty(), "{path} lists no checks");
+    checks
+}
+
+/// The `name: detail` of every check of `expected` that `checks` does not have as `ok`
+/// (`name: no CHECK line` for one the agent never reported), in the order of `expected`.
+pub fn failed_checks(checks: &BTreeMap<String, (bool, String)>, expected: &[String]) -> Vec<String> {
+    expected
+        .iter()
+        .filter_map(|name| match checks.get(name) {
+            Some((true, _)) => None,
+            Some((false, detail)) => Some(format!("{name}: {detail}")),
+            None => Some(format!("{name}: no CHECK line")),
+        })
+        .collect()
 }
 
 /// The options `arch`'s kernel must have, as the `.config` lines they must appear as, for the

@@ -13,54 +13,10 @@ use boot_assets::Arch;
 use crate::boot_support::{self as boot, Assets};
 use crate::containers_support::{self as containers, CONTAINER_AGENT};
 use crate::recipe;
-use crate::support::project_root;
+use crate::support::{self, project_root};
 
 /// Timeout of one container boot under TCG (measured: about 150 s on arm64).
 const CONTAINER_BOOT_TIMEOUT_SECS: u64 = 600;
-
-/// The checks of the agent that do not depend on the recipe, each a point of the issue.
-const CONTAINER_CHECKS: &[&str] = &[
-    // cgroup v2 with the controllers a runtime delegates.
-    "cgroup2-mount",
-    "cgroup/cpu",
-    "cgroup/cpuset",
-    "cgroup/io",
-    "cgroup/memory",
-    "cgroup/pids",
-    // runc runs a busybox bundle (with a seccomp filter, so libseccomp is loaded).
-    "runc-run",
-    "runc-seccomp",
-    // Every iptables and ip6tables table lists.
-    "iptables/filter",
-    "iptables/nat",
-    "iptables/mangle",
-    "iptables/raw",
-    "ip6tables/filter",
-    "ip6tables/nat",
-    "ip6tables/mangle",
-    "ip6tables/raw",
-    "ipset",
-    "iptables-rules",
-    // The link types container networks create.
-    "link/bridge",
-    "link/veth",
-    "link/vxlan",
-    "link/macvlan",
-    "link/ipvlan",
-    "link/dummy",
-    "link/wireguard",
-    // containerd with its state on the btrfs data disk, a container through ctr.
-    "containerd-state-btrfs",
-    "containerd",
-    "ctr-run",
-    "container-netns",
-    "container-to-guest",
-    "container-masquerade",
-    "container-dnat",
-    "container-seccomp",
-    "container-memory-max",
-    "container-pids-max",
-];
 
 fn containers_run_in_the_guest(arch: Arch) {
     let started = Instant::now();
@@ -92,19 +48,11 @@ fn containers_run_in_the_guest(arch: Arch) {
     booted.assert_success();
     let console = booted.console();
     let checks = boot::parse_checks(&console);
-    let expected: Vec<String> = CONTAINER_CHECKS
-        .iter()
-        .map(|name| (*name).to_owned())
+    let expected: Vec<String> = boot::expected_checks(containers::CONTAINER_AGENT_EXPECTED)
+        .into_iter()
         .chain(rules.iter().map(recipe::ExtensionRule::check_name))
         .collect();
-    let failed: Vec<String> = expected
-        .iter()
-        .filter_map(|name| match checks.get(name) {
-            Some((true, _)) => None,
-            Some((false, detail)) => Some(format!("{name}: {detail}")),
-            None => Some(format!("{name}: no CHECK line")),
-        })
-        .collect();
+    let failed = boot::failed_checks(&checks, &expected);
     assert!(
         failed.is_empty(),
         "{arch}: {} of {} container checks failed:\n  {}\n--- console tail ---\n{}",
@@ -133,15 +81,10 @@ fn containers_run_in_the_guest(arch: Arch) {
     );
 }
 
-#[test]
-fn containers_run_in_the_x86_64_guest() {
-    containers_run_in_the_guest(Arch::X86_64);
-}
-
-#[test]
-fn containers_run_in_the_arm64_guest() {
-    containers_run_in_the_guest(Arch::Arm64);
-}
+support::test_per_case!(containers_run_in_the_guest {
+    containers_run_in_the_x86_64_guest: Arch::X86_64,
+    containers_run_in_the_arm64_guest: Arch::Arm64,
+});
 
 #[test]
 fn the_binaries_config_takes_every_program_from_a_pinned_package() {

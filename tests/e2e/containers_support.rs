@@ -28,6 +28,9 @@ use crate::support::{self, project_root, run_ok, xtask};
 /// The agent that checks containers from inside the guest.
 pub const CONTAINER_AGENT: &str = "tests/fixtures/agent/container-agent.sh";
 
+/// The checks of the container agent that do not depend on the recipe, one a line.
+pub const CONTAINER_AGENT_EXPECTED: &str = "tests/fixtures/agent/container-agent.expected";
+
 /// The pinned package files.
 const PACKAGES_LOCK: &str = "tests/fixtures/containers/packages.lock";
 
@@ -102,7 +105,6 @@ fn cache_dir() -> PathBuf {
 
 /// apt with private state for one Debian architecture.
 struct PrivateApt {
-    deb_arch: String,
     root: PathBuf,
 }
 
@@ -115,27 +117,30 @@ impl PrivateApt {
         if !root.join("state/status").exists() {
             std::fs::write(root.join("state/status"), b"").unwrap();
         }
-        std::fs::copy(project_root().join(PRIVATE_APT_CONF_PATH), root.join("apt.conf")).unwrap();
-        PrivateApt {
-            deb_arch: deb_arch.to_owned(),
-            root,
-        }
+        // The private apt.conf: the checked-in template, then the settings that point apt at this
+        // state and arch (apt reads it after the host's configuration).
+        let template = project_root().join(PRIVATE_APT_CONF_PATH);
+        let mut conf =
+            std::fs::read_to_string(&template).unwrap_or_else(|e| panic!("reading {}: {e}", template.display()));
+        let (state, cache) = (root.join("state"), root.join("cache"));
+        conf.push_str(&format!(
+            "APT::Architecture \"{deb_arch}\";\n\
+             APT::Architectures \"{deb_arch}\";\n\
+             Dir::State \"{}\";\n\
+             Dir::State::status \"{}\";\n\
+             Dir::Cache \"{}\";\n\
+             APT::Sandbox::User \"root\";\n",
+            state.display(),
+            state.join("status").display(),
+            cache.display()
+        ));
+        std::fs::write(root.join("apt.conf"), conf).unwrap();
+        PrivateApt { root }
     }
 
     fn command(&self, tool: &str) -> Command {
-        let state = self.root.join("state");
         let mut command = Command::new(support::require_tool(tool));
         command.arg("-c").arg(self.root.join("apt.conf"));
-        for (key, value) in [
-            ("APT::Architecture", self.deb_arch.clone()),
-            ("APT::Architectures", self.deb_arch.clone()),
-            ("Dir::State", state.display().to_string()),
-            ("Dir::State::status", state.join("status").display().to_string()),
-            ("Dir::Cache", self.root.join("cache").display().to_string()),
-            ("APT::Sandbox::User", "root".to_owned()),
-        ] {
-            command.arg("-o").arg(format!("{key}={value}"));
-        }
         command
     }
 

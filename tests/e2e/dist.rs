@@ -13,24 +13,19 @@ use boot_assets::{cdn, Arch, Manifest};
 
 use crate::fixtures::{write_fixture_inputs, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
-use crate::support::{files_under, require_tool, run_fails, run_ok, sha256_file, sha256_hex, xtask};
+use crate::support::{files_under, require_tool, run_fails, run_ok, sha256_hex, write_tgz, xtask, TgzMember};
 
 const VERSION: &str = "0.4.0";
 
 /// The upstream files: `docker.tgz` with `docker/dockerd`, and a direct binary `tool`.
 fn serve_upstream(dir: &Path) -> (String, String) {
     let tgz = dir.join("docker.tgz");
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    let body = b"\x7fELF dockerd for dist";
-    let mut header = tar::Header::new_gnu();
-    header.set_size(body.len() as u64);
-    header.set_mode(0o755);
-    header.set_cksum();
-    tar.append_data(&mut header, "docker/dockerd", &body[..]).unwrap();
-    tar.into_inner().unwrap().finish().unwrap();
+    let tgz_sha256 = write_tgz(
+        &tgz,
+        &[TgzMember::Program("docker/dockerd", b"\x7fELF dockerd for dist")],
+    );
     std::fs::write(dir.join("tool"), b"\x7fELF tool for dist").unwrap();
-    (sha256_file(&tgz), sha256_hex(b"\x7fELF tool for dist"))
+    (tgz_sha256, sha256_hex(b"\x7fELF tool for dist"))
 }
 
 fn binaries_config(base: &str, tgz_sha256: &str, tool_sha256: &str) -> String {

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use boot_assets::{cdn, Arch, Binary};
 
-use crate::support::{project_root, require_tool, run_fails, run_ok, sha256_hex, xtask};
+use crate::support::{project_root, require_tool, run_fails, run_ok, sha256_hex, stdout_of, xtask};
 
 fn require_build_tools() {
     require_tool("cmake");
@@ -95,7 +95,7 @@ fn standin_is_built_static_pie_staged_and_recorded() {
     let bytes = std::fs::read(&staged).unwrap();
     assert_eq!(entry.sha256, sha256_hex(&bytes));
     assert_eq!(std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777, 0o755);
-    let description = String::from_utf8(run_ok(Command::new(file).arg("-b").arg(&staged)).stdout).unwrap();
+    let description = stdout_of(Command::new(file).arg("-b").arg(&staged));
     assert!(description.contains("ARM aarch64"), "{description}");
     assert!(description.contains("static-pie linked"), "{description}");
     // Both patches were applied, in name order (the second only applies on top of the first).
@@ -106,14 +106,13 @@ fn standin_is_built_static_pie_staged_and_recorded() {
     );
     // No PT_INTERP, no DT_NEEDED (readelf's own view, besides the xtask's goblin check).
     let readelf = require_tool("readelf");
-    let program_headers = String::from_utf8(run_ok(Command::new(&readelf).arg("-lW").arg(&staged)).stdout).unwrap();
+    let program_headers = stdout_of(Command::new(&readelf).arg("-lW").arg(&staged));
     assert!(!program_headers.contains("INTERP"), "{program_headers}");
-    let dynamic = String::from_utf8(run_ok(Command::new(&readelf).arg("-dW").arg(&staged)).stdout).unwrap();
+    let dynamic = stdout_of(Command::new(&readelf).arg("-dW").arg(&staged));
     assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
     // It runs (qemu-user) and, with our FEXServer patch, starts without a FEXServer.
     let qemu = require_tool("qemu-aarch64");
-    let ran = run_ok(Command::new(qemu).arg(&staged).arg("first-argument"));
-    let stdout = String::from_utf8_lossy(&ran.stdout);
+    let stdout = stdout_of(Command::new(qemu).arg(&staged).arg("first-argument"));
     assert!(stdout.starts_with("FEX-STANDIN-RAN argc=2 ["), "{stdout}");
     assert!(
         stdout.contains("[first-argument] (FEX-STANDIN build: patched-1-then-2)"),
@@ -465,11 +464,20 @@ fn repo_builds_exactly_the_pinned_commit_with_its_submodules() {
     let commit = String::from_utf8(git_in(&upstream, &["rev-parse", "HEAD"]).stdout).unwrap();
     let commit = commit.trim().to_owned();
     let repo = format!("file://{}", upstream.display());
-    let with_file_protocol = |command: &mut Command| {
+    // `fex --repo … --ref standin-1 --commit {commit}` building in `{build_dir}`, with git
+    // allowed to fetch the submodule over the file protocol.
+    let fex_at_commit = |commit: &str, build_dir: &str| -> Command {
+        let mut command = xtask();
         command
+            .args(["fex", "--repo", &repo, "--ref", "standin-1", "--commit", commit])
+            .arg("--build-dir")
+            .arg(work.path().join(build_dir))
+            .arg("--binaries-json")
+            .arg(work.path().join("b.json"))
             .env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "protocol.file.allow")
             .env("GIT_CONFIG_VALUE_0", "always");
+        command
     };
 
     // A ref that build.toml does not pin needs --commit.
@@ -486,31 +494,17 @@ fn repo_builds_exactly_the_pinned_commit_with_its_submodules() {
 
     // A commit the repository does not have is refused by the fetch, naming it.
     let missing = "0".repeat(40);
-    let mut wrong = xtask();
-    wrong
-        .args(["fex", "--repo", &repo, "--ref", "standin-1", "--commit", &missing])
-        .arg("--build-dir")
-        .arg(work.path().join("wrong"))
-        .arg("--binaries-json")
-        .arg(work.path().join("b.json"));
-    with_file_protocol(&mut wrong);
-    let stderr = run_fails(&mut wrong);
+    let stderr = run_fails(&mut fex_at_commit(&missing, "wrong"));
     assert!(
         stderr.contains(&format!("fetching commit {missing} (standin-1) from {repo}")),
         "{stderr}"
     );
 
-    let mut build = xtask();
-    build
-        .args(["fex", "--repo", &repo, "--ref", "standin-1", "--commit", &commit])
-        .arg("--build-dir")
-        .arg(work.path().join("build"))
-        .arg("--output")
-        .arg(work.path().join("bin"))
-        .arg("--binaries-json")
-        .arg(work.path().join("b.json"));
-    with_file_protocol(&mut build);
-    let output = run_ok(&mut build);
+    let output = run_ok(
+        fex_at_commit(&commit, "build")
+            .arg("--output")
+            .arg(work.path().join("bin")),
+    );
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains(&format!("at standin-1 = commit {commit}")), "{log}");
     let checkout = work.path().join("build/src");

@@ -7,7 +7,9 @@
 //! Kernel builds are serialized by xtask itself (one lock file per cache); the tests that build
 //! also hold a module lock so their timings are not measured while another build runs.
 
+use std::ffi::OsStr;
 use std::path::Path;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,17 +26,36 @@ fn kernel_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn build_and_recheck(arch: Arch) {
+/// What a test that builds starts with: the kernel build tools of `arch` checked, the module
+/// lock held (keep the guard for the whole test), and a fresh work directory.
+fn kernel_build_test(arch: Arch) -> (MutexGuard<'static, ()>, tempfile::TempDir) {
     boot_support::require_kernel_tools(arch);
-    let _lock = kernel_lock();
-    let dir = tempfile::tempdir().unwrap();
+    (kernel_lock(), tempfile::tempdir().unwrap())
+}
+
+/// The checked-in lock of the kernel source package.
+const SOURCE_LOCK_PATH: &str = "manifests/kernel/source.lock";
+
+/// `cargo xtask kernel --arch {arch} --output {output}`, ready for more arguments.
+fn kernel_command(arch: Arch, output: &Path) -> Command {
+    let mut command = xtask();
+    command
+        .args(["kernel", "--arch", arch.as_str(), "--output"])
+        .arg(output);
+    command
+}
+
+/// The text of the checked-in kernel source lock.
+fn source_lock_text() -> String {
+    let path = support::project_root().join(SOURCE_LOCK_PATH);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn build_and_recheck(arch: Arch) {
+    let (_lock, dir) = kernel_build_test(arch);
     let output = dir.path().join("kernel");
     // The first run builds (or finds an earlier run's build); the second must be a cache hit.
-    run_ok(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--output"])
-            .arg(&output),
-    );
+    run_ok(&mut kernel_command(arch, &output));
     let image = std::fs::read(&output).unwrap();
     match arch {
         // A bzImage carries the "HdrS" boot protocol signature at 0x202.
@@ -51,11 +72,7 @@ fn build_and_recheck(arch: Arch) {
     }
 
     let started = Instant::now();
-    let again = run_ok(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--output"])
-            .arg(&output),
-    );
+    let again = run_ok(&mut kernel_command(arch, &output));
     let elapsed = started.elapsed();
     let report = String::from_utf8_lossy(&again.stderr);
     assert!(
@@ -70,19 +87,30 @@ fn build_and_recheck(arch: Arch) {
     );
 }
 
-#[test]
-fn x86_64_kernel_builds_from_source_with_every_fragment_option_and_is_cached() {
-    build_and_recheck(Arch::X86_64);
-}
+support::test_per_case!(build_and_recheck {
+    x86_64_kernel_builds_from_source_with_every_fragment_option_and_is_cached: Arch::X86_64,
+    arm64_kernel_builds_from_source_with_every_fragment_option_and_is_cached: Arch::Arm64,
+});
 
-#[test]
-fn arm64_kernel_builds_from_source_with_every_fragment_option_and_is_cached() {
-    build_and_recheck(Arch::Arm64);
+/// `cargo xtask kernel --arch x86_64` with `cache` as its cache directory and `extra` arguments,
+/// which must fail before it writes a kernel; returns its stderr.
+fn x86_64_kernel_build_fails(cache: &Path, extra: &[&OsStr]) -> String {
+    let arch = Arch::X86_64;
+    boot_support::require_kernel_tools(arch);
+    let out = tempfile::tempdir().unwrap();
+    let kernel = out.path().join("kernel");
+    let stderr = run_fails(
+        kernel_command(arch, &kernel)
+            .env("BOOT_ASSETS_CACHE_DIR", cache)
+            .args(extra),
+    );
+    assert!(!kernel.exists(), "a refused build wrote {}", kernel.display());
+    stderr
 }
 
 /// The checked-in source lock: its package name, version and sha256, read as text.
 fn locked_source() -> (String, String, String) {
-    let text = std::fs::read_to_string(support::project_root().join("manifests/kernel/source.lock")).unwrap();
+    let text = source_lock_text();
     let field = |name: &str| -> String {
         let prefix = format!("{name} = \"");
         text.lines()
@@ -98,16 +126,10 @@ fn locked_source() -> (String, String, String) {
 #[test]
 fn the_default_source_is_the_locked_6_12_package() {
     let arch = Arch::Arm64;
-    boot_support::require_kernel_tools(arch);
-    let _lock = kernel_lock();
-    let dir = tempfile::tempdir().unwrap();
+    let (_lock, dir) = kernel_build_test(arch);
     let (name, version, sha256) = locked_source();
     assert_eq!(name, "linux-source-6.12");
-    let output = run_ok(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--output"])
-            .arg(dir.path().join("kernel")),
-    );
+    let output = run_ok(&mut kernel_command(arch, &dir.path().join("kernel")));
     let report = String::from_utf8_lossy(&output.stderr);
     assert!(
         report.contains(&format!("source {name} {version} (all) (locked, sha256 {sha256})")),
@@ -121,19 +143,12 @@ fn the_default_source_is_the_locked_6_12_package() {
 /// with a message naming the file, both digests and the fix.
 #[test]
 fn a_tampered_kernel_source_package_is_refused() {
-    let arch = Arch::X86_64;
-    boot_support::require_kernel_tools(arch);
-    let (cache, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = tempfile::tempdir().unwrap();
     let (name, version, sha256) = locked_source();
     let planted = cache.path().join(format!("rootfs/debs/{sha256}.deb"));
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     std::fs::write(&planted, b"not the package the lock names").unwrap();
-    let stderr = run_fails(
-        xtask()
-            .env("BOOT_ASSETS_CACHE_DIR", cache.path())
-            .args(["kernel", "--arch", arch.as_str(), "--output"])
-            .arg(out.path().join("kernel")),
-    );
+    let stderr = x86_64_kernel_build_fails(cache.path(), &[]);
     assert!(
         stderr.contains(&format!(
             "package {name} {version} (all): cached file {}",
@@ -146,36 +161,24 @@ fn a_tampered_kernel_source_package_is_refused() {
         !stderr.contains("unpacking"),
         "a tampered package was unpacked:\n{stderr}"
     );
-    assert!(!out.path().join("kernel").exists());
 }
 
 /// A lock naming a package file the archive does not have fails with the command that
 /// re-resolves it.
 #[test]
 fn a_kernel_source_lock_naming_a_missing_file_fails_clearly() {
-    let arch = Arch::X86_64;
-    boot_support::require_kernel_tools(arch);
-    let (cache, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache = tempfile::tempdir().unwrap();
     let (name, version, _) = locked_source();
-    let text = std::fs::read_to_string(support::project_root().join("manifests/kernel/source.lock")).unwrap();
     let missing = "6.12.0-0~boot-assets-missing";
     let lock = cache.path().join("source.lock");
-    std::fs::write(&lock, text.replace(&version, missing)).unwrap();
-    let stderr = run_fails(
-        xtask()
-            .env("BOOT_ASSETS_CACHE_DIR", cache.path())
-            .args(["kernel", "--arch", arch.as_str(), "--source-lock"])
-            .arg(&lock)
-            .arg("--output")
-            .arg(out.path().join("kernel")),
-    );
+    std::fs::write(&lock, source_lock_text().replace(&version, missing)).unwrap();
+    let stderr = x86_64_kernel_build_fails(cache.path(), &["--source-lock".as_ref(), lock.as_os_str()]);
     assert!(
         stderr.contains(&format!(
             "cannot download the locked package files {name} {missing} (all)"
         )) && stderr.contains("run `cargo xtask kernel --arch x86_64 --update-lock`"),
         "{stderr}"
     );
-    assert!(!out.path().join("kernel").exists());
 }
 
 /// `--update-lock` re-resolves a stale lock with apt and rewrites it (the build that follows is
@@ -183,13 +186,11 @@ fn a_kernel_source_lock_naming_a_missing_file_fails_clearly() {
 #[test]
 fn update_lock_re_resolves_a_stale_kernel_source_lock() {
     let arch = Arch::X86_64;
-    boot_support::require_kernel_tools(arch);
-    let _lock = kernel_lock();
-    let dir = tempfile::tempdir().unwrap();
+    let (_lock, dir) = kernel_build_test(arch);
     let (name, version, sha256) = locked_source();
     let stale_version = "6.12.0-0~boot-assets-stale";
     let stale_sha256 = "0".repeat(64);
-    let text = std::fs::read_to_string(support::project_root().join("manifests/kernel/source.lock")).unwrap();
+    let text = source_lock_text();
     let lock = dir.path().join("source.lock");
     std::fs::write(
         &lock,
@@ -199,13 +200,11 @@ fn update_lock_re_resolves_a_stale_kernel_source_lock() {
     let bogus = dir.path().join("bogus.config");
     std::fs::write(&bogus, "CONFIG_BOOT_ASSETS_NO_SUCH_OPTION=y\n").unwrap();
     let stderr = run_fails(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--update-lock", "--source-lock"])
+        kernel_command(arch, &dir.path().join("kernel"))
+            .args(["--update-lock", "--source-lock"])
             .arg(&lock)
             .arg("--extra-fragment")
-            .arg(&bogus)
-            .arg("--output")
-            .arg(dir.path().join("kernel")),
+            .arg(&bogus),
     );
     assert!(
         stderr.contains(&format!("kernel: lock: {name} {stale_version} -> ")),
@@ -227,19 +226,15 @@ fn update_lock_re_resolves_a_stale_kernel_source_lock() {
 #[test]
 fn a_fragment_option_the_kernel_cannot_satisfy_fails_naming_it() {
     let arch = Arch::X86_64;
-    boot_support::require_kernel_tools(arch);
-    let _lock = kernel_lock();
-    let dir = tempfile::tempdir().unwrap();
+    let (_lock, dir) = kernel_build_test(arch);
     let bogus = dir.path().join("bogus.config");
     // One symbol that does not exist, and one that exists but whose dependency is off.
     std::fs::write(&bogus, "CONFIG_BOOT_ASSETS_NO_SUCH_OPTION=y\nCONFIG_DRM_VIRTIO_GPU=y\n").unwrap();
     let started = Instant::now();
     let stderr = run_fails(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--extra-fragment"])
-            .arg(&bogus)
-            .arg("--output")
-            .arg(dir.path().join("kernel")),
+        kernel_command(arch, &dir.path().join("kernel"))
+            .arg("--extra-fragment")
+            .arg(&bogus),
     );
     assert!(
         stderr.contains("CONFIG_BOOT_ASSETS_NO_SUCH_OPTION=y (") && stderr.contains("does not have"),
@@ -265,9 +260,7 @@ fn a_fragment_option_the_kernel_cannot_satisfy_fails_naming_it() {
 #[test]
 fn a_changed_fragment_compiles_and_a_corrupted_cache_entry_is_rebuilt() {
     let arch = Arch::X86_64;
-    boot_support::require_kernel_tools(arch);
-    let _lock = kernel_lock();
-    let dir = tempfile::tempdir().unwrap();
+    let (_lock, dir) = kernel_build_test(arch);
     let extra = dir.path().join("localversion.config");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -277,13 +270,7 @@ fn a_changed_fragment_compiles_and_a_corrupted_cache_entry_is_rebuilt() {
     std::fs::write(&extra, format!("CONFIG_LOCALVERSION=\"{suffix}\"\n")).unwrap();
     let output = dir.path().join("kernel");
     let build = || {
-        let out = run_ok(
-            xtask()
-                .args(["kernel", "--arch", arch.as_str(), "--extra-fragment"])
-                .arg(&extra)
-                .arg("--output")
-                .arg(&output),
-        );
+        let out = run_ok(kernel_command(arch, &output).arg("--extra-fragment").arg(&extra));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let report = build();
@@ -367,22 +354,11 @@ fn a_prebuilt_kernel_is_verified_before_use() {
 #[ignore = "a full cold kernel build (5-15 min); run with --ignored to check reproducibility"]
 fn two_clean_kernel_builds_are_byte_identical() {
     let arch = Arch::X86_64;
-    boot_support::require_kernel_tools(arch);
-    let _lock = kernel_lock();
-    let dir = tempfile::tempdir().unwrap();
+    let (_lock, dir) = kernel_build_test(arch);
     let usual = dir.path().join("usual");
-    run_ok(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--output"])
-            .arg(&usual),
-    );
+    run_ok(&mut kernel_command(arch, &usual));
     let clean = dir.path().join("clean");
-    run_ok(
-        xtask()
-            .args(["kernel", "--arch", arch.as_str(), "--output"])
-            .arg(&clean)
-            .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("fresh-cache")),
-    );
+    run_ok(kernel_command(arch, &clean).env("BOOT_ASSETS_CACHE_DIR", dir.path().join("fresh-cache")));
     assert!(
         std::fs::read(&usual).unwrap() == std::fs::read(&clean).unwrap(),
         "two clean builds of the {arch} kernel differ"

@@ -169,3 +169,73 @@ pub fn files_under(root: &Path) -> BTreeSet<String> {
     }
     files
 }
+
+/// One `#[test]` per case, each calling `$body` with its case: the tests that run the same
+/// check once per arch (or per fault) name their cases here instead of each repeating the
+/// three-line wrapper. Attributes (`///` docs, `#[ignore]`) before a name go on that test.
+///
+/// ```ignore
+/// support::test_per_case!(full_guest_checks {
+///     qemu_boots_x86_64_linux: Arch::X86_64,
+///     qemu_boots_arm64_linux: Arch::Arm64,
+/// });
+/// ```
+macro_rules! test_per_case {
+    ($body:path { $($(#[$attribute:meta])* $name:ident: $case:expr),+ $(,)? }) => {
+        $(
+            $(#[$attribute])*
+            #[test]
+            fn $name() {
+                $body($case);
+            }
+        )+
+    };
+}
+pub(crate) use test_per_case;
+
+/// One member of a test `.tgz` written by [`write_tgz`].
+pub enum TgzMember<'a> {
+    /// A regular file with mode 0755: (path, contents).
+    Program(&'a str, &'a [u8]),
+    /// A symbolic link: (path, target).
+    Symlink(&'a str, &'a str),
+    /// A regular file whose name field holds these bytes as they are, unchecked — how a hostile
+    /// archive carries a `..` name the `tar` crate would refuse to write: (name, contents).
+    RawName(&'a [u8], &'a [u8]),
+}
+
+/// Writes a gzipped tar of `members`, in order, at `path`; returns its sha256.
+pub fn write_tgz(path: &Path, members: &[TgzMember]) -> String {
+    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    for member in members {
+        let mut header = tar::Header::new_gnu();
+        match *member {
+            TgzMember::Program(name, body) => {
+                header.set_size(body.len() as u64);
+                header.set_mode(0o755);
+                header.set_cksum();
+                tar.append_data(&mut header, name, body).unwrap();
+            }
+            TgzMember::Symlink(name, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                tar.append_link(&mut header, name, target).unwrap();
+            }
+            TgzMember::RawName(name, body) => {
+                header.set_size(body.len() as u64);
+                header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+                header.set_cksum();
+                tar.append(&header, body).unwrap();
+            }
+        }
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+    sha256_file(path)
+}
+
+/// Runs a command that must succeed (see [`run_ok`]) and returns its stdout, which must be UTF-8.
+pub fn stdout_of(command: &mut Command) -> String {
+    let output = run_ok(command);
+    String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("{command:?} printed no UTF-8: {e}"))
+}

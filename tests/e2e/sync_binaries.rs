@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use boot_assets::{cdn, Arch, Binary};
 
 use crate::nginx::Nginx;
-use crate::support::{self, run_fails, run_ok, sha256_file, sha256_hex, xtask};
+use crate::support::{self, run_fails, run_ok, sha256_file, sha256_hex, write_tgz, xtask, TgzMember};
 
 /// A served directory with `docker.tgz` (two programs, a symlink, a `../evil` member) and a
 /// direct binary `tool`.
@@ -22,31 +22,18 @@ struct Upstream {
 fn upstream() -> Upstream {
     let dir = tempfile::tempdir().unwrap();
     let tgz = dir.path().join("docker.tgz");
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    for (name, body) in [
-        ("docker/dockerd", &b"\x7fELF dockerd"[..]),
-        ("docker/runc", b"\x7fELF runc"),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        tar.append_data(&mut header, name, body).unwrap();
-    }
-    let mut link = tar::Header::new_gnu();
-    link.set_entry_type(tar::EntryType::Symlink);
-    link.set_size(0);
-    tar.append_link(&mut link, "docker/docker-link", "dockerd").unwrap();
-    let mut evil = tar::Header::new_gnu();
-    evil.set_size(4);
-    evil.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../evil\0\0");
-    evil.set_cksum();
-    tar.append(&evil, &b"evil"[..]).unwrap();
-    tar.into_inner().unwrap().finish().unwrap();
+    let tgz_sha256 = write_tgz(
+        &tgz,
+        &[
+            TgzMember::Program("docker/dockerd", b"\x7fELF dockerd"),
+            TgzMember::Program("docker/runc", b"\x7fELF runc"),
+            TgzMember::Symlink("docker/docker-link", "dockerd"),
+            TgzMember::RawName(b"../evil", b"evil"),
+        ],
+    );
     std::fs::write(dir.path().join("tool"), b"\x7fELF tool").unwrap();
     Upstream {
-        tgz_sha256: sha256_file(&tgz),
+        tgz_sha256,
         tool_sha256: sha256_hex(b"\x7fELF tool"),
         dir,
     }
@@ -188,37 +175,34 @@ fn wrong_pin_is_refused_naming_both_digests() {
     run.assert_nothing_written();
 }
 
-/// Runs sync-binaries with dockerd taken from `member` of the served archive; it must fail.
-/// Returns its stderr, after checking that nothing was written.
-fn refused_with_dockerd_member(member: &str) -> String {
+/// Runs sync-binaries with dockerd taken from `member` of the served archive; it must fail with
+/// an error that contains `error`, and write nothing.
+fn assert_dockerd_member_refused(member: &str, error: &str) {
     let upstream = upstream();
     let nginx = Nginx::start(upstream.dir.path());
     let run = Run::new();
     let stderr = run_fails(&mut run.command(&upstream.pinned_config(&nginx.url(), member)));
+    assert!(stderr.contains(error), "{stderr}");
     run.assert_nothing_written();
-    stderr
 }
 
 #[test]
 fn missing_member_lists_the_closest_ones() {
-    let stderr = refused_with_dockerd_member("docker/dockrd");
-    assert!(
-        stderr.contains("no member \"docker/dockrd\"; closest members: \"docker/dockerd\""),
-        "{stderr}"
+    assert_dockerd_member_refused(
+        "docker/dockrd",
+        "no member \"docker/dockrd\"; closest members: \"docker/dockerd\"",
     );
 }
 
 #[test]
 fn traversal_and_symlink_members_are_refused() {
-    let stderr = refused_with_dockerd_member("../evil");
-    assert!(
-        stderr.contains("binary \"dockerd\" (arm64): extract \"../evil\" has a `..` component"),
-        "{stderr}"
+    assert_dockerd_member_refused(
+        "../evil",
+        "binary \"dockerd\" (arm64): extract \"../evil\" has a `..` component",
     );
-    let stderr = refused_with_dockerd_member("docker/docker-link");
-    assert!(
-        stderr.contains("member \"docker/docker-link\" is a link, not a regular file"),
-        "{stderr}"
+    assert_dockerd_member_refused(
+        "docker/docker-link",
+        "member \"docker/docker-link\" is a link, not a regular file",
     );
 }
 

@@ -127,44 +127,55 @@ fn the_step_check_catches_chains_blocks_other_commands_and_unlisted_actions() {
     );
 }
 
+/// Reads the repository file `path` and asserts it contains each `(needle, why)` needle, failing
+/// with the file and why; returns the text for further checks.
+fn assert_file_contains(path: &str, needles: &[(&str, &str)]) -> String {
+    let text = std::fs::read_to_string(project_root().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    for (needle, why) in needles {
+        assert!(text.contains(needle), "{path}: {why} (no `{needle}`)");
+    }
+    text
+}
+
 #[test]
 fn ci_runs_the_suite_privileged_and_lets_xtask_test_choose_kvm() {
-    let text = std::fs::read_to_string(project_root().join(".github/workflows/ci.yml")).unwrap();
     // The suite needs namespaces, mounts and virtiofsd's sandbox: an unprivileged container refuses them.
-    assert!(
-        text.contains("options: --privileged"),
-        "ci.yml must run its container privileged"
+    assert_file_contains(
+        ".github/workflows/ci.yml",
+        &[
+            ("options: --privileged", "ci.yml must run its container privileged"),
+            ("run: bash .ci/run", "ci.yml must run .ci/run"),
+        ],
     );
-    assert!(text.contains("run: bash .ci/run"), "ci.yml must run .ci/run");
-    let run = std::fs::read_to_string(project_root().join(".ci/run")).unwrap();
-    assert!(
-        run.contains("exec cargo xtask test"),
-        ".ci/run must run `cargo xtask test`: {run}"
+    assert_file_contains(
+        ".ci/run",
+        &[("exec cargo xtask test", ".ci/run must run `cargo xtask test`")],
     );
 }
 
 #[test]
 fn unpinned_binaries_are_pinned_by_a_workflow_the_release_refusal_names() {
-    let pin = std::fs::read_to_string(project_root().join(".github/workflows/pin-binaries.yml")).unwrap();
-    assert!(
-        pin.contains("workflow_dispatch:"),
-        "pin-binaries must be dispatchable by hand"
-    );
-    assert!(
-        pin.contains("paths: [manifests/binaries.toml]"),
-        "pin-binaries must run on binaries.toml changes"
-    );
-    assert!(
-        pin.contains("run: cargo xtask sync-binaries --pin "),
-        "pin-binaries must run sync-binaries --pin"
-    );
-    assert!(
-        pin.contains("uses: peter-evans/create-pull-request@"),
-        "pin-binaries must propose a pull request"
-    );
-    assert!(
-        pin.contains("add-paths: manifests/binaries.toml"),
-        "the pull request carries the pinned file only"
+    assert_file_contains(
+        ".github/workflows/pin-binaries.yml",
+        &[
+            ("workflow_dispatch:", "pin-binaries must be dispatchable by hand"),
+            (
+                "paths: [manifests/binaries.toml]",
+                "pin-binaries must run on binaries.toml changes",
+            ),
+            (
+                "run: cargo xtask sync-binaries --pin ",
+                "pin-binaries must run sync-binaries --pin",
+            ),
+            (
+                "uses: peter-evans/create-pull-request@",
+                "pin-binaries must propose a pull request",
+            ),
+            (
+                "add-paths: manifests/binaries.toml",
+                "the pull request carries the pinned file only",
+            ),
+        ],
     );
 
     // The release workflow never pins: its sync-binaries step runs without --pin ...

@@ -1,8 +1,8 @@
 //! Refused inputs and the lock: a tampered cached package, a wrong locked digest, a recipe naming
 //! a missing file, an image over budget, `--update-lock`, and the flags `--help` documents.
 
-use super::{build_fails, warm_cache_copy, BUILDS, EPOCH};
-use crate::support::{project_root, run_ok, xtask};
+use super::{build_fails, builds_lock, warm_cache_copy, xtask_on_cache_copy};
+use crate::support::{project_root, run_ok, stdout_of, xtask};
 
 /// The locked sha256 of package `name` for the Debian arch `for_arch`, read with the `toml` crate.
 fn lock_entry_sha(name: &str, for_arch: &str) -> String {
@@ -36,14 +36,20 @@ fn a_tampered_cached_package_file_fails_naming_package_and_file() {
     assert!(stderr.contains("was tampered with"), "{stderr}");
 }
 
+/// A build from a warm cache copy with the checked-in `manifests/{file}` replaced by `edit` of
+/// it, passed as `flag`: it must fail; returns its stderr.
+fn build_with_edited_manifest_fails(file: &str, flag: &str, edit: impl FnOnce(&str) -> String) -> String {
+    let dir = warm_cache_copy();
+    let edited = dir.path().join(file);
+    let text = std::fs::read_to_string(project_root().join("manifests").join(file)).unwrap();
+    std::fs::write(&edited, edit(&text)).unwrap();
+    build_fails(dir.path(), &[flag, edited.to_str().unwrap()])
+}
+
 #[test]
 fn a_wrong_lock_digest_fails_naming_the_package() {
-    let dir = warm_cache_copy();
-    let lock_path = dir.path().join("rootfs.lock");
     let good = lock_entry_sha("socat", "amd64");
-    let lock = std::fs::read_to_string(project_root().join("manifests/rootfs.lock")).unwrap();
-    std::fs::write(&lock_path, lock.replace(&good, &"0".repeat(64))).unwrap();
-    let stderr = build_fails(dir.path(), &["--lock", lock_path.to_str().unwrap()]);
+    let stderr = build_with_edited_manifest_fails("rootfs.lock", "--lock", |lock| lock.replace(&good, &"0".repeat(64)));
     assert!(
         stderr.contains("package socat 1.7.4.4-2 (amd64): apt-get downloaded no file with the locked sha256 0000"),
         "{stderr}"
@@ -56,16 +62,14 @@ fn a_wrong_lock_digest_fails_naming_the_package() {
 
 #[test]
 fn a_recipe_naming_a_missing_file_fails_naming_package_and_file() {
-    let dir = warm_cache_copy();
-    let recipe_path = dir.path().join("rootfs.toml");
-    let recipe = std::fs::read_to_string(project_root().join("manifests/rootfs.toml")).unwrap();
-    let broken = recipe.replace(
-        r#"files = [{ from = "sbin/ethtool", to = "sbin/ethtool" }]"#,
-        r#"files = [{ from = "sbin/ethtool-missing", to = "sbin/ethtool" }]"#,
-    );
-    assert_ne!(broken, recipe, "the recipe's ethtool rule changed: update this test");
-    std::fs::write(&recipe_path, broken).unwrap();
-    let stderr = build_fails(dir.path(), &["--recipe", recipe_path.to_str().unwrap()]);
+    let stderr = build_with_edited_manifest_fails("rootfs.toml", "--recipe", |recipe| {
+        let broken = recipe.replace(
+            r#"files = [{ from = "sbin/ethtool", to = "sbin/ethtool" }]"#,
+            r#"files = [{ from = "sbin/ethtool-missing", to = "sbin/ethtool" }]"#,
+        );
+        assert_ne!(broken, recipe, "the recipe's ethtool rule changed: update this test");
+        broken
+    });
     assert!(
         stderr.contains("package ethtool 1:6.1-1 (amd64) has no file /sbin/ethtool-missing"),
         "{stderr}"
@@ -74,12 +78,9 @@ fn a_recipe_naming_a_missing_file_fails_naming_package_and_file() {
 
 #[test]
 fn an_image_over_budget_fails_naming_the_largest_contributors() {
-    let dir = warm_cache_copy();
-    let recipe_path = dir.path().join("rootfs.toml");
-    let recipe = std::fs::read_to_string(project_root().join("manifests/rootfs.toml")).unwrap();
-    let small = regex_free_replace_budget(&recipe, 1_000_000);
-    std::fs::write(&recipe_path, small).unwrap();
-    let stderr = build_fails(dir.path(), &["--recipe", recipe_path.to_str().unwrap()]);
+    let stderr = build_with_edited_manifest_fails("rootfs.toml", "--recipe", |recipe| {
+        regex_free_replace_budget(recipe, 1_000_000)
+    });
     assert!(
         stderr.contains("over the recipe's size_budget_bytes of 1000000"),
         "{stderr}"
@@ -136,11 +137,9 @@ fn update_lock_fills_a_missing_entry_and_leaves_the_other_arch_alone() {
 
     let output = dir.path().join("out/rootfs.erofs");
     {
-        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = builds_lock();
         run_ok(
-            xtask()
-                .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("cache"))
-                .env("SOURCE_DATE_EPOCH", EPOCH)
+            xtask_on_cache_copy(dir.path())
                 .args(["rootfs", "--arch", "x86_64", "--update-lock", "--lock"])
                 .arg(&lock_path)
                 .arg("--output")
@@ -163,8 +162,7 @@ fn update_lock_fills_a_missing_entry_and_leaves_the_other_arch_alone() {
 
 #[test]
 fn the_rootfs_help_documents_every_flag() {
-    let output = run_ok(xtask().args(["rootfs", "--help"]));
-    let help = String::from_utf8_lossy(&output.stdout);
+    let help = stdout_of(xtask().args(["rootfs", "--help"]));
     for flag in ["--arch", "--output", "--update-lock", "--recipe", "--lock"] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }

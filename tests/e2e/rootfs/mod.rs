@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::support::{require_tool, run_fails, run_ok, xtask};
 
@@ -76,7 +76,7 @@ pub(super) fn cold_build(arch: &str) -> ColdBuild {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let image = dir.path().join("out").join("rootfs.erofs");
-    let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = builds_lock();
     let started = std::time::Instant::now();
     let output = run_ok(
         xtask()
@@ -137,14 +137,27 @@ pub(super) fn warm_cache_copy() -> tempfile::TempDir {
     dir
 }
 
+/// Holds [`BUILDS`], whichever build panicked while holding it before.
+pub(super) fn builds_lock() -> MutexGuard<'static, ()> {
+    BUILDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `cargo xtask` command that uses the cache of `dir` (a [`warm_cache_copy`]) and builds at
+/// [`EPOCH`], ready for its arguments.
+pub(super) fn xtask_on_cache_copy(dir: &Path) -> Command {
+    let mut command = xtask();
+    command
+        .env("BOOT_ASSETS_CACHE_DIR", dir.join("cache"))
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    command
+}
+
 /// Runs a build that must fail; asserts nothing was written at the output path or beside it.
 pub(super) fn build_fails(dir: &Path, extra: &[&str]) -> String {
     let output = dir.join("out").join("rootfs.erofs");
-    let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = builds_lock();
     let stderr = run_fails(
-        xtask()
-            .env("BOOT_ASSETS_CACHE_DIR", dir.join("cache"))
-            .env("SOURCE_DATE_EPOCH", EPOCH)
+        xtask_on_cache_copy(dir)
             .args(["rootfs", "--arch", "x86_64", "--output"])
             .arg(&output)
             .args(extra),

@@ -1,8 +1,8 @@
 //! Reproducibility: two cold builds in different directories give the same image and SBOM, and
 //! `release` without `--rootfs` builds that same image itself.
 
-use super::{cold_build, first_builds, warm_cache_copy, ARCHES, BUILDS, EPOCH};
-use crate::support::{project_root, run_ok, sha256_file, xtask};
+use super::{builds_lock, cold_build, first_builds, warm_cache_copy, xtask_on_cache_copy, ARCHES};
+use crate::support::{project_root, run_ok, sha256_file};
 
 #[test]
 fn two_cold_builds_in_different_directories_are_identical() {
@@ -31,11 +31,9 @@ fn release_without_rootfs_builds_the_image_first() {
     std::fs::write(&kernel, b"not a real kernel").unwrap();
     let dist = dir.path().join("dist");
     {
-        let _guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = builds_lock();
         run_ok(
-            xtask()
-                .env("BOOT_ASSETS_CACHE_DIR", dir.path().join("cache"))
-                .env("SOURCE_DATE_EPOCH", EPOCH)
+            xtask_on_cache_copy(dir.path())
                 .args([
                     "release",
                     "--version",

@@ -122,15 +122,10 @@ fn resume_refused_restarts_from_zero(answer: Fault) {
     assert!(requests[1].is_some() && requests[2].is_none(), "{requests:?}");
 }
 
-#[test]
-fn range_not_satisfiable_restarts_from_zero() {
-    resume_refused_restarts_from_zero(Fault::RangeNotSatisfiable);
-}
-
-#[test]
-fn content_range_not_matching_the_request_restarts_from_zero() {
-    resume_refused_restarts_from_zero(Fault::WrongContentRange);
-}
+crate::support::test_per_case!(resume_refused_restarts_from_zero {
+    range_not_satisfiable_restarts_from_zero: Fault::RangeNotSatisfiable,
+    content_range_not_matching_the_request_restarts_from_zero: Fault::WrongContentRange,
+});
 
 #[test]
 fn redirect_loop_is_refused_naming_the_url() {

@@ -485,7 +485,7 @@ fn request_body(
 /// hashes it and gives it back. Each side waits only when the ring is full or empty. Hashing
 /// from the file instead (reading it back from the page cache) copied every byte once more and
 /// was slower on a 2-core machine, and hashing in the writer's own loop was slower by about the
-/// hashing time (both measured with `cargo xtask bench fetch`).
+/// hashing time (A/B runs of release builds, 1 GiB from nginx on loopback).
 #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename the arguments.
 fn stream_body(
     mut reader: impl Read,
@@ -648,8 +648,8 @@ fn write_body<T>(
 /// Reserves the disk blocks of the rest of the file up front (`fallocate` with `KEEP_SIZE`: the
 /// file's length still counts only the bytes written, so a resume finds the same prefix). The
 /// writes then fill reserved blocks instead of allocating them page by page: with it a 1 GiB
-/// install to ext4 was faster than `curl -o` alone, without it 1.3x slower (`cargo xtask bench
-/// fetch`). Only for the manifest's `size`, never a size the server announces, and not on tmpfs,
+/// install to ext4 was faster than `curl -o` alone, without it 1.3x slower (A/B runs of two
+/// release builds, 1 GiB from nginx on loopback). Only for the manifest's `size`, never a size the server announces, and not on tmpfs,
 /// which has no blocks to reserve and would only zero the memory first (measured slower there).
 /// A hint: a file system that cannot do it is not an error.
 #[cfg(target_os = "linux")]

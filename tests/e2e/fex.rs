@@ -7,8 +7,8 @@
 //! same command on it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use boot_assets::{cdn, Arch, Binary};
 
@@ -22,7 +22,7 @@ fn require_build_tools() {
     require_tool("ld.lld");
 }
 
-fn standin() -> std::path::PathBuf {
+fn standin() -> PathBuf {
     project_root().join("tests/fixtures/fex-standin")
 }
 
@@ -43,6 +43,26 @@ fn fex_on_standin(work: &Path, extra: &[&str]) -> Command {
     command
 }
 
+/// Where [`fex_on_standin`] (or `--output {work}/bin`) stages the FEX of `version`.
+fn staged_fex(work: &Path, version: &str) -> PathBuf {
+    work.join("bin")
+        .join(cdn::binary_relative_path("FEX", version, Arch::Arm64))
+}
+
+/// Runs a staged arm64 FEX with `args` under qemu-user.
+fn run_staged(staged: &Path, args: &[&str]) -> Output {
+    let qemu = require_tool("qemu-aarch64");
+    Command::new(qemu)
+        .arg(staged)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {} under qemu-aarch64: {e}", staged.display()))
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
 fn read_fragment(path: &Path) -> Vec<Binary> {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -59,24 +79,19 @@ fn standin_is_built_static_pie_staged_and_recorded() {
         { "name": "dockerd", "version": "27.5.1", "targets": { "x86_64": { "path": "bin/dockerd/27.5.1/x86_64/dockerd", "sha256": "1".repeat(64) } } }
     ]);
     std::fs::write(&fragment, serde_json::to_vec(&existing).unwrap()).unwrap();
-    let output = work.path().join("bin");
-    run_ok(
-        xtask()
-            .arg("fex")
-            .arg("--source")
-            .arg(project_root().join("tests/fixtures/fex-standin"))
-            .arg("--patches-dir")
-            .arg(project_root().join("manifests/fex/patches"))
-            .arg("--patches-dir")
-            .arg(project_root().join("tests/fixtures/fex-patches"))
-            .arg("--build-dir")
-            .arg(work.path().join("build"))
-            .arg("--output")
-            .arg(&output)
-            .arg("--binaries-json")
-            .arg(&fragment)
-            .args(["--ref", "FEX-2511"]),
-    );
+    let ours = project_root().join("manifests/fex/patches");
+    let second = project_root().join("tests/fixtures/fex-patches");
+    run_ok(&mut fex_on_standin(
+        work.path(),
+        &[
+            "--patches-dir",
+            ours.to_str().unwrap(),
+            "--patches-dir",
+            second.to_str().unwrap(),
+            "--ref",
+            "FEX-2511",
+        ],
+    ));
 
     let binaries = read_fragment(&fragment);
     let names: Vec<&str> = binaries.iter().map(|b| b.name.as_str()).collect();
@@ -91,7 +106,7 @@ fn standin_is_built_static_pie_staged_and_recorded() {
     assert_eq!(fex.targets.len(), 1);
     assert_eq!(entry.path, cdn::binary_path("FEX", &fex.version, Arch::Arm64));
 
-    let staged = output.join(cdn::binary_relative_path("FEX", &fex.version, Arch::Arm64));
+    let staged = staged_fex(work.path(), &fex.version);
     let bytes = std::fs::read(&staged).unwrap();
     assert_eq!(entry.sha256, sha256_hex(&bytes));
     assert_eq!(std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777, 0o755);
@@ -99,9 +114,8 @@ fn standin_is_built_static_pie_staged_and_recorded() {
     assert!(description.contains("ARM aarch64"), "{description}");
     assert!(description.contains("static-pie linked"), "{description}");
     // Both patches were applied, in name order (the second only applies on top of the first).
-    let marker = b"FEX-STANDIN build: patched-1-then-2";
     assert!(
-        bytes.windows(marker.len()).any(|w| w == marker),
+        contains_bytes(&bytes, b"FEX-STANDIN build: patched-1-then-2"),
         "patched marker missing"
     );
     // No PT_INTERP, no DT_NEEDED (readelf's own view, besides the xtask's goblin check).
@@ -111,8 +125,9 @@ fn standin_is_built_static_pie_staged_and_recorded() {
     let dynamic = stdout_of(Command::new(&readelf).arg("-dW").arg(&staged));
     assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
     // It runs (qemu-user) and, with our FEXServer patch, starts without a FEXServer.
-    let qemu = require_tool("qemu-aarch64");
-    let stdout = stdout_of(Command::new(qemu).arg(&staged).arg("first-argument"));
+    let ran = run_staged(&staged, &["first-argument"]);
+    assert!(ran.status.success(), "{ran:?}");
+    let stdout = String::from_utf8_lossy(&ran.stdout);
     assert!(stdout.starts_with("FEX-STANDIN-RAN argc=2 ["), "{stdout}");
     assert!(
         stdout.contains("[first-argument] (FEX-STANDIN build: patched-1-then-2)"),
@@ -401,7 +416,7 @@ fn standin_refuses_a_clang_below_fexs_floor_with_fexs_own_message() {
 #[test]
 fn without_our_patch_the_standin_fails_like_fex_with_no_fexserver() {
     require_build_tools();
-    let qemu = require_tool("qemu-aarch64");
+    require_tool("qemu-aarch64");
     let work = tempfile::tempdir().unwrap();
     // An empty patches directory instead of manifests/fex/patches.
     let none = work.path().join("no-patches");
@@ -411,11 +426,7 @@ fn without_our_patch_the_standin_fails_like_fex_with_no_fexserver() {
         work.path(),
         &["--version", "unpatched", "--patches-dir", &none_arg],
     ));
-    let staged = work
-        .path()
-        .join("bin")
-        .join(cdn::binary_relative_path("FEX", "unpatched", Arch::Arm64));
-    let output = Command::new(qemu).arg(&staged).output().unwrap();
+    let output = run_staged(&staged_fex(work.path(), "unpatched"), &[]);
     assert!(
         !output.status.success(),
         "unpatched, the stand-in must fail without a FEXServer"
@@ -522,14 +533,10 @@ fn repo_builds_exactly_the_pinned_commit_with_its_submodules() {
     assert!(binaries[0].version.starts_with("standin-1+"), "{}", binaries[0].version);
     // FEX's version and hash are the fetched ref and commit (a depth-1 fetch has no tags to
     // describe).
-    let staged = work
-        .path()
-        .join("bin")
-        .join(cdn::binary_relative_path("FEX", &binaries[0].version, Arch::Arm64));
-    let bytes = std::fs::read(&staged).unwrap();
+    let bytes = std::fs::read(staged_fex(work.path(), &binaries[0].version)).unwrap();
     let note = format!("FEX-STANDIN version: standin-1 commit: {commit}");
     assert!(
-        bytes.windows(note.len()).any(|w| w == note.as_bytes()),
+        contains_bytes(&bytes, note.as_bytes()),
         "{note:?} missing from the built stand-in"
     );
 }

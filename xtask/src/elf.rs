@@ -1,12 +1,12 @@
 //! ELF facts the pipeline needs, read with `goblin`: machine, program interpreter (`PT_INTERP`),
-//! `DT_NEEDED`, `DT_RUNPATH`/`DT_RPATH` and `DT_SONAME`.
+//! `DT_NEEDED`, the own library search path (`DT_RUNPATH`, else `DT_RPATH`) and `DT_SONAME`.
 //!
 //! Pure functions over bytes; reads and writes no files. Shared by the rootfs checks (machine,
 //! library closure) and the FEX build ([`require_static`]: aarch64, no `PT_INTERP`, no `DT_NEEDED`).
 
 use anyhow::{bail, Result};
 use boot_assets::Arch;
-use goblin::elf::{header, program_header, Elf};
+use goblin::elf::{header, Elf};
 
 /// The first four bytes of every ELF file.
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
@@ -36,20 +36,15 @@ impl std::fmt::Display for Machine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfInfo {
     pub machine: Machine,
-    /// 64-bit (`ELFCLASS64`).
-    pub is_64: bool,
     /// The program interpreter (`PT_INTERP`), e.g. `/lib64/ld-linux-x86-64.so.2`.
     pub interpreter: Option<String>,
     /// `DT_NEEDED` entries, in file order.
     pub needed: Vec<String>,
-    /// `DT_RUNPATH` directories (colon lists split).
-    pub runpath: Vec<String>,
-    /// `DT_RPATH` directories (colon lists split); the loader ignores them when RUNPATH is set.
-    pub rpath: Vec<String>,
+    /// The file's own library directories, as glibc's loader takes them: `DT_RUNPATH`, or
+    /// `DT_RPATH` when there is no RUNPATH (colon lists split, `$ORIGIN` not yet expanded).
+    pub search_path: Vec<String>,
     /// `DT_SONAME`, for shared libraries.
     pub soname: Option<String>,
-    /// Has a `PT_DYNAMIC` segment (a static-pie has one but no interpreter and no DT_NEEDED).
-    pub has_dynamic: bool,
 }
 
 impl ElfInfo {
@@ -75,26 +70,24 @@ pub fn elf_info(bytes: &[u8]) -> Result<ElfInfo> {
         header::EM_X86_64 => Machine::X86_64,
         other => Machine::Other(other),
     };
-    let split = |list: &[&str]| -> Vec<String> {
-        list.iter()
-            .flat_map(|entry| entry.split(':'))
-            .filter(|dir| !dir.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
     Ok(ElfInfo {
         machine,
-        is_64: elf.is_64,
         interpreter: elf.interpreter.map(str::to_owned),
         needed: elf.libraries.iter().map(|name| (*name).to_owned()).collect(),
-        runpath: split(&elf.runpaths),
-        rpath: split(&elf.rpaths),
+        search_path: own_search_path(&elf.runpaths, &elf.rpaths),
         soname: elf.soname.map(str::to_owned),
-        has_dynamic: elf
-            .program_headers
-            .iter()
-            .any(|ph| ph.p_type == program_header::PT_DYNAMIC),
     })
+}
+
+/// `DT_RUNPATH`'s directories, or without any `DT_RPATH`'s: the loader ignores RPATH once a
+/// file has a RUNPATH.
+fn own_search_path(runpaths: &[&str], rpaths: &[&str]) -> Vec<String> {
+    let own = if runpaths.is_empty() { rpaths } else { runpaths };
+    own.iter()
+        .flat_map(|entry| entry.split(':'))
+        .filter(|dir| !dir.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Machine {
@@ -139,13 +132,10 @@ mod tests {
     fn info(machine: Machine, interpreter: Option<&str>, needed: &[&str]) -> ElfInfo {
         ElfInfo {
             machine,
-            is_64: true,
             interpreter: interpreter.map(str::to_owned),
             needed: needed.iter().map(|s| s.to_string()).collect(),
-            runpath: vec![],
-            rpath: vec![],
+            search_path: vec![],
             soname: None,
-            has_dynamic: true,
         }
     }
 
@@ -186,6 +176,16 @@ mod tests {
     }
 
     #[test]
+    fn runpath_hides_rpath_and_colon_lists_are_split() {
+        assert_eq!(
+            own_search_path(&["$ORIGIN/../lib:/opt/lib"], &["/old"]),
+            ["$ORIGIN/../lib", "/opt/lib"]
+        );
+        assert_eq!(own_search_path(&[], &["/a::/b", "/c"]), ["/a", "/b", "/c"]);
+        assert!(own_search_path(&[], &[]).is_empty());
+    }
+
+    #[test]
     fn rejects_non_elf_bytes_with_a_clear_message() {
         let err = elf_info(b"#!/bin/sh\n").unwrap_err();
         assert_eq!(err.to_string(), "not an ELF file (no \\x7fELF magic)");
@@ -197,7 +197,6 @@ mod tests {
         // The running test binary is a real dynamic ELF for the host.
         let bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let info = elf_info(&bytes).unwrap();
-        assert!(info.is_64);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(info.machine, Machine::X86_64);
         #[cfg(target_arch = "aarch64")]

@@ -110,17 +110,42 @@ pub fn qemu_binary_name(arch: Arch) -> &'static str {
     crate::arch_facts::of(arch).qemu_binary
 }
 
-/// Paths of the files one boot's QEMU uses.
+/// The files one boot's QEMU uses: the images it is given, and what it keeps in its own run
+/// directory (the one owner of those names).
 #[derive(Debug, Clone)]
 pub struct MachineFiles<'a> {
     pub kernel: &'a Path,
     pub rootfs: &'a Path,
-    pub scratch: &'a Path,
-    pub virtiofs_socket: &'a Path,
-    pub qmp_socket: &'a Path,
+    /// The boot's temporary directory.
+    pub run_dir: &'a Path,
+}
+
+impl MachineFiles<'_> {
+    /// The sparse scratch disk, /dev/vdb.
+    pub fn scratch(&self) -> PathBuf {
+        self.run_dir.join("scratch.img")
+    }
+
+    /// virtiofsd's vhost-user socket.
+    pub fn virtiofs_socket(&self) -> PathBuf {
+        self.run_dir.join("virtiofs.sock")
+    }
+
+    /// QMP's socket, which tells a power-off from a reset.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.join("qmp.sock")
+    }
+
     /// Where the arm64 PL011 (the `earlycon` UART) writes: the kernel's messages from before
     /// hvc0 exists, which explain a guest that dies early.
-    pub early_serial: &'a Path,
+    pub fn early_serial(&self) -> PathBuf {
+        self.run_dir.join("early-serial.log")
+    }
+
+    /// QEMU's stderr.
+    pub fn qemu_stderr(&self) -> PathBuf {
+        self.run_dir.join("qemu.stderr")
+    }
 }
 
 /// QEMU's arguments for one boot: the arch's machine, console, rootfs as read-only /dev/vda,
@@ -153,7 +178,7 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
                 &["-device", "virtio-serial-pci", "-device", "virtconsole,chardev=console"],
             );
             let mut serial = OsString::from("file:");
-            serial.push(files.early_serial.as_os_str());
+            serial.push(files.early_serial());
             args.extend(["-serial".into(), serial]);
         }
     }
@@ -170,9 +195,9 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
         args.extend(["-device".into(), format!("virtio-blk-pci,drive={id}").into()]);
     };
     drive(&mut args, "rootfs", files.rootfs, true);
-    drive(&mut args, "scratch", files.scratch, false);
+    drive(&mut args, "scratch", &files.scratch(), false);
     let mut socket = OsString::from("socket,id=virtiofs,path=");
-    socket.push(escape_qemu_option(files.virtiofs_socket));
+    socket.push(escape_qemu_option(&files.virtiofs_socket()));
     args.extend(["-chardev".into(), socket]);
     args.extend([
         "-device".into(),
@@ -184,7 +209,7 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
     ]);
     // QMP tells a power-off from a reset (panic) for certain, whatever the console shows.
     let mut qmp = OsString::from("unix:");
-    qmp.push(escape_qemu_option(files.qmp_socket));
+    qmp.push(escape_qemu_option(&files.qmp_socket()));
     qmp.push(",server=on,wait=off");
     args.extend(["-qmp".into(), qmp]);
     args
@@ -209,32 +234,24 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         .prefix("boot-")
         .tempdir()
         .context("creating a temporary directory for the boot")?;
-    let scratch = scratch_dir.path().join("scratch.img");
-    std::fs::File::create(&scratch)
-        .and_then(|file| file.set_len(SCRATCH_DISK_BYTES))
-        .with_context(|| format!("creating the scratch disk {}", scratch.display()))?;
-    let socket = scratch_dir.path().join("virtiofs.sock");
-    let qemu_stderr_path = scratch_dir.path().join("qemu.stderr");
-    let qmp_socket = scratch_dir.path().join("qmp.sock");
-    let early_serial = scratch_dir.path().join("early-serial.log");
-
-    let mut virtiofsd_child = start_virtiofsd(&virtiofsd, &socket, &spec.share)?;
-
     let files = MachineFiles {
         kernel: &spec.kernel,
         rootfs: &spec.rootfs,
-        scratch: &scratch,
-        virtiofs_socket: &socket,
-        qmp_socket: &qmp_socket,
-        early_serial: &early_serial,
+        run_dir: scratch_dir.path(),
     };
+    let scratch = files.scratch();
+    std::fs::File::create(&scratch)
+        .and_then(|file| file.set_len(SCRATCH_DISK_BYTES))
+        .with_context(|| format!("creating the scratch disk {}", scratch.display()))?;
+
+    let mut virtiofsd_child = start_virtiofsd(&virtiofsd, &files.virtiofs_socket(), &spec.share)?;
     let started = Instant::now();
-    let mut qemu_child = start_qemu(&qemu, spec, &files, &qemu_stderr_path)?;
+    let mut qemu_child = start_qemu(&qemu, spec, &files)?;
 
     let lines = Arc::new(Mutex::new(Vec::<ConsoleLine>::new()));
     let reader = attach_console(&mut qemu_child.child, spec, started, &lines);
     let shutdown_reason = Arc::new(Mutex::new(None::<String>));
-    let qmp_reader = watch_qmp(&qmp_socket, &mut qemu_child.child, &shutdown_reason)?;
+    let qmp_reader = watch_qmp(&files.qmp_socket(), &mut qemu_child.child, &shutdown_reason)?;
 
     let timed_out = wait_for_exit(&mut qemu_child.child, started + spec.timeout)?;
     let ended_at = started.elapsed();
@@ -248,7 +265,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
 
     let lines = std::mem::take(&mut *lines.lock().expect("console lock"));
     if lines.is_empty() && !timed_out {
-        let stderr = std::fs::read_to_string(&qemu_stderr_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(files.qemu_stderr()).unwrap_or_default();
         bail!(
             "{} ended after {:.1} s without any console output; its stderr:\n{}",
             qemu.display(),
@@ -263,7 +280,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         timed_out,
         ended_at,
         shutdown_reason,
-        early_console: std::fs::read_to_string(&early_serial).unwrap_or_default(),
+        early_console: std::fs::read_to_string(files.early_serial()).unwrap_or_default(),
     })
 }
 
@@ -311,10 +328,11 @@ fn watch_qmp(
     }
 }
 
-/// Starts QEMU with its console on pipes and its stderr in `stderr_path`.
-fn start_qemu(qemu: &Path, spec: &VmSpec, files: &MachineFiles, stderr_path: &Path) -> Result<ProcessGroup> {
+/// Starts QEMU with its console on pipes and its stderr in the run directory.
+fn start_qemu(qemu: &Path, spec: &VmSpec, files: &MachineFiles) -> Result<ProcessGroup> {
+    let stderr_path = files.qemu_stderr();
     let qemu_stderr =
-        std::fs::File::create(stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?;
+        std::fs::File::create(&stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?;
     ProcessGroup::spawn(
         Command::new(qemu)
             .args(qemu_args(spec.arch, spec.accel, &spec.cmdline, files))
@@ -527,10 +545,7 @@ mod tests {
         let files = MachineFiles {
             kernel: Path::new("/k/kernel"),
             rootfs: Path::new("/r/root,fs.erofs"),
-            scratch: Path::new("/t/scratch.img"),
-            virtiofs_socket: Path::new("/t/v.sock"),
-            qmp_socket: Path::new("/t/qmp.sock"),
-            early_serial: Path::new("/t/early.log"),
+            run_dir: Path::new("/t"),
         };
         qemu_args(arch, Accel::Tcg, arch.default_kernel_cmdline(), &files)
             .iter()
@@ -565,7 +580,7 @@ mod tests {
         assert!(text.starts_with("-M virt,memory-backend=mem"), "{text}");
         assert!(text.contains("-cpu cortex-a57"), "{text}");
         assert!(text.contains("-device virtconsole,chardev=console"), "{text}");
-        assert!(text.contains("-serial file:/t/early.log"), "{text}");
+        assert!(text.contains("-serial file:/t/early-serial.log"), "{text}");
     }
 
     #[test]

@@ -195,17 +195,14 @@ mod tests {
             } else {
                 Machine::X86_64
             },
-            is_64: true,
             interpreter: text.contains("dyn").then(|| "/lib64/ld.so".to_owned()),
             needed: if text.contains("dyn") {
                 vec!["libc.so.6".into()]
             } else {
                 vec![]
             },
-            runpath: vec![],
-            rpath: vec![],
+            search_path: vec![],
             soname: text.contains("loader").then(|| "ld.so".to_owned()),
-            has_dynamic: text.contains("dyn"),
         })
     }
 

@@ -20,12 +20,8 @@ use crate::elf::{is_elf, ElfInfo};
 /// (or, without one, its RPATH) with `$ORIGIN` expanded, then the loader's default directories.
 pub fn search_dirs(info: &ElfInfo, object_path: &str, default_dirs: &[String]) -> Vec<String> {
     let origin = object_path.rsplit_once('/').map_or("", |(dir, _)| dir);
-    let own = if info.runpath.is_empty() {
-        &info.rpath
-    } else {
-        &info.runpath
-    };
-    own.iter()
+    info.search_path
+        .iter()
         .map(|dir| {
             let expanded = dir
                 .replace("${ORIGIN}", &format!("/{origin}"))
@@ -167,20 +163,17 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes[4..]).into_owned();
         let mut info = ElfInfo {
             machine: Machine::X86_64,
-            is_64: true,
             interpreter: None,
             needed: vec![],
-            runpath: vec![],
-            rpath: vec![],
+            search_path: vec![],
             soname: None,
-            has_dynamic: true,
         };
         for pair in text.split(';').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap();
             match key {
                 "interp" => info.interpreter = Some(value.into()),
                 "needed" => info.needed.push(value.into()),
-                "runpath" => info.runpath.push(value.into()),
+                "runpath" => info.search_path.push(value.into()),
                 "soname" => info.soname = Some(value.into()),
                 _ => panic!("bad fake key {key}"),
             }

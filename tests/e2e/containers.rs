@@ -109,3 +109,27 @@ fn the_binaries_config_takes_every_program_from_a_pinned_package() {
         "versions must be safe path components: {versions:?}"
     );
 }
+
+#[test]
+fn fetch_packages_refuses_a_bad_lock_naming_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("packages.lock");
+    let text = std::fs::read_to_string(project_root().join("tests/fixtures/containers/packages.lock")).unwrap();
+    let sha256 = containers::locked_packages()[0].sha256.clone();
+    std::fs::write(&lock, text.replacen(&sha256, "not-a-digest", 1)).unwrap();
+    let output = dir.path().join("pool");
+    let stderr = support::run_fails(
+        support::xtask()
+            .arg("fetch-packages")
+            .arg("--lock")
+            .arg(&lock)
+            .arg("--output")
+            .arg(&output),
+    );
+    assert!(stderr.contains(&format!("lock file {}", lock.display())), "{stderr}");
+    assert!(
+        stderr.contains("sha256 \"not-a-digest\" is not 64 lowercase hex digits"),
+        "{stderr}"
+    );
+    assert!(!output.exists(), "nothing may be written");
+}

@@ -2,20 +2,16 @@
 //! chain that carries their programs into the guest.
 //!
 //! Reads `tests/fixtures/containers/packages.lock` (containerd and runc per Debian arch, in the
-//! format of `manifests/rootfs.lock`) and fetches exactly those files with the host's apt, using
-//! private per-arch state under `{cache}/containers/apt/{deb_arch}` (the host's sources are only
-//! read), keeping them as `{cache}/containers/debs/{sha256}.deb` and checking every digest before
-//! use (`{cache}` is `$BOOT_ASSETS_CACHE_DIR`, default `~/.cache/boot-assets`). Then the release
-//! chain, once per test run, in `{target}/e2e-containers/`: nginx serves the package files, a
-//! binaries config names them with `format = "deb"`, `cargo xtask sync-binaries` stages the
-//! programs and writes the fragment, `release --binaries-json` (both arches, with the kernel and
-//! rootfs of `boot_support::assets`), `merge-manifest` and `cdn-tree` lay out the CDN, and
+//! format of `manifests/rootfs.lock`); `cargo xtask fetch-packages` fetches exactly those files
+//! (the rootfs build's apt path: private apt state, every digest checked, the download cache).
+//! Then the release chain, once per test run, in `{target}/e2e-containers/`: nginx serves the
+//! package files, a binaries config names them with `format = "deb"`, `cargo xtask sync-binaries`
+//! stages the programs and writes the fragment, `release --binaries-json` (both arches, with the
+//! kernel and rootfs of `boot_support::assets`), `merge-manifest` and `cdn-tree` lay out the CDN, and
 //! [`install_from_cdn`] serves that tree with nginx and installs one arch with `cargo xtask fetch
 //! --binaries` — the runtime bin dir the boot shares into the guest.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 use boot_assets::Arch;
@@ -52,10 +48,6 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
     // Debian's usr/bin/runc is a symlink to this file; sync-binaries refuses links.
     ("runc", "runc", "usr/sbin/runc"),
 ];
-
-/// The private apt configuration read after the host's: no hooks that would act on the host's
-/// caches, no index targets that are not needed (the rootfs build reads the same file).
-const PRIVATE_APT_CONF_PATH: &str = "manifests/templates/apt.conf";
 
 #[derive(Debug, Deserialize)]
 struct Lock {
@@ -94,135 +86,6 @@ fn locked<'a>(packages: &'a [LockedPackage], package: &str, arch: Arch) -> &'a L
         .iter()
         .find(|entry| entry.name == package && entry.for_arch == deb_arch(arch))
         .unwrap_or_else(|| panic!("{PACKAGES_LOCK} has no {package} for {}", deb_arch(arch)))
-}
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("BOOT_ASSETS_CACHE_DIR")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/boot-assets"))
-}
-
-/// apt with private state for one Debian architecture.
-struct PrivateApt {
-    root: PathBuf,
-}
-
-impl PrivateApt {
-    fn new(deb_arch: &str) -> PrivateApt {
-        let root = cache_dir().join("containers/apt").join(deb_arch);
-        for dir in ["state/lists/partial", "cache/archives/partial"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        if !root.join("state/status").exists() {
-            std::fs::write(root.join("state/status"), b"").unwrap();
-        }
-        // The private apt.conf: the checked-in template, then the settings that point apt at this
-        // state and arch (apt reads it after the host's configuration).
-        let template = project_root().join(PRIVATE_APT_CONF_PATH);
-        let mut conf =
-            std::fs::read_to_string(&template).unwrap_or_else(|e| panic!("reading {}: {e}", template.display()));
-        let (state, cache) = (root.join("state"), root.join("cache"));
-        conf.push_str(&format!(
-            "APT::Architecture \"{deb_arch}\";\n\
-             APT::Architectures \"{deb_arch}\";\n\
-             Dir::State \"{}\";\n\
-             Dir::State::status \"{}\";\n\
-             Dir::Cache \"{}\";\n\
-             APT::Sandbox::User \"root\";\n",
-            state.display(),
-            state.join("status").display(),
-            cache.display()
-        ));
-        std::fs::write(root.join("apt.conf"), conf).unwrap();
-        PrivateApt { root }
-    }
-
-    fn command(&self, tool: &str) -> Command {
-        let mut command = Command::new(support::require_tool(tool));
-        command.arg("-c").arg(self.root.join("apt.conf"));
-        command
-    }
-
-    fn has_lists(&self) -> bool {
-        std::fs::read_dir(self.root.join("state/lists"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .any(|e| e.file_name().to_string_lossy().contains("Packages"))
-            })
-            .unwrap_or(false)
-    }
-
-    fn update(&self) {
-        run_ok(self.command("apt-get").args(["-q", "update"]));
-    }
-
-    /// `apt-get download name=version…` into `dir`; false when apt fails.
-    fn download(&self, entries: &[&LockedPackage], dir: &Path) -> bool {
-        let mut command = self.command("apt-get");
-        command.args(["-q", "download"]).current_dir(dir);
-        command.args(entries.iter().map(|entry| format!("{}={}", entry.name, entry.version)));
-        command.output().is_ok_and(|output| output.status.success())
-    }
-}
-
-/// The package files of `entries`, from the cache or fetched with apt, each checked against its
-/// locked sha256.
-pub fn fetch_packages(entries: &[LockedPackage]) -> Vec<PathBuf> {
-    let debs = cache_dir().join("containers/debs");
-    std::fs::create_dir_all(&debs).unwrap();
-    let cached = |entry: &LockedPackage| debs.join(format!("{}.deb", entry.sha256));
-    let mut by_arch: BTreeMap<&str, Vec<&LockedPackage>> = BTreeMap::new();
-    for entry in entries.iter().filter(|entry| !cached(entry).is_file()) {
-        by_arch.entry(entry.for_arch.as_str()).or_default().push(entry);
-    }
-    for (deb_arch, missing) in by_arch {
-        let apt = PrivateApt::new(deb_arch);
-        let download = tempfile::tempdir_in(&debs).unwrap();
-        if !apt.has_lists() {
-            apt.update();
-        }
-        if !apt.download(&missing, download.path()) {
-            // The lists may predate the locked versions: refresh once and retry.
-            apt.update();
-            let names: Vec<String> = missing.iter().map(|e| format!("{}={}", e.name, e.version)).collect();
-            assert!(
-                apt.download(&missing, download.path()),
-                "apt-get download {} ({deb_arch}) failed: the archive may have moved on; re-resolve \
-                 {PACKAGES_LOCK} with apt-cache (see its header)",
-                names.join(" ")
-            );
-        }
-        // apt names files after their version; match them by digest.
-        for file in std::fs::read_dir(download.path()).unwrap().flatten() {
-            let digest = support::sha256_file(&file.path());
-            if let Some(entry) = missing.iter().find(|entry| entry.sha256 == digest) {
-                std::fs::rename(file.path(), cached(entry)).unwrap();
-            }
-        }
-    }
-    entries
-        .iter()
-        .map(|entry| {
-            let path = cached(entry);
-            assert!(
-                path.is_file(),
-                "apt-get downloaded no file with the sha256 {PACKAGES_LOCK} pins for {} {} ({})",
-                entry.name,
-                entry.version,
-                entry.for_arch
-            );
-            let digest = support::sha256_file(&path);
-            assert_eq!(
-                digest,
-                entry.sha256,
-                "{}: the cached package file does not have the locked sha256; delete it to fetch it again",
-                path.display()
-            );
-            path
-        })
-        .collect()
 }
 
 /// A version usable as a manifest version and path component (`~` is not).
@@ -275,12 +138,14 @@ fn build_release_chain(work: &Path) -> PathBuf {
         let _ = std::fs::remove_dir_all(work.join(stale));
     }
     let packages = locked_packages();
-    let files = fetch_packages(&packages);
-    let pool = work.join("mirror/pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    for (entry, file) in packages.iter().zip(&files) {
-        std::fs::copy(file, pool.join(&entry.filename)).unwrap();
-    }
+    run_ok(
+        xtask()
+            .arg("fetch-packages")
+            .arg("--lock")
+            .arg(project_root().join(PACKAGES_LOCK))
+            .arg("--output")
+            .arg(work.join("mirror/pool")),
+    );
     let dist = work.join("dist");
     let fragment = dist.join("bin/binaries.json");
     {

@@ -145,7 +145,7 @@ fn the_default_source_is_the_locked_6_12_package() {
 fn a_tampered_kernel_source_package_is_refused() {
     let cache = tempfile::tempdir().unwrap();
     let (name, version, sha256) = locked_source();
-    let planted = cache.path().join(format!("rootfs/debs/{sha256}.deb"));
+    let planted = support::cached_download(cache.path(), &sha256);
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     std::fs::write(&planted, b"not the package the lock names").unwrap();
     let stderr = x86_64_kernel_build_fails(cache.path(), &[]);

@@ -235,6 +235,17 @@ pub fn write_tgz(path: &Path, members: &[TgzMember]) -> String {
 }
 
 /// Runs a command that must succeed (see [`run_ok`]) and returns its stdout, which must be UTF-8.
+/// xtask's download cache below `cache` (a `BOOT_ASSETS_CACHE_DIR`): downloads and apt's
+/// package files alike, each named by its sha256.
+pub fn download_cache(cache: &Path) -> PathBuf {
+    cache.join("downloads")
+}
+
+/// The file of `sha256` in the [`download_cache`] below `cache`.
+pub fn cached_download(cache: &Path, sha256: &str) -> PathBuf {
+    download_cache(cache).join(sha256)
+}
+
 pub fn stdout_of(command: &mut Command) -> String {
     let output = run_ok(command);
     String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("{command:?} printed no UTF-8: {e}"))

@@ -39,11 +39,8 @@ fn every_workflow_passes_actionlint() {
 
 /// Setup steps that are not `cargo xtask` commands, each with why it cannot be one: the bare
 /// container has neither git (checkout) nor curl (rustup) nor a C linker (cargo) until they run.
-const SETUP_COMMANDS: [&str; 2] = [
-    "apt-get update && apt-get install -y --no-install-recommends git curl ca-certificates build-essential",
-    // The publish job's GitHub CLI, for `publish --github-release`.
-    "apt-get update && apt-get install -y --no-install-recommends git curl ca-certificates build-essential gh",
-];
+const SETUP_COMMANDS: [&str; 1] =
+    ["apt-get update && apt-get install -y --no-install-recommends git curl ca-certificates build-essential"];
 
 /// Actions a step may use: checkout, the Rust toolchain, caches and artifacts move files between
 /// jobs; create-pull-request proposes the pinning diff (it runs no build step of ours).

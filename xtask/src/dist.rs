@@ -16,7 +16,7 @@ use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::flags::{self, ArchFlag, Job};
-use crate::{layout, merge_manifest, release, setup, sync_binaries, util};
+use crate::{fex, layout, merge_manifest, release, setup, sync_binaries, util};
 
 /// The binaries config used when neither `--binaries-config` nor another source is given.
 const DEFAULT_BINARIES_CONFIG: &str = "manifests/binaries.toml";
@@ -92,8 +92,7 @@ impl flags::Dist {
             eprintln!("dist: runtime binaries from {}", fragment.display());
             return Ok(Some(fragment.clone()));
         }
-        let output = layout::staged_binaries_dir(&self.output_dir);
-        let fragment = layout::binaries_fragment(&self.output_dir);
+        let staging = layout::binaries_staging(&self.output_dir);
         let config = self
             .binaries_config
             .clone()
@@ -102,28 +101,24 @@ impl flags::Dist {
         let synced = sync_binaries::sync(&sync_binaries::Request {
             config: config.clone(),
             arches: arches.iter().map(|&a| a.into()).collect(),
-            output: output.clone(),
-            fragment: fragment.clone(),
+            staging: staging.clone(),
             pin: false,
         })
         .with_context(|| format!("dist: staging the runtime binaries of {}", config.display()))?;
         eprintln!("dist: {} runtime binaries staged", synced.binaries);
         let fragment = synced.fragment;
         if let Some(source) = &self.fex_source {
-            flags::Fex {
-                source: Some(source.clone()),
-                repo: None,
-                git_ref: None,
-                commit: None,
-                patches_dir: self.fex_patches_dir.iter().cloned().collect(),
-                version: None,
-                cmake_define: Vec::new(),
-                build_dir: None,
-                output,
-                binaries_json: fragment.clone(),
-            }
-            .run(sh)
+            let built = fex::build(
+                sh,
+                &fex::Request::local(source.clone(), self.fex_patches_dir.clone(), staging),
+            )
             .with_context(|| format!("dist: building FEX from {}", source.display()))?;
+            eprintln!(
+                "dist: FEX {} from {} staged as {}",
+                built.version,
+                source.display(),
+                built.staged.display()
+            );
         } else {
             eprintln!("dist: no --fex-source: the release carries no FEX (the release workflow builds it on arm64)");
         }

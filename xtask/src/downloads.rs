@@ -1,6 +1,7 @@
-//! The one download cache of the pipeline: every file xtask downloads by URL is kept as
-//! `{cache}/downloads/{sha256}`, fetched with the library's [`Downloader`] (resume, retries,
-//! digest checked while writing, atomic rename).
+//! The one download cache of the pipeline: every file xtask downloads is kept as
+//! `{cache}/downloads/{sha256}`. A file named by URL is fetched with the library's
+//! [`Downloader`] (resume, retries, digest checked while writing, atomic rename); a package file
+//! apt downloaded is moved in by [`DownloadCache::adopt`] once its digest is known.
 //!
 //! Reads the cache and the network (or, for a `file://` URL, the local file); writes only files
 //! named by their digest into the cache directory.
@@ -67,6 +68,21 @@ impl DownloadCache {
         self.downloader
             .download_unpinned(url, &self.dir, CACHED_FILE_MODE)
             .with_context(|| format!("downloading {url}"))
+    }
+
+    /// Moves `file` (on the same file system, e.g. from [`DownloadCache::scratch_dir`]) into
+    /// the cache as the file of `sha256`, its digest.
+    pub fn adopt(&self, file: &Path, sha256: &str) -> Result<PathBuf> {
+        let cached = self.path(sha256);
+        std::fs::rename(file, &cached).with_context(|| format!("moving {} to {}", file.display(), cached.display()))?;
+        Ok(cached)
+    }
+
+    /// A temporary directory inside the cache, for a tool that downloads on its own (apt).
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir> {
+        self.create_dir()?;
+        tempfile::tempdir_in(&self.dir)
+            .with_context(|| format!("creating a download directory in {}", self.dir.display()))
     }
 
     fn create_dir(&self) -> Result<()> {

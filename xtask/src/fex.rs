@@ -18,6 +18,7 @@ use boot_assets::{cdn, Arch, Binary, FileEntry};
 use serde::Deserialize;
 use xshell::{cmd, Shell};
 
+use crate::layout::Staging;
 use crate::{binaries, elf, flags, util};
 
 /// The runtime binary's name: in the manifest, on the CDN and in the guest (`runtime/bin/FEX`).
@@ -88,44 +89,143 @@ fn commit_to_fetch<'a>(pin: &'a SourcePin, git_ref: &str, commit: Option<&'a str
     Ok(commit)
 }
 
+/// Where the FEX tree comes from.
+pub enum Source {
+    /// A local tree (or any CMake tree with the same target and output path).
+    Local(PathBuf),
+    /// A git URL, fetched at the pinned commit or at `commit`, with its submodules.
+    Repo { url: String, commit: Option<String> },
+}
+
+/// What one FEX build is asked to do (the `fex` flags, or `dist --fex-source`).
+pub struct Request {
+    pub tree: Tree,
+    /// The version key; `{ref}+{UTC time}` when `None`.
+    pub version: Option<String>,
+    /// Extra CMake cache entries `KEY=VALUE`, which override the checked-in ones.
+    pub cmake_defines: Vec<String>,
+    /// The clone and the CMake build (`build/fex`).
+    pub work_dir: PathBuf,
+    /// Where the binary is staged (`dist/bin`), and the fragment whose FEX entry is replaced
+    /// (created when missing).
+    pub staging: Staging,
+}
+
+/// The tree a build starts from.
+pub struct Tree {
+    pub source: Source,
+    /// The FEX ref: the prefix of the default version; with a repo, the pinned ref unless a
+    /// commit is given.
+    pub git_ref: Option<String>,
+    /// Directories of `*.patch` files, applied one directory after the other.
+    pub patches_dirs: Vec<PathBuf>,
+}
+
+/// What a build wrote.
+pub struct FexOutputs {
+    /// `{staging.dir}/FEX/{safe_version}/arm64/FEX`.
+    pub staged: PathBuf,
+    pub version: String,
+}
+
 impl flags::Fex {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let settings_path = util::project_root().join(BUILD_SETTINGS_PATH);
-        let settings: BuildSettings = toml::from_str(
-            &std::fs::read_to_string(&settings_path).with_context(|| format!("reading {}", settings_path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", settings_path.display()))?;
-        crate::tools::require_all(&HOST_TOOLS).context("FEX builds with clang and lld")?;
-
-        let work = self.build_dir.clone().unwrap_or_else(|| util::build_dir().join("fex"));
-        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let (source, fetched) = self.prepare_source(sh, &work, &settings.source)?;
-        let build = work.join("build");
-        self.configure_and_build(sh, &source, &build, &settings, fetched.as_ref())?;
-
-        let built = build.join(&settings.output);
-        let bytes =
-            std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        let info =
-            elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
-        elf::require_static(
-            &info,
-            FEX_ARCH,
-            &format!("the built FEX interpreter {}", built.display()),
-        )
-        .context("refusing to stage FEX")?;
-
-        let version = match &self.version {
-            Some(version) => version.clone(),
-            None => default_version(
-                self.git_ref
-                    .as_deref()
-                    .or(self.repo.as_ref().map(|_| settings.source.git_ref.as_str())),
-            ),
+        let source = match (self.source, self.repo) {
+            (Some(source), None) => Source::Local(source),
+            (None, Some(url)) => Source::Repo {
+                url,
+                commit: self.commit,
+            },
+            (Some(_), Some(_)) => bail!("pass either --source or --repo, not both"),
+            (None, None) => bail!("pass --source DIR (a FEX tree) or --repo URL --ref REF"),
         };
-        self.stage_and_record(&version, &bytes)
+        build(
+            sh,
+            &Request {
+                tree: Tree {
+                    source,
+                    git_ref: self.git_ref,
+                    patches_dirs: or_default_patches(self.patches_dir),
+                },
+                version: self.version,
+                cmake_defines: self.cmake_define,
+                work_dir: self.build_dir.unwrap_or_else(default_work_dir),
+                staging: Staging {
+                    dir: self.output,
+                    fragment: self.binaries_json,
+                },
+            },
+        )?;
+        Ok(())
     }
+}
 
+impl Request {
+    /// A build of a local tree with `patches_dir`'s patches (ours when `None`) in the default
+    /// work directory: what `dist --fex-source` asks for.
+    pub fn local(source: PathBuf, patches_dir: Option<PathBuf>, staging: Staging) -> Request {
+        Request {
+            tree: Tree {
+                source: Source::Local(source),
+                git_ref: None,
+                patches_dirs: or_default_patches(patches_dir.into_iter().collect()),
+            },
+            version: None,
+            cmake_defines: Vec::new(),
+            work_dir: default_work_dir(),
+            staging,
+        }
+    }
+}
+
+/// `build/fex`.
+fn default_work_dir() -> PathBuf {
+    util::build_dir().join("fex")
+}
+
+/// The patches directories asked for, or ours.
+fn or_default_patches(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if dirs.is_empty() {
+        vec![util::project_root().join(DEFAULT_PATCHES_DIR)]
+    } else {
+        dirs
+    }
+}
+
+/// Builds, checks and stages FEX as `request` says, and records it in the fragment.
+pub fn build(sh: &Shell, request: &Request) -> Result<FexOutputs> {
+    let settings_path = util::project_root().join(BUILD_SETTINGS_PATH);
+    let settings: BuildSettings = toml::from_str(
+        &std::fs::read_to_string(&settings_path).with_context(|| format!("reading {}", settings_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", settings_path.display()))?;
+    crate::tools::require_all(&HOST_TOOLS).context("FEX builds with clang and lld")?;
+
+    let work = &request.work_dir;
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let (source, fetched) = request.prepare_source(sh, &settings.source)?;
+    let build = work.join("build");
+    request.configure_and_build(sh, &source, &build, &settings, fetched.as_ref())?;
+
+    let built = build.join(&settings.output);
+    let bytes = std::fs::read(&built).with_context(|| format!("reading the built interpreter {}", built.display()))?;
+    let info = elf::elf_info(&bytes).with_context(|| format!("reading the built interpreter {}", built.display()))?;
+    elf::require_static(
+        &info,
+        FEX_ARCH,
+        &format!("the built FEX interpreter {}", built.display()),
+    )
+    .context("refusing to stage FEX")?;
+
+    let pinned_ref = matches!(request.tree.source, Source::Repo { .. }).then_some(settings.source.git_ref.as_str());
+    let version = match &request.version {
+        Some(version) => version.clone(),
+        None => default_version(request.tree.git_ref.as_deref().or(pinned_ref)),
+    };
+    request.stage_and_record(&version, &bytes)
+}
+
+impl Request {
     /// Configures the tree with CMake (the checked-in cache entries and toolchain file, the
     /// version of a fetched commit, then the caller's `--cmake-define`s) and builds the
     /// interpreter's target.
@@ -156,7 +256,7 @@ impl flags::Fex {
             defines.extend(version_defines(git_ref, commit));
         }
         // The caller's entries come last, so they override the checked-in ones.
-        defines.extend(self.cmake_define.iter().map(|d| format!("-D{d}")));
+        defines.extend(self.cmake_defines.iter().map(|d| format!("-D{d}")));
         cmd!(sh, "cmake -G Ninja -S {source} -B {build} {defines...}")
             .quiet()
             .run()
@@ -175,9 +275,9 @@ impl flags::Fex {
     }
 
     /// Stages the checked interpreter and replaces the FEX entry of the binaries fragment.
-    fn stage_and_record(&self, version: &str, bytes: &[u8]) -> Result<()> {
-        let staged = stage(&self.output, version, bytes)?;
-        let fragment = binaries::read_fragment_or_empty(&self.binaries_json)?;
+    fn stage_and_record(&self, version: &str, bytes: &[u8]) -> Result<FexOutputs> {
+        let staged = stage(&self.staging.dir, version, bytes)?;
+        let fragment = binaries::read_fragment_or_empty(&self.staging.fragment)?;
         let entry = Binary {
             name: FEX_NAME.into(),
             version: version.to_owned(),
@@ -192,30 +292,29 @@ impl flags::Fex {
             )]
             .into(),
         };
-        binaries::write_fragment(&self.binaries_json, &binaries::replace_entry(&fragment, entry))?;
+        binaries::write_fragment(&self.staging.fragment, &binaries::replace_entry(&fragment, entry))?;
         eprintln!(
             "fex: staged {} (version {version}); recorded in {}",
             staged.display(),
-            self.binaries_json.display()
+            self.staging.fragment.display()
         );
-        Ok(())
+        Ok(FexOutputs {
+            staged,
+            version: version.to_owned(),
+        })
     }
 
     /// The tree to build: the local source (copied when patches must be applied), or exactly the
     /// pinned commit fetched with its submodules; for a fetch, also the ref and commit it is.
-    fn prepare_source(&self, sh: &Shell, work: &Path, pin: &SourcePin) -> Result<(PathBuf, Option<(String, String)>)> {
-        let dirs = if self.patches_dir.is_empty() {
-            vec![util::project_root().join(DEFAULT_PATCHES_DIR)]
-        } else {
-            self.patches_dir.clone()
-        };
+    fn prepare_source(&self, sh: &Shell, pin: &SourcePin) -> Result<(PathBuf, Option<(String, String)>)> {
         let mut patches = Vec::new();
-        for dir in &dirs {
+        for dir in &self.tree.patches_dirs {
             patches.extend(patch_files(dir)?);
         }
         let mut fetched = None;
-        let source = match (&self.source, &self.repo) {
-            (Some(source), None) => {
+        let tree = self.work_dir.join("src");
+        let source = match &self.tree.source {
+            Source::Local(source) => {
                 anyhow::ensure!(
                     source.join("CMakeLists.txt").is_file(),
                     "--source {}: no CMakeLists.txt there",
@@ -224,50 +323,19 @@ impl flags::Fex {
                 if patches.is_empty() {
                     return Ok((source.clone(), None));
                 }
-                let copy = work.join("src");
-                sh.remove_path(&copy)?;
-                cmd!(sh, "cp -a {source} {copy}")
+                sh.remove_path(&tree)?;
+                cmd!(sh, "cp -a {source} {tree}")
                     .run()
                     .context("copying the source tree before patching it")?;
-                copy
+                tree
             }
-            (None, Some(repo)) => {
-                let git_ref = self.git_ref.as_deref().unwrap_or(&pin.git_ref);
-                let commit = commit_to_fetch(pin, git_ref, self.commit.as_deref())?;
-                let clone = work.join("src");
-                sh.remove_path(&clone)?;
-                eprintln!("fex: fetching {repo} at {git_ref} = commit {commit} (depth 1, with its submodules)");
-                cmd!(sh, "git init --quiet {clone}")
-                    .run()
-                    .context("creating the FEX clone")?;
-                cmd!(sh, "git -C {clone} fetch --quiet --depth 1 {repo} {commit}")
-                    .run()
-                    .with_context(|| format!("fetching commit {commit} ({git_ref}) from {repo}"))?;
-                cmd!(sh, "git -C {clone} checkout --quiet --detach FETCH_HEAD")
-                    .run()
-                    .context("checking out the fetched FEX commit")?;
-                let head = cmd!(sh, "git -C {clone} rev-parse HEAD").quiet().read()?;
-                if !head.trim().eq_ignore_ascii_case(commit) {
-                    bail!("{repo} gave commit {} for {commit}: refusing to build it", head.trim());
-                }
-                let submodules = submodule_paths(sh, &clone)?;
-                let wanted: Vec<&String> = submodules
-                    .iter()
-                    .filter(|path| !pin.skip_submodules.contains(path))
-                    .collect();
-                if !wanted.is_empty() {
-                    cmd!(
-                        sh,
-                        "git -C {clone} submodule update --quiet --init --recursive --depth 1 -- {wanted...}"
-                    )
-                    .run()
-                    .with_context(|| format!("fetching the submodules of {repo} at {commit}"))?;
-                }
+            Source::Repo { url, commit } => {
+                let git_ref = self.tree.git_ref.as_deref().unwrap_or(&pin.git_ref);
+                let commit = commit_to_fetch(pin, git_ref, commit.as_deref())?;
+                fetch_commit(sh, &tree, url, git_ref, commit, &pin.skip_submodules)?;
                 fetched = Some((git_ref.to_owned(), commit.to_owned()));
-                clone
+                tree
             }
-            (Some(_), Some(_)) => bail!("pass either --source or --repo, not both"),
-            (None, None) => bail!("pass --source DIR (a FEX tree) or --repo URL --ref REF"),
         };
         for patch in &patches {
             eprintln!("fex: applying {}", patch.display());
@@ -277,6 +345,37 @@ impl flags::Fex {
         }
         Ok((source, fetched))
     }
+}
+
+/// Fetches exactly `commit` of `repo` into a fresh `clone`, with the submodules it records
+/// (but `skip`).
+fn fetch_commit(sh: &Shell, clone: &Path, repo: &str, git_ref: &str, commit: &str, skip: &[String]) -> Result<()> {
+    sh.remove_path(clone)?;
+    eprintln!("fex: fetching {repo} at {git_ref} = commit {commit} (depth 1, with its submodules)");
+    cmd!(sh, "git init --quiet {clone}")
+        .run()
+        .context("creating the FEX clone")?;
+    cmd!(sh, "git -C {clone} fetch --quiet --depth 1 {repo} {commit}")
+        .run()
+        .with_context(|| format!("fetching commit {commit} ({git_ref}) from {repo}"))?;
+    cmd!(sh, "git -C {clone} checkout --quiet --detach FETCH_HEAD")
+        .run()
+        .context("checking out the fetched FEX commit")?;
+    let head = cmd!(sh, "git -C {clone} rev-parse HEAD").quiet().read()?;
+    if !head.trim().eq_ignore_ascii_case(commit) {
+        bail!("{repo} gave commit {} for {commit}: refusing to build it", head.trim());
+    }
+    let submodules = submodule_paths(sh, clone)?;
+    let wanted: Vec<&String> = submodules.iter().filter(|path| !skip.contains(path)).collect();
+    if !wanted.is_empty() {
+        cmd!(
+            sh,
+            "git -C {clone} submodule update --quiet --init --recursive --depth 1 -- {wanted...}"
+        )
+        .run()
+        .with_context(|| format!("fetching the submodules of {repo} at {commit}"))?;
+    }
+    Ok(())
 }
 
 /// FEX's version cache entries for a fetched commit. FEX asks `git describe` for its version

@@ -26,6 +26,7 @@ pub enum Command {
     Test(Test),
     Fex(Fex),
     Fetch(Fetch),
+    FetchPackages(FetchPackages),
     #[command(hide = true)]
     CdnTree(CdnTree),
     Bench(Bench),
@@ -553,6 +554,22 @@ pub struct SyncBinaries {
     /// config file (review the diff before committing it).
     #[arg(long)]
     pub pin: bool,
+}
+
+/// Fetch the package files a lock pins into a directory, each verified against the lock.
+///
+/// Reads a lock in the format of manifests/rootfs.lock (e.g. tests/fixtures/containers/packages.lock);
+/// fetches each file with the host's apt and the rootfs build's private per-arch state (nothing
+/// is installed on the host), checks its sha256, keeps it in the download cache and writes
+/// `{output}/{filename}`.
+#[derive(Debug, clap::Args)]
+pub struct FetchPackages {
+    /// The lock file.
+    #[arg(long)]
+    pub lock: PathBuf,
+    /// Where the package files are written, under their archive file names.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 /// Build the guest kernel from source (cached), or take a prebuilt one verified by its digest.

@@ -16,7 +16,7 @@ use crate::util;
 /// Suffix of a tarball's `sha256sum` sidecar: `{tarball}.sha256`.
 const SIDECAR_SUFFIX: &str = ".sha256";
 
-/// The fragment that lists the staged runtime binaries, inside [`staged_binaries_dir`].
+/// The fragment that lists the staged runtime binaries, inside their [`Staging`] directory.
 const BINARIES_FRAGMENT_FILE: &str = "binaries.json";
 
 /// One arch's release folder: `{dist}/{arch}`.
@@ -54,14 +54,28 @@ pub fn manifest_signature(dist: &Path) -> PathBuf {
     dist.join(cdn::signature_path(cdn::MANIFEST_FILE))
 }
 
-/// Where the runtime binaries are staged: `{dist}/bin`.
-pub fn staged_binaries_dir(dist: &Path) -> PathBuf {
-    dist.join(cdn::BINARIES_DIR)
+/// Where runtime binaries are staged, and the fragment that lists them.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    /// `{dir}/{name}/{safe_version}/{arch}/{name}` for each binary.
+    pub dir: PathBuf,
+    /// The binaries fragment (`{dir}/binaries.json` unless asked otherwise).
+    pub fragment: PathBuf,
 }
 
-/// The fragment that lists the staged binaries: `{dist}/bin/binaries.json`.
-pub fn binaries_fragment(dist: &Path) -> PathBuf {
-    staged_binaries_dir(dist).join(BINARIES_FRAGMENT_FILE)
+impl Staging {
+    /// `dir`, with the fragment at its usual place inside it.
+    pub fn in_dir(dir: PathBuf) -> Staging {
+        Staging {
+            fragment: dir.join(BINARIES_FRAGMENT_FILE),
+            dir,
+        }
+    }
+}
+
+/// The runtime binaries of a release: staged in `{dist}/bin`, listed in `{dist}/bin/binaries.json`.
+pub fn binaries_staging(dist: &Path) -> Staging {
+    Staging::in_dir(dist.join(cdn::BINARIES_DIR))
 }
 
 /// One staged runtime binary: `{dist}/bin/{name}/{safe_version}/{arch}/{name}`, the CDN path
@@ -93,7 +107,9 @@ mod tests {
         assert_eq!(arch_manifest(dist, Arch::Arm64), Path::new("dist/arm64/manifest.json"));
         assert_eq!(unified_manifest(dist), Path::new("dist/manifest.json"));
         assert_eq!(manifest_signature(dist), Path::new("dist/manifest.json.minisig"));
-        assert_eq!(binaries_fragment(dist), Path::new("dist/bin/binaries.json"));
+        let staging = binaries_staging(dist);
+        assert_eq!(staging.dir, Path::new("dist/bin"));
+        assert_eq!(staging.fragment, Path::new("dist/bin/binaries.json"));
         assert_eq!(
             staged_binary(dist, "FEX", "2508+abc", Arch::Arm64),
             Path::new("dist/bin/FEX/2508-abc/arm64/FEX")

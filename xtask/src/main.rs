@@ -13,6 +13,7 @@ mod dist;
 mod downloads;
 mod elf;
 mod fetch;
+mod fetch_packages;
 mod fex;
 mod flags;
 mod kernel;
@@ -62,6 +63,7 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::Test(cmd) => cmd.run(sh),
         flags::Command::Fex(cmd) => cmd.run(sh),
         flags::Command::Fetch(cmd) => cmd.run(sh),
+        flags::Command::FetchPackages(cmd) => cmd.run(sh),
         flags::Command::CdnTree(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
         flags::Command::Publish(cmd) => cmd.run(sh),

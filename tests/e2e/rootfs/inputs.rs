@@ -2,7 +2,7 @@
 //! a missing file, an image over budget, `--update-lock`, and the flags `--help` documents.
 
 use super::{build_fails, builds_lock, warm_cache_copy, xtask_on_cache_copy};
-use crate::support::{project_root, run_ok, stdout_of, xtask};
+use crate::support::{cached_download, project_root, run_ok, stdout_of, xtask};
 
 /// The locked sha256 of package `name` for the Debian arch `for_arch`, read with the `toml` crate.
 fn lock_entry_sha(name: &str, for_arch: &str) -> String {
@@ -22,7 +22,7 @@ fn lock_entry_sha(name: &str, for_arch: &str) -> String {
 fn a_tampered_cached_package_file_fails_naming_package_and_file() {
     let dir = warm_cache_copy();
     let sha = lock_entry_sha("ethtool", "amd64");
-    let cached = dir.path().join(format!("cache/rootfs/debs/{sha}.deb"));
+    let cached = cached_download(&dir.path().join("cache"), &sha);
     let mut bytes = std::fs::read(&cached).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use crate::support::{require_tool, run_fails, run_ok, xtask};
+use crate::support::{download_cache, require_tool, run_fails, run_ok, xtask};
 
 /// Serializes the heavy builds of this module.
 pub(super) static BUILDS: Mutex<()> = Mutex::new(());
@@ -124,14 +124,14 @@ pub(super) fn mode(path: &Path) -> u32 {
 
 /// A fresh cache holding copies of the x86_64 package files (no apt lists).
 pub(super) fn warm_cache_copy() -> tempfile::TempDir {
-    let source = first_builds()["x86_64"].cache.join("rootfs/debs");
+    let source = download_cache(&first_builds()["x86_64"].cache);
     let dir = tempfile::tempdir().unwrap();
-    let debs = dir.path().join("cache/rootfs/debs");
-    std::fs::create_dir_all(&debs).unwrap();
+    let copy = download_cache(&dir.path().join("cache"));
+    std::fs::create_dir_all(&copy).unwrap();
     for entry in std::fs::read_dir(&source).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|ext| ext == "deb") {
-            std::fs::copy(&path, debs.join(path.file_name().unwrap())).unwrap();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
         }
     }
     dir

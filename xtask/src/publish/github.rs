@@ -42,11 +42,7 @@ pub fn publish(sh: &Shell, release: &Release<'_>, assets: &[ReleaseAsset]) -> Re
     let repo_args: Vec<&str> = release.repo.map(|r| vec!["--repo", r]).unwrap_or_default();
     let repo = &repo_args;
     let tag = release.tag.as_str();
-    cmd!(sh, "gh --version")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("gh (the GitHub CLI) is required for --github-release: install it from your distribution (`apt-get install gh`)")?;
+    crate::tools::require("gh").context("--github-release creates the release with the GitHub CLI")?;
     let output = cmd!(sh, "gh release view {tag} {repo...} --json {GH_VIEW_FIELDS}")
         .quiet()
         .ignore_status()

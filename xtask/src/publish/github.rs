@@ -43,6 +43,11 @@ pub fn publish(sh: &Shell, release: &Release<'_>, assets: &[ReleaseAsset]) -> Re
     let repo = &repo_args;
     let tag = release.tag.as_str();
     crate::tools::require("gh").context("--github-release creates the release with the GitHub CLI")?;
+    cmd!(sh, "gh --version")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("the GitHub CLI does not run")?;
     let output = cmd!(sh, "gh release view {tag} {repo...} --json {GH_VIEW_FIELDS}")
         .quiet()
         .ignore_status()

@@ -91,6 +91,11 @@ impl<'a> Bucket<'a> {
     pub fn connect(sh: &'a Shell, remote: &str) -> Result<Bucket<'a>> {
         let (name, path) = parse_remote(remote)?;
         crate::tools::require("rclone").context("publishing uploads with rclone")?;
+        cmd!(sh, "rclone version")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("rclone does not run")?;
         let root = format!("{name}:{path}");
         match std::env::var(ENDPOINT_ENV) {
             Ok(endpoint) if !endpoint.trim().is_empty() => {

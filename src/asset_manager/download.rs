@@ -649,8 +649,9 @@ fn write_body<T>(
 /// file's length still counts only the bytes written, so a resume finds the same prefix). The
 /// writes then fill reserved blocks instead of allocating them page by page: with it a 1 GiB
 /// install to ext4 was faster than `curl -o` alone, without it 1.3x slower (A/B runs of two
-/// release builds, 1 GiB from nginx on loopback). Only for the manifest's `size`, never a size the server announces, and not on tmpfs,
-/// which has no blocks to reserve and would only zero the memory first (measured slower there).
+/// release builds, 1 GiB from nginx on loopback). Only for the manifest's `size`, never a size
+/// the server announces, and not on tmpfs, which has no blocks to reserve and would only zero
+/// the memory first (measured slower there).
 /// A hint: a file system that cannot do it is not an error.
 #[cfg(target_os = "linux")]
 fn preallocate(file: &File, from: u64, length: u64) {

@@ -140,6 +140,7 @@ fn build_manifest(request: &Request, inputs: &Inputs) -> Result<Manifest> {
             .kernel_cmdline
             .clone()
             .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned()),
+        rootfs_verity_root_hash: None,
         runtime: None,
     };
     let manifest = Manifest {

@@ -30,4 +30,5 @@ mod signature;
 mod support;
 mod sync_binaries;
 mod tidy;
+mod verity;
 mod workflows;

@@ -92,6 +92,10 @@ pub struct Dist {
     /// Ship no runtime binaries (the manifests carry no `binaries`).
     #[arg(long)]
     pub no_binaries: bool,
+    /// DEVELOPMENT ONLY, UNVERIFIED: ship every rootfs without its dm-verity hash tree, booted
+    /// from the plain command line (see `release --unverified-rootfs`); never publish it.
+    #[arg(long)]
+    pub unverified_rootfs: bool,
     /// Where `{arch}/…`, `bin/…` and the merged `manifest.json` are written.
     #[arg(long, default_value = "dist")]
     pub output_dir: PathBuf,
@@ -245,9 +249,16 @@ pub struct Release {
     /// entries go into the manifest.
     #[arg(long)]
     pub binaries_json: Option<PathBuf>,
-    /// Kernel command line; defaults to the contract's line for the arch.
+    /// Kernel command line; defaults to the contract's line for the arch. Its `root=DEVICE`
+    /// (the rootfs disk) becomes the verified root: `dm-mod.create=` (the dm-verity table over
+    /// DEVICE) `dm-mod.waitfor=DEVICE root=/dev/dm-0`.
     #[arg(long)]
     pub kernel_cmdline: Option<String>,
+    /// DEVELOPMENT ONLY, UNVERIFIED: ship the rootfs as given, without its dm-verity hash tree,
+    /// with the plain command line (root=/dev/vda) and no recorded root hash. Nothing then checks
+    /// the blocks the guest reads; never publish such a release.
+    #[arg(long)]
+    pub unverified_rootfs: bool,
     /// Where `{arch}/…` is written.
     #[arg(long, default_value = "dist")]
     pub output_dir: PathBuf,

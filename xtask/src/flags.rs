@@ -677,15 +677,19 @@ pub struct Boot {
     pub qemu: Option<PathBuf>,
 }
 
-/// Boot each arch N times and print the median kernel start → /sbin/init, /sbin/init → agent
-/// and kernel start → first container output times.
+/// Boot each arch N times from the plain EROFS root and N times from the verified root,
+/// alternating, and print the median kernel start → /sbin/init, /sbin/init → agent, kernel
+/// start → agent and kernel start → first container output times of each, the verified / plain
+/// ratios (target: kernel start → agent at most 5% slower) and the image growth.
 ///
 /// Builds what it boots unless --kernel/--rootfs names it: the kernel through the kernel cache,
-/// the rootfs from the pinned recipe into build/{arch}/rootfs.erofs. Boots with the container agent: it mounts cgroup v2, runs one busybox
+/// the rootfs from the pinned recipe into build/{arch}/rootfs.erofs; the verified root is that
+/// image with its dm-verity hash tree (as `release` makes it), booted with the verified command
+/// line. Boots with the container agent: it mounts cgroup v2, runs one busybox
 /// container with runc and powers off (with --no-containers, an agent that prints one line).
 #[derive(Debug, clap::Args)]
 pub struct BenchBoot {
-    /// Boots per arch.
+    /// Boots per arch and root (plain, verified).
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
     /// Arches to measure (repeatable); both when not given.
@@ -694,7 +698,8 @@ pub struct BenchBoot {
     /// Kernel image to boot instead of building one (with one --arch).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Rootfs image to boot instead of building build/{arch}/rootfs.erofs (with one --arch).
+    /// EROFS rootfs image to boot instead of building build/{arch}/rootfs.erofs (with one --arch);
+    /// the verified root is made from it.
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
     /// Seconds before one boot is declared hung.

@@ -357,6 +357,22 @@ pub struct Fetch {
     /// Seconds over which the transfer rate is measured.
     #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_RATE_WINDOW.as_secs())]
     pub rate_window_secs: u64,
+    /// A mirror with the CDN's layout, tried (in the order given) for an object that fails on
+    /// the CDN; repeatable. latest.json is read from --cdn only.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Overall deadline in seconds for installing the boot assets, and again for the binaries:
+    /// when it passes, fetch stops with an error and a re-run resumes the partial downloads.
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<u64>,
+    /// Connections one large object may use on a slow link when the server answers ranges
+    /// (1: one stream).
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_CONNECTIONS)]
+    pub connections: usize,
+    /// Longest Retry-After (seconds) a 429/503 may ask for; a longer one ends the attempts on
+    /// that source.
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_MAX_RETRY_AFTER.as_secs())]
+    pub max_retry_after_secs: u64,
     /// Pinned sha256 of the manifest: its bytes must have it before they are parsed or used.
     #[arg(long)]
     pub manifest_sha256: Option<String>,

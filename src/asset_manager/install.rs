@@ -394,11 +394,11 @@ impl Stream<'_> {
                 .job
                 .report(attempt.context.progress, Phase::Downloading, end + done, self.total)
         };
-        self.segments.wait(&progress).inspect_err(|failure| {
-            if matches!(failure, Failure::Permanent(AssetError::RangesRefused { .. })) {
-                attempt.ranges_refused.store(true, Ordering::Relaxed);
-            }
-        })?;
+        let waited = self.segments.wait(&progress);
+        if self.segments.refused() {
+            attempt.ranges_refused.store(true, Ordering::Relaxed);
+        }
+        waited?;
         self.segments.append_to(file, end, &mut hasher)?;
         Ok(hasher)
     }

@@ -103,6 +103,7 @@ pub(crate) struct Segments {
     handles: Vec<JoinHandle<Result<(), AssetError>>>,
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
+    refused: bool,
 }
 
 impl Segments {
@@ -110,6 +111,7 @@ impl Segments {
         Segments {
             list,
             job,
+            refused: false,
             handles: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             received: Arc::new(AtomicU64::new(0)),
@@ -174,6 +176,11 @@ impl Segments {
         self.list.first().map(|segment| segment.start)
     }
 
+    /// Whether a segment's range request was refused (the source is then read in one stream).
+    pub(crate) fn refused(&self) -> bool {
+        self.refused
+    }
+
     /// Bytes in the segment files so far.
     pub(crate) fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
@@ -209,6 +216,7 @@ impl Segments {
         for handle in self.handles.drain(..) {
             let result = handle.join().expect("a segment thread does not panic");
             if let (Ok(()), Err(error)) = (&first, result) {
+                self.refused = matches!(error, AssetError::RangesRefused { .. });
                 first = Err(match error {
                     AssetError::RangesRefused { .. } | AssetError::Transfer { .. } => {
                         Failure::Transient(error.to_string())

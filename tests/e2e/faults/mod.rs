@@ -7,11 +7,17 @@
 mod bounded_time;
 mod cache;
 mod concurrency;
+mod deadline;
 mod durability;
+mod headers;
 mod latest;
 mod manifest;
 mod messages;
+mod mirrors;
 mod network;
+mod ranges;
+mod retry_after;
+mod size;
 
 use crate::cdn_fixture::{rootfs_path, Fixture};
 

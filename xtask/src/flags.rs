@@ -490,6 +490,17 @@ pub struct Publish {
     /// Stage, sign and compare with the bucket, print what would happen, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Time limit in seconds of every rclone call (one upload, one lookup); a call still
+    /// running then is killed and publish stops, saying what was and was not uploaded.
+    #[arg(long, default_value_t = crate::publish::rclone::DEFAULT_CALL_TIMEOUT_SECS)]
+    pub rclone_timeout_secs: u64,
+}
+
+impl Publish {
+    /// The time limit of one rclone call.
+    pub fn rclone_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.rclone_timeout_secs)
+    }
 }
 
 /// Generate the minisign key pair that signs published manifests.

@@ -41,6 +41,7 @@ impl Nginx {
             ("@ROOT@", root.display().to_string()),
             ("@ACCESS_LOG@", format!("{state}/access.log")),
             ("@SENDFILE@", "off".to_owned()),
+            ("@LIMIT_RATE@", "0".to_owned()),
         ]
         .iter()
         .fold(template, |text, (placeholder, value)| text.replace(placeholder, value));

@@ -439,6 +439,17 @@ pub struct BenchFetch {
     /// Scratch directory (needs about three times the asset size); a temporary one by default.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Per-connection rate limit in MiB/s of the rate-capped case (nginx `limit_rate`); 0
+    /// skips that case.
+    #[arg(long, default_value_t = 16)]
+    pub capped_rate_mib: u64,
+    /// Connection counts the capped case also times with the release-built library (the
+    /// measurements behind the default of `fetch --connections`).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub connections_sweep: Vec<usize>,
+    /// Only the rate-capped case.
+    #[arg(long)]
+    pub capped_only: bool,
 }
 
 /// Publish a release to an S3-compatible bucket and its CDN: signed, immutable, verified before

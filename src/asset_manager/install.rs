@@ -304,7 +304,7 @@ impl Attempt<'_> {
             let announced = match status {
                 206 if *offset > 0 => {
                     match http::header(&response, "content-range").and_then(http::parse_content_range) {
-                        Some(range) if range.start == *offset && range.total.is_none_or(|t| t == range.end + 1) => {
+                        Some(range) if range.start == *offset && range.total.map_or(true, |t| t == range.end + 1) => {
                             range.total.or(Some(range.end + 1))
                         }
                         // A range we did not ask for: throw the prefix away and start from zero.

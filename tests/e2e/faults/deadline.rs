@@ -8,7 +8,6 @@ use boot_assets::asset_manager::AssetError;
 
 use super::rootfs_requests;
 use crate::cdn_fixture::{rootfs_path, Fixture, ROOTFS_BYTES};
-use crate::fault_server::Fault;
 use crate::support::run_fails;
 
 /// Body rate of the slow server: the fixture rootfs takes about 8 s at it.
@@ -49,21 +48,10 @@ fn the_deadline_ends_a_slow_prepare_and_the_next_one_resumes() {
 
 #[test]
 fn the_deadline_is_not_waited_past_for_a_retry_after() {
-    let fixture = Fixture::new();
-    let until = Instant::now() + Duration::from_secs(600);
-    fixture
-        .server
-        .fault_always(&rootfs_path(), Fault::UnavailableUntil(until, "30".into()));
-    let started = Instant::now();
-    let error = fixture
-        .builder()
-        .deadline(Duration::from_secs(3))
-        .build()
-        .unwrap()
-        .prepare()
-        .unwrap_err();
+    let (_fixture, error, elapsed) =
+        super::prepare_while_unavailable("30", |builder| builder.deadline(Duration::from_secs(3)));
     assert!(matches!(error, AssetError::Deadline { .. }), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "waited for nothing");
+    assert!(elapsed < Duration::from_secs(3), "waited for nothing");
 }
 
 #[test]

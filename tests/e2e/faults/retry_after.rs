@@ -65,20 +65,9 @@ fn retry_after_as_an_http_date_is_waited_for() {
 
 #[test]
 fn a_retry_after_beyond_the_callers_bound_ends_the_attempts_at_once() {
-    let fixture = Fixture::new();
-    let until = Instant::now() + Duration::from_secs(600);
-    fixture
-        .server
-        .fault_always(&rootfs_path(), Fault::UnavailableUntil(until, "120".into()));
-    let started = Instant::now();
-    let error = fixture
-        .builder()
-        .max_retry_after(Duration::from_secs(5))
-        .build()
-        .unwrap()
-        .prepare()
-        .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    let (fixture, error, elapsed) =
+        super::prepare_while_unavailable("120", |builder| builder.max_retry_after(Duration::from_secs(5)));
+    assert!(elapsed < Duration::from_secs(5), "it waited");
     assert!(matches!(error, AssetError::Transfer { attempts: 1, .. }), "{error:?}");
     assert!(
         error

@@ -29,9 +29,10 @@ use super::http::{self, Failure, Http};
 use super::install::{Job, CHUNK_BYTES};
 
 /// Connections one large object may use by default (the running stream included). Measured
-/// with `cargo xtask bench fetch` against nginx with a per-connection `limit_rate`: see the
-/// README ("Parallel ranges").
-pub const DEFAULT_CONNECTIONS: usize = 4;
+/// with `cargo xtask bench fetch --size-mib 256 --runs 3` against nginx with `limit_rate` 16 MiB/s
+/// per connection (medians; curl -o 16.5 s): 1 connection 16.7 s, 2 9.7 s, 4 6.4 s, 8 4.6 s
+/// (3.6x curl), peak RSS 13.2 MiB. See the README ("Parallel ranges, measured").
+pub const DEFAULT_CONNECTIONS: usize = 8;
 
 /// Body time before a split is considered: the rate is known by then.
 const SPLIT_CHECK_AFTER: Duration = Duration::from_secs(1);

@@ -16,6 +16,7 @@ mod faults;
 mod fetch;
 mod fex;
 mod fixtures;
+mod init_scripts;
 mod interop;
 mod kernel;
 mod live;

@@ -92,6 +92,8 @@ impl flags::BenchBoot {
                 rootfs: rootfs.clone(),
                 cmdline: arch.default_kernel_cmdline().to_owned(),
                 share: share.path().to_path_buf(),
+                disks: Vec::new(),
+                shares: Vec::new(),
                 timeout: Duration::from_secs(self.timeout),
                 stream_console: false,
                 forward_stdin: false,

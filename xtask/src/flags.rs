@@ -111,7 +111,8 @@ pub struct Setup {
 #[derive(Debug, clap::Args)]
 pub struct Test {
     /// Accelerator of the boot tests of the host's arch (`BOOT_ASSETS_TEST_ACCEL` for the test
-    /// binaries): `auto` uses KVM when /dev/kvm opens and QEMU can create a KVM machine, else TCG.
+    /// binaries): `auto` uses KVM when /dev/kvm opens and a probe guest runs to its marker under
+    /// `-accel kvm` within 10 s, else TCG (printing why).
     /// A BOOT_ASSETS_TEST_ACCEL already in the environment wins over `auto`.
     #[arg(long, value_enum, default_value_t = TestAccel::Auto)]
     pub accel: TestAccel,

@@ -79,24 +79,32 @@ const USER_SHARES: [&str; 4] = [
     "busybox mount -t virtiofs -o ro shared $T/mnt/root/srv/shared",
 ];
 
+/// The calls of a machine boot that hands over: formatting the data disk or not, copying busybox
+/// or not (the distribution has one), the two user shares or none.
+fn handing_over(format: bool, copy_busybox: bool, user_shares: bool) -> Vec<&'static str> {
+    let format: &[&str] = if format { &["mkfs.btrfs -f $T/dev/vdd"] } else { &[] };
+    let copy: &[&str] = if copy_busybox { &COPY_BUSYBOX } else { &[] };
+    let shares: &[&str] = if user_shares { &USER_SHARES } else { &[] };
+    [
+        KERNEL_FILESYSTEMS.as_slice(),
+        &SHARE_AND_IMAGE,
+        &[MAGIC_CHECK],
+        format,
+        &OVERLAY_ROOT,
+        copy,
+        shares,
+        &HAND_OVER,
+    ]
+    .concat()
+}
+
 /// First boot: the blank data disk is formatted; busybox is copied (the distribution has none);
 /// a read-write and a read-only share; the distribution's init is exec'd as PID 1.
 #[test]
 fn first_boot_formats_the_blank_data_disk_and_hands_over() {
     let root = machine_root(&cmdline("home=/home/user,shared=/srv/shared:ro"), false);
     let run = root.run(Script::MachineInit);
-    run.assert_calls(
-        &[
-            KERNEL_FILESYSTEMS.as_slice(),
-            &SHARE_AND_IMAGE,
-            &[MAGIC_CHECK, "mkfs.btrfs -f $T/dev/vdd"],
-            &OVERLAY_ROOT,
-            &COPY_BUSYBOX,
-            &USER_SHARES,
-            &HAND_OVER,
-        ]
-        .concat(),
-    );
+    run.assert_calls(&handing_over(true, true, true));
     run.assert_handed_over_to("init", "");
     for line in [
         "arcbox-machine-init: mounted the image $T/dev/vdc (squashfs) read-only",
@@ -119,16 +127,7 @@ fn second_boot_never_formats_the_data_disk() {
     let root = machine_root(&cmdline(""), true);
     root.write("mnt/root/bin/busybox", "");
     let run = root.run(Script::MachineInit);
-    run.assert_calls(
-        &[
-            KERNEL_FILESYSTEMS.as_slice(),
-            &SHARE_AND_IMAGE,
-            &[MAGIC_CHECK],
-            &OVERLAY_ROOT,
-            &HAND_OVER,
-        ]
-        .concat(),
-    );
+    run.assert_calls(&handing_over(false, false, false));
     run.assert_handed_over_to("init", "");
     run.assert_console_has("arcbox-machine-init: the data disk $T/dev/vdd has a btrfs filesystem: not formatting it");
 }
@@ -141,18 +140,7 @@ fn a_failing_user_share_and_agent_machine_init_do_not_stop_the_boot() {
     root.fail("mount -t virtiofs -o rw home");
     root.agent_exits("machine-init", 4);
     let run = root.run(Script::MachineInit);
-    run.assert_calls(
-        &[
-            KERNEL_FILESYSTEMS.as_slice(),
-            &SHARE_AND_IMAGE,
-            &[MAGIC_CHECK],
-            &OVERLAY_ROOT,
-            &COPY_BUSYBOX,
-            &USER_SHARES,
-            &HAND_OVER,
-        ]
-        .concat(),
-    );
+    run.assert_calls(&handing_over(false, true, true));
     run.assert_handed_over_to("init", "");
     run.assert_console_has("arcbox-machine-init: ERROR: cannot mount user share home on /home/user (rw); skipped");
     run.assert_console_has(

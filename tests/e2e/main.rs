@@ -5,6 +5,7 @@
 
 mod bench;
 mod boot;
+mod boot_modes;
 mod boot_support;
 mod cdn_fixture;
 mod containers;

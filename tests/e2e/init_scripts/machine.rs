@@ -50,7 +50,7 @@ const OVERLAY_ROOT: [&str; 5] = [
 ];
 
 /// Steps 7 and 8: the kernel filesystems move in, the agent, pivot_root, the distribution's init.
-const HAND_OVER: [&str; 14] = [
+const HAND_OVER: [&str; 15] = [
     "busybox mkdir -p $T/mnt/root/proc",
     "busybox mount --move /proc $T/mnt/root/proc",
     "busybox mkdir -p $T/mnt/root/sys",
@@ -59,7 +59,8 @@ const HAND_OVER: [&str; 14] = [
     "busybox mount --move /dev $T/mnt/root/dev",
     "busybox chroot $T/mnt/root $T/arcbox/bin/arcbox-agent machine-init",
     "agent machine-init",
-    "& busybox chroot $T/mnt/root $T/arcbox/bin/arcbox-agent serve",
+    "busybox chroot $T/mnt/root $T/bin/busybox sh -c \"$0\" serve & $T/arcbox/bin/arcbox-agent",
+    "busybox sh -c \"$0\" serve & $T/arcbox/bin/arcbox-agent",
     "& agent serve",
     "busybox mkdir -p $T/mnt/root/mnt",
     "busybox pivot_root $T/mnt/root $T/mnt/root/mnt",

@@ -175,7 +175,7 @@ fn a_kernel_source_lock_naming_a_missing_file_fails_clearly() {
     let stderr = x86_64_kernel_build_fails(cache.path(), &["--source-lock".as_ref(), lock.as_os_str()]);
     assert!(
         stderr.contains(&format!(
-            "cannot download the locked package files {name} {missing} (all)"
+            "cannot download the locked files package {name} {missing} (all)"
         )) && stderr.contains("run `cargo xtask kernel --arch x86_64 --update-lock`"),
         "{stderr}"
     );

@@ -18,7 +18,8 @@ use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::boot::qemu::{self, Accel, VmSpec};
-use crate::rootfs::{self, deb, fetch, lock};
+use crate::debian::{self, deb, Lock};
+use crate::rootfs;
 use crate::{boot, flags, kernel, util};
 
 /// The agent of a `--no-containers` boot: it prints one line and powers off.
@@ -196,9 +197,8 @@ fn pinned_runc(sh: &Shell, arch: Arch, dir: &Path) -> Result<PathBuf> {
     let lock_path = util::project_root().join(CONTAINER_PACKAGES_LOCK);
     let hint = format!("re-resolve {CONTAINER_PACKAGES_LOCK} as its header says");
     let deb_arch = crate::arch_facts::of(arch).deb_arch;
-    let entries = lock::Lock::load(&lock_path, false)?.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], &hint)?;
-    let apt = fetch::Apt::new(deb_arch)?;
-    let packages = fetch::fetch_locked(sh, &apt, &entries, &hint)?;
+    let entries = Lock::load(&lock_path, false)?.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], &hint)?;
+    let packages = debian::fetch_locked(sh, &entries, &hint)?;
     let contents = deb::unpack_deb(&packages[0]).with_context(|| format!("unpacking {}", entries[0].describe()))?;
     let runc = deb::resolve(&contents.entries, RUNC_IN_PACKAGE)
         .with_context(|| format!("{} has no {RUNC_IN_PACKAGE}", entries[0].describe()))?;
@@ -234,7 +234,7 @@ mod tests {
         for file in [BENCH_AGENT, CONTAINER_AGENT] {
             assert!(util::project_root().join(file).is_file(), "{file}");
         }
-        let lock = lock::Lock::load(&util::project_root().join(CONTAINER_PACKAGES_LOCK), false).unwrap();
+        let lock = Lock::load(&util::project_root().join(CONTAINER_PACKAGES_LOCK), false).unwrap();
         for deb_arch in ["amd64", "arm64"] {
             lock.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], "hint").unwrap();
         }

@@ -1,8 +1,8 @@
 //! Where the kernel source comes from and what identifies it.
 //!
 //! By default the source is the Debian package pinned in `manifests/kernel/source.lock` (named
-//! by `manifests/kernel/source.toml`): fetched with the rootfs's private apt machinery into the
-//! digest-named package cache, checked against the locked sha256 before anything is unpacked,
+//! by `manifests/kernel/source.toml`): fetched through the Debian service ([`crate::debian`]) into
+//! the digest-named download cache, checked against the locked sha256 before anything is unpacked,
 //! and identified by that digest; the host's /usr/src is never read. `--source` names a tarball
 //! or kernel tree instead. A tarball (or the package's) is unpacked once into the cache
 //! (`{cache}/kernel/source/{sha256}/`); a tree is identified by its git commit and status, or
@@ -17,9 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use crate::rootfs::deb;
-use crate::rootfs::fetch::{self, Apt};
-use crate::rootfs::lock::{Lock, LockedPackage};
+use crate::debian::{self, deb, Apt, Lock, LockedPackage, Suite};
 use crate::util;
 
 /// The source recipe (which package, which tarball in it), relative to the repository root.
@@ -46,6 +44,8 @@ const UNPACKED_MARKER: &str = ".boot-assets-unpacked";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRecipe {
+    /// The Debian suite it is resolved in (its security pocket included).
+    pub suite: String,
     /// The Debian package that carries the source tarball.
     pub package: String,
     /// The tarball's path inside the package.
@@ -76,7 +76,7 @@ pub fn locked_package(recipe: &SourceRecipe, lock_path: &Path) -> Result<LockedP
 /// Re-resolves the source package with apt and rewrites the lock; prints what changed.
 pub fn update_lock(sh: &Shell, lock_path: &Path) -> Result<()> {
     let recipe = SourceRecipe::load()?;
-    let apt = Apt::new(SOURCE_APT_ARCH)?;
+    let apt = Apt::new(sh, Suite::parse(&recipe.suite)?, SOURCE_APT_ARCH)?;
     apt.update(sh)?;
     let resolved = apt.resolve_all(sh, std::slice::from_ref(&recipe.package))?;
     let previous = Lock::load(lock_path, true)?;
@@ -87,7 +87,10 @@ pub fn update_lock(sh: &Shell, lock_path: &Path) -> Result<()> {
             None => eprintln!("kernel: lock: + {}", entry.describe()),
         }
     }
-    let lock = Lock { packages: resolved };
+    let lock = Lock {
+        packages: resolved,
+        sources: Vec::new(),
+    };
     util::write_atomic(lock_path, lock.render(SOURCE_LOCK_HEADER).as_bytes())?;
     eprintln!("kernel: wrote {}", lock_path.display());
     Ok(())
@@ -207,8 +210,7 @@ fn unpack_tarball(
 /// Fetches the locked source package (verified against its sha256 before it is opened) and
 /// writes the source tarball it carries into `staging`.
 fn extract_package_tarball(sh: &Shell, entry: &LockedPackage, tarball: &str, staging: &Path) -> Result<PathBuf> {
-    let apt = Apt::new(SOURCE_APT_ARCH)?;
-    let mut files = fetch::fetch_locked(sh, &apt, std::slice::from_ref(entry), UPDATE_HINT)
+    let mut files = debian::fetch_locked(sh, std::slice::from_ref(entry), UPDATE_HINT)
         .with_context(|| format!("fetching the kernel source package {}", entry.describe()))?;
     let package = files.remove(0);
     eprintln!("kernel: {} verified (sha256 {})", entry.describe(), entry.sha256);
@@ -324,6 +326,7 @@ mod tests {
         let lock_path = dir.path().join("source.lock");
         std::fs::write(&lock_path, "").unwrap();
         let recipe = SourceRecipe {
+            suite: "bookworm".into(),
             package: "linux-source-6.12".into(),
             tarball: "usr/src/linux-source-6.12.tar.xz".into(),
         };

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::deb::{resolve, DebContents, DebNode};
-use super::lock::LockedPackage;
 #[cfg(test)]
 use super::recipe::MINIMAL_TEST_RECIPE;
 use super::recipe::{ArchParams, BundleRule, PackageRecipe, Recipe};
 use super::tree::{ImageTree, Node};
+use crate::debian::deb::{resolve, DebContents, DebNode};
+use crate::debian::LockedPackage;
 
 /// The origin recorded for entries the recipe itself creates (links, mount points).
 pub const RECIPE_ORIGIN: &str = "recipe";
@@ -204,6 +204,7 @@ target = "xtables-legacy-multi"
                 name: "tools".into(),
                 arch: "arm64".into(),
                 for_arch: "arm64".into(),
+                suite: "bookworm".into(),
                 version: "1".into(),
                 filename: "tools_1_arm64.deb".into(),
                 size: 1,

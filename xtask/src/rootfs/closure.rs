@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Context, Result};
 
 use super::assemble::Package;
-use super::deb::{normalize_path, resolve, Resolved};
 use super::recipe::ArchParams;
 use super::tree::{ImageTree, Node};
+use crate::debian::deb::{normalize_path, resolve, Resolved};
 use crate::elf::{is_elf, ElfInfo};
 
 /// The directories searched for `needed` on behalf of an object at `object_path`: its RUNPATH
@@ -150,9 +150,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::debian::deb::{DebContents, DebNode};
+    use crate::debian::LockedPackage;
     use crate::elf::Machine;
-    use crate::rootfs::deb::{DebContents, DebNode};
-    use crate::rootfs::lock::LockedPackage;
 
     /// Fake ELF files: `\x7fELF` then `key=value;` pairs read by [`fake_describe`].
     fn fake_elf(spec: &str) -> Vec<u8> {
@@ -205,6 +205,7 @@ mod tests {
                 name: name.into(),
                 arch: "amd64".into(),
                 for_arch: "amd64".into(),
+                suite: "bookworm".into(),
                 version: "1".into(),
                 filename: format!("{name}_1_amd64.deb"),
                 size: 1,

@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use boot_assets::Arch;
 use serde::Deserialize;
 
-use super::deb::normalize_path;
+use crate::debian::deb::normalize_path;
 
 /// The placeholder in recipe paths replaced by the arch's multiarch triplet.
 pub const TRIPLET_PLACEHOLDER: &str = "{triplet}";
@@ -21,6 +21,8 @@ pub const TRIPLET_PLACEHOLDER: &str = "{triplet}";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// The Debian suite the packages are resolved in (`bookworm`, `trixie`, `sid`).
+    pub suite: String,
     /// The image may not exceed this many bytes.
     pub size_budget_bytes: u64,
     /// Empty directories created at the image root.
@@ -274,6 +276,7 @@ fn check_file_name(name: &str, field: &str) -> Result<()> {
 /// and the C library, for both contract arches.
 #[cfg(test)]
 pub(crate) const MINIMAL_TEST_RECIPE: &str = r#"
+suite = "bookworm"
 size_budget_bytes = 1000
 mount_points = ["proc"]
 library_packages = ["libc6"]

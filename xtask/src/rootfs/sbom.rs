@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::lock::LockedPackage;
+use crate::debian::LockedPackage;
 
 /// The SPDX version this document follows.
 const SPDX_VERSION: &str = "SPDX-2.3";
@@ -177,6 +177,7 @@ mod tests {
                 name: name.into(),
                 arch: "arm64".into(),
                 for_arch: "arm64".into(),
+                suite: "bookworm".into(),
                 version: "1:1.35.0-4+b1".into(),
                 filename: format!("{name}_1.35.0-4+b1_arm64.deb"),
                 size: 1,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-use super::deb::{follow_symlinks, normalize_path};
+use crate::debian::deb::{follow_symlinks, normalize_path};
 
 /// What one image path holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,7 +33,7 @@ pub fn extract_deb_member(package: &Path, member: &str, output: &Path) -> Result
         let entry = entry.with_context(|| format!("reading {} as a Debian package (ar)", package.display()))?;
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
         if name.starts_with("data.tar") {
-            let tar = crate::rootfs::deb::data_tar_decoder(&name, entry)
+            let tar = crate::debian::deb::data_tar_decoder(&name, entry)
                 .with_context(|| format!("{}: member {name}", package.display()))?;
             return extract_from_tar(tar, package, &format!("the package's {name}"), member, output);
         }

@@ -1,0 +1,36 @@
+//! The one Debian service of the pipeline: fetching from any suite (bookworm, trixie, sid),
+//! binary or source, locking by digest, and unpacking what a build needs — used by the rootfs,
+//! the kernel source, `fetch-packages` and the builds from source packages.
+//!
+//! - [`suite`]: the suites and the private `sources.list` of each, from the host's archive address
+//! - [`apt`]: private apt state per suite and arch; resolving names to lock entries; downloads
+//! - [`lock`]: lock files of binary package files and source packages
+//! - [`fetch`]: locked files from the digest-named download cache, verified before use
+//! - [`deb`]: a `.deb` unpacked in memory; [`root`]: packages unpacked into a cached private root
+//! - [`source`]: a source package unpacked with Debian's patches and ours
+//!
+//! Nothing here installs anything on the host or reads its package database.
+
+pub mod apt;
+pub mod deb;
+pub mod fetch;
+pub mod lock;
+pub mod root;
+pub mod source;
+pub mod suite;
+
+pub use apt::Apt;
+pub use fetch::fetch_locked;
+pub use lock::{Lock, LockedPackage};
+pub use suite::Suite;
+// The source-package side (`fetch_source`, `unpack_source`, `private_root`, `LockedSource`,
+// `Apt::resolve_source`, `Apt::resolve_closure`) and `crate::build_cache` serve the builds from
+// source packages (the rootfs tools, the container stack) that land next.
+#[allow(unused_imports)]
+pub use fetch::{fetch_locked_files, fetch_source};
+#[allow(unused_imports)]
+pub use lock::LockedSource;
+#[allow(unused_imports)]
+pub use root::private_root;
+#[allow(unused_imports)]
+pub use source::{patches_in, unpack_source};

@@ -112,6 +112,20 @@ fn full_guest_checks(arch: Arch) {
         boot::tail(&console, 40)
     );
     assert!(console.contains("CHECKS DONE"), "{arch}: the agent did not finish");
+    // The two-step protocol: `arcbox-agent init` ran once, to its end, before the agent itself.
+    let init_step = console.find("arcbox-init: running /arcbox/bin/arcbox-agent init");
+    let init_done = console.find("arcbox-agent: init step (pid ");
+    let agent = console.find("arcbox-agent: check agent running");
+    assert!(
+        init_step < init_done && init_done < agent && init_step.is_some(),
+        "{arch}: `arcbox-agent init` did not run before the agent:\n{}",
+        boot::tail(&console, 80)
+    );
+    assert_eq!(
+        console.matches("arcbox-agent: init step").count(),
+        1,
+        "{arch}: init ran more than once"
+    );
     assert!(!booted.panicked(), "{arch}: kernel panic");
     let report = booted.report();
     assert!(report.contains("kernel start → /sbin/init: "), "{report}");

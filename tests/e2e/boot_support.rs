@@ -436,13 +436,17 @@ pub fn expected_kernel_options(arch: Arch) -> String {
     options.into_values().map(|line| line + "\n").collect()
 }
 
-/// A shell script agent written to a temporary directory, executable.
+/// A shell script agent written to a temporary directory, executable. Its `init` step (the
+/// normal boot runs `arcbox-agent init` once before the agent) prints a line and succeeds.
 pub fn script_agent(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(
         &path,
-        format!("#!/bin/sh\nexport PATH=/sbin:/bin:/usr/sbin:/usr/bin\n{body}"),
+        format!(
+            "#!/bin/sh\nexport PATH=/sbin:/bin:/usr/sbin:/usr/bin\n\
+             if [ \"$1\" = init ]; then echo 'arcbox-agent: init step'; exit 0; fi\n{body}"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

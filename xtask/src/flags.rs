@@ -115,7 +115,8 @@ pub struct Setup {
 #[derive(Debug, clap::Args)]
 pub struct Test {
     /// Accelerator of the boot tests of the host's arch (`BOOT_ASSETS_TEST_ACCEL` for the test
-    /// binaries): `auto` uses KVM when /dev/kvm opens and QEMU can create a KVM machine, else TCG.
+    /// binaries): `auto` uses KVM when /dev/kvm opens and a probe guest runs to its marker under
+    /// `-accel kvm` within 10 s, else TCG (printing why).
     /// A BOOT_ASSETS_TEST_ACCEL already in the environment wins over `auto`.
     #[arg(long, value_enum, default_value_t = TestAccel::Auto)]
     pub accel: TestAccel,
@@ -695,6 +696,18 @@ pub struct Boot {
     /// Kernel command line; defaults to the tarball manifest's, else the contract's for the arch.
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// Words appended to the kernel command line (whichever it is), repeatable: picks a boot
+    /// mode, e.g. `--append "init=/sbin/arcbox-storage-recovery arcbox.storage_recovery=1"`.
+    #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
+    pub append: Vec<String>,
+    /// An extra raw disk, `PATH` or `PATH:ro` (read-only), repeatable, in order: /dev/vdc,
+    /// /dev/vdd, … (/dev/vda is the rootfs, /dev/vdb a blank scratch disk). Written in place.
+    #[arg(long, value_name = "PATH[:ro]")]
+    pub disk: Vec<String>,
+    /// An extra VirtioFS share `TAG=DIR`, repeatable, served by its own virtiofsd; the guest
+    /// mounts it by its tag (a distro machine's `arcbox.machine_mounts=TAG=/path`).
+    #[arg(long, value_name = "TAG=DIR")]
+    pub virtiofs: Vec<String>,
     /// The guest agent, served as /arcbox/bin/arcbox-agent.
     #[arg(long)]
     pub agent: Option<PathBuf>,

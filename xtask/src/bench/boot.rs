@@ -153,6 +153,8 @@ impl flags::BenchBoot {
                     rootfs: variant.rootfs.clone(),
                     cmdline: variant.cmdline.clone(),
                     share: share.path().to_path_buf(),
+                    disks: Vec::new(),
+                    shares: Vec::new(),
                     timeout: Duration::from_secs(self.timeout),
                     stream_console: false,
                     forward_stdin: false,

@@ -217,9 +217,7 @@ fn debug_console_gives_a_shell(arch: Arch) {
     // Should the init go on to the agent while the shell runs, this agent keeps the machine up.
     let agent = boot::script_agent(dir.path(), "idle-agent.sh", "echo 'arcbox-agent: idle'\nsleep 600\n");
     let mut command = boot::boot_command(arch, &assets, Some(&agent), SHORT_BOOT_TIMEOUT_SECS);
-    command
-        .arg("--cmdline")
-        .arg(format!("{} arcbox.debug_console", assets.cmdline(arch)));
+    command.args(["--append", "arcbox.debug_console"]);
     let mut session = InteractiveBoot::start(command);
     let deadline = Instant::now() + Duration::from_secs(SHORT_BOOT_TIMEOUT_SECS - 10);
     assert!(

@@ -78,33 +78,6 @@ impl Assets {
             }
         }
     }
-
-    /// The kernel command line these assets boot with (before a test adds to it): the given
-    /// one, the tarball manifest's, or the contract's plain line.
-    pub fn cmdline(&self, arch: Arch) -> String {
-        match self {
-            Assets::Files {
-                cmdline: Some(cmdline), ..
-            } => cmdline.clone(),
-            Assets::Files { cmdline: None, .. } => arch.default_kernel_cmdline().to_owned(),
-            Assets::Tarball(tarball) => {
-                let file =
-                    std::fs::File::open(tarball).unwrap_or_else(|e| panic!("opening {}: {e}", tarball.display()));
-                let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-                let mut member = archive
-                    .entries()
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .find(|entry| entry.path().unwrap().to_str() == Some(cdn::MANIFEST_FILE))
-                    .unwrap_or_else(|| panic!("{} has no manifest.json", tarball.display()));
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut member, &mut bytes).unwrap();
-                Manifest::from_json_validated(&bytes).unwrap().targets[&arch]
-                    .kernel_cmdline
-                    .clone()
-            }
-        }
-    }
 }
 
 /// The kernel and rootfs files of `assets`, taken out of the tarball into `work` when needed.

@@ -158,15 +158,12 @@ fn probe_args(arch: Arch, accel: ProbeAccel, firmware: &Path) -> Vec<String> {
     args.extend(fixed.iter().map(|arg| (*arg).to_owned()));
     args.extend(["-bios".to_owned(), firmware.display().to_string()]);
     match arch {
-        Arch::X86_64 => args.extend(
-            [
-                "-device".to_owned(),
-                format!("isa-debugcon,iobase={X86_DEBUGCON_PORT:#x},chardev=probe"),
-                "-device".to_owned(),
-                format!("isa-debug-exit,iobase={X86_DEBUG_EXIT_PORT:#x},iosize=0x04"),
-            ]
-            .into_iter(),
-        ),
+        Arch::X86_64 => args.extend([
+            "-device".to_owned(),
+            format!("isa-debugcon,iobase={X86_DEBUGCON_PORT:#x},chardev=probe"),
+            "-device".to_owned(),
+            format!("isa-debug-exit,iobase={X86_DEBUG_EXIT_PORT:#x},iosize=0x04"),
+        ]),
         Arch::Arm64 => args.extend(["-serial".to_owned(), "chardev:probe".to_owned()]),
     }
     args

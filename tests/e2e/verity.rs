@@ -249,7 +249,7 @@ fn an_unverified_release_is_a_development_option_named_as_such() {
 }
 
 /// A file of the root to damage, and one of its data blocks: the largest regular file besides
-/// busybox and the init (nothing the boot needs), and a block in the middle of 128 consecutive
+/// busybox and the init (nothing the boot needs) that has such blocks, and a block in the middle of 128 consecutive
 /// blocks of that file's data, so that its whole tree block covers that file only.
 struct Victim {
     path: String,
@@ -259,12 +259,24 @@ struct Victim {
 /// Finds the [`Victim`] in the plain EROFS image with the real `fsck.erofs --extract` (file
 /// sizes) and `dump.erofs -e` (where its data lies in the image).
 fn victim(plain: &Path, work: &Path) -> Victim {
-    let path = image_regular_files(plain, work)
+    let mut files = image_regular_files(plain, work);
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    files
         .into_iter()
         .filter(|(_, path)| path != "/bin/busybox" && path != "/sbin/init")
-        .max()
-        .expect("the root has files")
-        .1;
+        .find_map(|(_, path)| {
+            let group = aligned_data_group(plain, &path)?;
+            Some(Victim {
+                path,
+                data_block: group * DIGESTS_PER_BLOCK + DIGESTS_PER_BLOCK / 2,
+            })
+        })
+        .expect("no file of the root has 128 consecutive aligned blocks of plain data")
+}
+
+/// The first group of 128 aligned image blocks (one leaf block of the tree) that all hold data of
+/// `path` (`dump.erofs -e`), if the file has one: a compressed file's clusters may not line up.
+fn aligned_data_group(plain: &Path, path: &str) -> Option<u64> {
     let extents = support::stdout_of(
         std::process::Command::new(require_tool("dump.erofs"))
             .arg(format!("--path={path}"))
@@ -280,16 +292,13 @@ fn victim(plain: &Path, work: &Path) -> Victim {
         let Some((start, end)) = physical.split_once("..") else {
             continue;
         };
-        let (start, end): (u64, u64) = (start.trim().parse().unwrap(), end.trim().parse().unwrap());
+        let (Ok(start), Ok(end)) = (start.trim().parse::<u64>(), end.trim().parse::<u64>()) else {
+            continue;
+        };
         blocks.extend(start.div_ceil(BLOCK)..end / BLOCK);
     }
-    let group = (0..=blocks.last().copied().unwrap_or(0) / DIGESTS_PER_BLOCK)
+    (0..=blocks.last().copied().unwrap_or(0) / DIGESTS_PER_BLOCK)
         .find(|group| (group * DIGESTS_PER_BLOCK..(group + 1) * DIGESTS_PER_BLOCK).all(|b| blocks.contains(&b)))
-        .unwrap_or_else(|| panic!("{path} has no 128 consecutive aligned blocks of data:\n{extents}"));
-    Victim {
-        path,
-        data_block: group * DIGESTS_PER_BLOCK + DIGESTS_PER_BLOCK / 2,
-    }
 }
 
 /// (size, `/path`) of every regular file of the EROFS image `plain`, extracted into `work` with

@@ -30,10 +30,15 @@ fn segment_files(fixture: &Fixture) -> Vec<std::path::PathBuf> {
         .partial_files()
         .into_iter()
         .filter(|path| {
-            path.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .ends_with(|c: char| c.is_ascii_digit())
+            // The range suffix `.START-END` (the digest before it may end in a digit too).
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            name.rsplit_once('.').is_some_and(|(_, range)| {
+                range.split_once('-').is_some_and(|(start, end)| {
+                    [start, end]
+                        .iter()
+                        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
         })
         .collect()
 }

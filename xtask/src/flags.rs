@@ -664,6 +664,10 @@ pub struct Boot {
     /// The QEMU binary; defaults to qemu-system-x86_64 / qemu-system-aarch64 from PATH.
     #[arg(long, env = "BOOT_ASSETS_QEMU")]
     pub qemu: Option<PathBuf>,
+    /// Give the guest a user-mode network (virtio-net eth0, 10.0.2.15/24 by DHCP) and forward
+    /// 127.0.0.1:HOST_PORT on the host to its GUEST_PORT; without it the guest has no network.
+    #[arg(long, value_name = "HOST_PORT:GUEST_PORT")]
+    pub forward_tcp: Option<crate::boot::qemu::TcpForward>,
 }
 
 /// Boot each arch N times and print the median kernel start → /sbin/init, /sbin/init → agent
@@ -686,6 +690,10 @@ pub struct BenchBoot {
     /// Rootfs image to boot instead of building build/{arch}/rootfs.erofs (with one --arch).
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
+    /// A second rootfs image (e.g. the one before a change) booted alternately with the measured
+    /// one, with one --arch: the report adds its medians and the new / baseline ratios.
+    #[arg(long)]
+    pub baseline_rootfs: Option<PathBuf>,
     /// Seconds before one boot is declared hung.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,

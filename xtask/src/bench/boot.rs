@@ -38,9 +38,11 @@ const CONTAINER_PACKAGES_LOCK: &str = "tests/fixtures/containers/packages.lock";
 const RUNC_PACKAGE: &str = "runc";
 const RUNC_IN_PACKAGE: &str = "usr/sbin/runc";
 
-/// The medians of one arch.
+/// The medians of one arch (and one rootfs image).
 struct ArchReport {
     arch: Arch,
+    /// `new` or `baseline` with `--baseline-rootfs`, else empty.
+    image: &'static str,
     to_init: Duration,
     to_agent: Duration,
     to_container: Option<Duration>,
@@ -53,22 +55,27 @@ impl flags::BenchBoot {
         } else {
             self.arch.iter().map(|&a| a.into()).collect()
         };
-        if (self.kernel.is_some() || self.rootfs.is_some() || self.runtime_bin.is_some()) && arches.len() != 1 {
-            bail!("--kernel, --rootfs and --runtime-bin name one arch's files: pass exactly one --arch with them");
+        let one_arch_files = self.kernel.is_some() || self.rootfs.is_some() || self.runtime_bin.is_some();
+        if (one_arch_files || self.baseline_rootfs.is_some()) && arches.len() != 1 {
+            bail!(
+                "--kernel, --rootfs, --baseline-rootfs and --runtime-bin name one arch's files: pass exactly one \
+                 --arch with them"
+            );
         }
         if self.runs == 0 {
             bail!("--runs must be at least 1");
         }
         let mut report = Vec::new();
         for arch in arches {
-            report.push(self.bench_arch(sh, arch)?);
+            report.extend(self.bench_arch(sh, arch)?);
         }
         self.print_report(&report);
         Ok(())
     }
 
-    /// Builds (or takes) what `arch` boots, then boots it `--runs` times.
-    fn bench_arch(&self, sh: &Shell, arch: Arch) -> Result<ArchReport> {
+    /// Builds (or takes) what `arch` boots, then boots it `--runs` times (alternating with the
+    /// baseline rootfs when one is given, so both see the same machine load).
+    fn bench_arch(&self, sh: &Shell, arch: Arch) -> Result<Vec<ArchReport>> {
         let kernel = match &self.kernel {
             Some(path) => path.clone(),
             None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
@@ -80,34 +87,47 @@ impl flags::BenchBoot {
             }
             None => rootfs::build(sh, &rootfs::BuildOptions::defaults(arch))?.image,
         };
+        let mut images = vec![("", rootfs)];
+        if let Some(baseline) = &self.baseline_rootfs {
+            util::require_file(baseline, "--baseline-rootfs")?;
+            images = vec![("new", images.remove(0).1), ("baseline", baseline.clone())];
+        }
         let share = tempfile::tempdir().context("creating the share directory")?;
         let scratch = tempfile::tempdir().context("creating a temporary directory")?;
         self.prepare_share(sh, arch, share.path(), scratch.path())?;
-        let (mut to_init, mut to_agent, mut to_container) = (Vec::new(), Vec::new(), Vec::new());
+        let mut times: Vec<[Vec<Duration>; 3]> = images.iter().map(|_| Default::default()).collect();
         for run_index in 1..=self.runs {
-            let spec = VmSpec {
-                arch,
-                accel: Accel::Tcg,
-                qemu: self.qemu.clone(),
-                kernel: kernel.clone(),
-                rootfs: rootfs.clone(),
-                cmdline: arch.default_kernel_cmdline().to_owned(),
-                share: share.path().to_path_buf(),
-                timeout: Duration::from_secs(self.timeout),
-                stream_console: false,
-                forward_stdin: false,
-            };
-            let (init, agent, container) = self.one_boot(&spec, run_index)?;
-            to_init.push(init);
-            to_agent.push(agent);
-            to_container.extend(container);
+            for ((label, rootfs), [to_init, to_agent, to_container]) in images.iter().zip(&mut times) {
+                let spec = VmSpec {
+                    arch,
+                    accel: Accel::Tcg,
+                    qemu: self.qemu.clone(),
+                    kernel: kernel.clone(),
+                    rootfs: rootfs.clone(),
+                    cmdline: arch.default_kernel_cmdline().to_owned(),
+                    share: share.path().to_path_buf(),
+                    timeout: Duration::from_secs(self.timeout),
+                    stream_console: false,
+                    forward_stdin: false,
+                    forward_tcp: None,
+                };
+                let (init, agent, container) = self.one_boot(&spec, run_index, label)?;
+                to_init.push(init);
+                to_agent.push(agent);
+                to_container.extend(container);
+            }
         }
-        Ok(ArchReport {
-            arch,
-            to_init: median(&mut to_init),
-            to_agent: median(&mut to_agent),
-            to_container: (!to_container.is_empty()).then(|| median(&mut to_container)),
-        })
+        Ok(images
+            .iter()
+            .zip(&mut times)
+            .map(|((label, _), [to_init, to_agent, to_container])| ArchReport {
+                arch,
+                image: label,
+                to_init: median(to_init),
+                to_agent: median(to_agent),
+                to_container: (!to_container.is_empty()).then(|| median(to_container)),
+            })
+            .collect())
     }
 
     /// The share of every boot of `arch`: the container agent with runc in its first-container-only
@@ -134,7 +154,7 @@ impl flags::BenchBoot {
     }
 
     /// One timed boot: kernel → init, init → agent and (with containers) kernel → first container output.
-    fn one_boot(&self, spec: &VmSpec, run_index: u32) -> Result<(Duration, Duration, Option<Duration>)> {
+    fn one_boot(&self, spec: &VmSpec, run_index: u32, label: &str) -> Result<(Duration, Duration, Option<Duration>)> {
         let arch = spec.arch;
         let run = qemu::run_vm(spec)?;
         boot::verdict(&run, self.timeout).with_context(|| format!("{arch} boot {run_index}"))?;
@@ -155,7 +175,12 @@ impl flags::BenchBoot {
             ),
         };
         eprintln!(
-            "bench boot {arch} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
+            "bench boot {arch}{} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
+            if label.is_empty() {
+                String::new()
+            } else {
+                format!(" ({label})")
+            },
             self.runs,
             init.as_secs_f64(),
             agent.as_secs_f64(),
@@ -173,11 +198,12 @@ impl flags::BenchBoot {
         } else {
             "  kernel start → first container output"
         };
-        println!("arch     runs  kernel start → /sbin/init  /sbin/init → agent{container_header}");
+        println!("arch     image     runs  kernel start → /sbin/init  /sbin/init → agent{container_header}");
         for row in report {
             println!(
-                "{:<8} {:>4}  {:>22.3} s  {:>16.3} s{}",
+                "{:<8} {:<8} {:>5}  {:>22.3} s  {:>16.3} s{}",
                 row.arch.as_str(),
+                if row.image.is_empty() { "-" } else { row.image },
                 self.runs,
                 row.to_init.as_secs_f64(),
                 row.to_agent.as_secs_f64(),
@@ -186,7 +212,20 @@ impl flags::BenchBoot {
                     .unwrap_or_default()
             );
         }
+        if let [new, baseline] = report {
+            println!(
+                "{}: new / baseline: kernel start → /sbin/init {:.3}, /sbin/init → agent {:.3}",
+                new.arch,
+                ratio(new.to_init, baseline.to_init),
+                ratio(new.to_agent, baseline.to_agent)
+            );
+        }
     }
+}
+
+/// `new / baseline` of two medians.
+fn ratio(new: Duration, baseline: Duration) -> f64 {
+    new.as_secs_f64() / baseline.as_secs_f64().max(f64::EPSILON)
 }
 
 /// Fetches the pinned runc package of `arch` (verified against the lock), and puts its runc into

@@ -22,6 +22,7 @@ pub mod recipe;
 pub mod sbom;
 pub mod tree;
 
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -241,7 +242,7 @@ fn pinned_inputs(
 }
 
 /// Re-resolves this arch's image and build-only packages (in `suite`) and every source package
-/// (in `source_suite`) into `lock`.
+/// (in its build's `source_suite`, else the recipe's) into `lock`.
 fn update_lock(sh: &Shell, lock: &mut Lock, recipe: &Recipe, params: &recipe::ArchParams) -> Result<()> {
     let apt = Apt::new(sh, Suite::parse(&recipe.suite)?, &params.deb_arch)?;
     apt.update(sh)?;
@@ -250,9 +251,16 @@ fn update_lock(sh: &Shell, lock: &mut Lock, recipe: &Recipe, params: &recipe::Ar
     let entries = apt.resolve_all(sh, &names)?;
     report_lock_changes(lock, &params.deb_arch, &entries);
     lock.replace_arch(&params.deb_arch, entries);
-    let source_apt = Apt::new(sh, Suite::parse(&recipe.source_suite)?, &params.deb_arch)?;
-    source_apt.update(sh)?;
-    for name in recipe.source_names() {
+    let mut source_apts = BTreeMap::new();
+    for (name, suite) in recipe.sources_by_suite() {
+        let source_apt = match source_apts.entry(suite) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let apt = Apt::new(sh, Suite::parse(suite)?, &params.deb_arch)?;
+                apt.update(sh)?;
+                entry.insert(apt)
+            }
+        };
         let source = source_apt.resolve_source(sh, &name)?;
         match lock.sources.iter().find(|old| old.name == name) {
             Some(old) if *old == source => {}

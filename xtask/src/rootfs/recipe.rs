@@ -93,6 +93,9 @@ pub struct SourceBuild {
     /// Folder of our patches to the first source package (`*.patch`, applied in name order).
     #[serde(default)]
     pub patches: Option<String>,
+    /// The suite its source packages come from, when not the recipe's `source_suite`.
+    #[serde(default)]
+    pub source_suite: Option<String>,
     /// Build-only packages (of `suite`) unpacked into the script's `DEPS` root.
     #[serde(default)]
     pub build_packages: Vec<String>,
@@ -291,6 +294,9 @@ impl Recipe {
             if let Some(patches) = &build.patches {
                 check_image_path(patches, &format!("build {name} patches"))?;
             }
+            if let Some(suite) = &build.source_suite {
+                Suite::parse(suite).with_context(|| format!("build {name} source_suite"))?;
+            }
             for package in &build.build_packages {
                 ensure!(
                     !image_packages.contains(package.as_str()),
@@ -316,9 +322,17 @@ impl Recipe {
 
     /// Every source package the builds need, in recipe order.
     pub fn source_names(&self) -> Vec<String> {
+        self.sources_by_suite().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// Every source package the builds need, in recipe order, with the suite it comes from.
+    pub fn sources_by_suite(&self) -> Vec<(String, &str)> {
         self.builds
             .iter()
-            .flat_map(|build| build.sources.iter().cloned())
+            .flat_map(|build| {
+                let suite = build.source_suite.as_deref().unwrap_or(&self.source_suite);
+                build.sources.iter().map(move |name| (name.clone(), suite))
+            })
             .collect()
     }
 

@@ -9,13 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::download::{Http, Job, Limits};
+use super::error::AssetError;
+use super::http::{Http, Limits};
+use super::install::{Context, Job};
+use super::progress::{self, ProgressCallback};
+use super::ranges::DEFAULT_CONNECTIONS;
 use super::safe_fs::Dir;
-use super::{AssetError, Progress, ProgressCallback};
-use super::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MIN_TRANSFER_RATE, DEFAULT_RATE_WINDOW, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES,
-    DEFAULT_RETRY_BACKOFF,
-};
 
 /// Downloads single objects whose sha256 is known in advance.
 pub struct Downloader {
@@ -27,20 +26,15 @@ impl Downloader {
     /// A downloader with the AssetManager's default timeouts and retries; plain http only to
     /// loopback.
     pub fn new() -> Downloader {
-        Downloader::with_options(false, Arc::new(|_: &Progress<'_>| {}))
+        Downloader::with_options(false, progress::silent())
     }
 
     /// A downloader that may use plain http to any host when `allow_insecure_http`, and reports
     /// progress through `progress`.
     pub fn with_options(allow_insecure_http: bool, progress: ProgressCallback) -> Downloader {
         let http = Http::new(Limits {
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            min_bytes_per_second: DEFAULT_MIN_TRANSFER_RATE,
-            rate_window: DEFAULT_RATE_WINDOW,
-            retries: DEFAULT_RETRIES,
-            retry_backoff: DEFAULT_RETRY_BACKOFF,
             allow_insecure_http,
+            ..Limits::default()
         });
         Downloader { http, progress }
     }
@@ -60,26 +54,21 @@ impl Downloader {
         } else {
             parent
         };
-        let progress = self.progress.clone();
-        let report = Arc::new(move |path: &Path| {
-            let name = path.display().to_string();
-            progress(&Progress {
-                name: &name,
-                phase: super::Phase::RemovedLink,
-                bytes_done: 0,
-                bytes_total: None,
-            })
-        });
         let job = Job {
             object: object.to_owned(),
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
             sha256: sha256.to_owned(),
             size: None,
-            dir: Arc::new(Dir::open_root(parent, report)?),
+            dir: Arc::new(Dir::open_root(parent, progress::link_reporter(&self.progress))?),
             name: name.to_owned(),
             mode,
         };
-        self.http.download(&job, &self.progress)
+        let context = Context {
+            http: &self.http,
+            progress: &self.progress,
+            connections: DEFAULT_CONNECTIONS,
+        };
+        context.download(&job)
     }
 }
 

@@ -78,6 +78,45 @@ pub enum AssetError {
         /// The length the server announced, when it announced one.
         announced: Option<u64>,
     },
+    /// An object's bytes have the manifest's digest but not its `size` (a manifest that
+    /// contradicts itself, or a size that was never checked when it was written).
+    #[error("{object} from {url}: the object is {actual} bytes but the manifest's size is {size} bytes; refusing it")]
+    SizeMismatch {
+        /// What the object is.
+        object: String,
+        /// Where it came from (or the local file it was checked at).
+        url: String,
+        /// The manifest's size.
+        size: u64,
+        /// The object's length.
+        actual: u64,
+    },
+    /// The caller's overall deadline passed; partial downloads are kept, so the next call
+    /// resumes them.
+    #[error("the deadline of {} s for this call passed during GET {url}; what was downloaded is kept and the next call resumes it", limit.as_secs_f64())]
+    Deadline {
+        /// The deadline the caller set.
+        limit: std::time::Duration,
+        /// The request that was running (or about to run).
+        url: String,
+    },
+    /// A range request for part of a large object was not answered with exactly that range
+    /// (the download goes on in one stream).
+    #[error("GET {url}: the server does not answer range requests as asked (HTTP status {status}); reading it in one stream")]
+    RangesRefused {
+        /// The URL that was requested.
+        url: String,
+        /// The status it answered with.
+        status: u16,
+    },
+    /// Every source (the CDN and each mirror) failed for one object.
+    #[error("{object}: every source failed: {failures}")]
+    AllSourcesFailed {
+        /// What the object is.
+        object: String,
+        /// What each source said, in order, separated by `; `.
+        failures: String,
+    },
     /// The manifest bytes do not have the digest the caller pinned.
     #[error("{url}: the manifest's sha256 is {actual}, not the pinned {expected}; refusing to use it")]
     ManifestDigest {
@@ -171,6 +210,19 @@ pub enum AssetError {
 }
 
 impl AssetError {
+    /// Whether another source (a mirror) could do better: not after a local error, a passed
+    /// deadline, a bad configuration or a manifest that contradicts itself.
+    pub(crate) fn another_source_may_help(&self) -> bool {
+        !matches!(
+            self,
+            AssetError::Io { .. }
+                | AssetError::Deadline { .. }
+                | AssetError::Config(_)
+                | AssetError::SizeMismatch { .. }
+                | AssetError::InstallDir { .. }
+        )
+    }
+
     /// An [`AssetError::Io`] for `step` on `path`.
     pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AssetError {
         let path = path.into();

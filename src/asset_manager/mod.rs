@@ -28,8 +28,19 @@
 //!   (≤ 40.4 min), then downloads kernel and rootfs in parallel: for a largest object of 20 MiB,
 //!   at most 2 × (4 × (150 s + 640 s) + 5.25 s) ≈ 105.5 min, so ≤ 2.4 h in all before it fails.
 //!   Lower `read_timeout`, `rate_window` or `retries`, or raise `min_transfer_rate`, to shorten
-//!   it; the formula holds for any setting. A warm `prepare()` of an installed version makes no
-//!   request at all.
+//!   it; the formula holds for any setting (a `Retry-After` wait counts as one backoff of at
+//!   most `max_retry_after`, and each mirror adds its own round). A warm `prepare()` of an
+//!   installed version makes no request at all.
+//! - Or set one bound for the whole call: [`AssetManagerBuilder::deadline`]. When it passes,
+//!   `prepare()` / `prepare_binaries()` return [`AssetError::Deadline`] at once; partial
+//!   downloads are kept and the next call resumes them.
+//!
+//! # Layers
+//!
+//! `progress` (types, the one link reporter) ← `http` (requests, retries, `Retry-After`,
+//! deadline, sources) ← `install` + `ranges` (the per-file job: partials, hashing, rename,
+//! records) ← this facade; `records` (the three on-disk records, one format) and `safe_fs`
+//! (no link followed) serve the install layer and the facade. No layer imports one above it.
 //!
 //! ```no_run
 //! use boot_assets::asset_manager::AssetManager;
@@ -43,11 +54,14 @@
 //! # Ok::<(), boot_assets::asset_manager::AssetError>(())
 //! ```
 
-mod cache;
-mod download;
 mod downloader;
 mod error;
+mod http;
+mod install;
 mod lock;
+mod progress;
+mod ranges;
+mod records;
 mod safe_fs;
 mod signature;
 
@@ -59,44 +73,22 @@ use std::time::Duration;
 
 pub use downloader::Downloader;
 pub use error::AssetError;
+pub use http::{
+    DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER, DEFAULT_MIN_TRANSFER_RATE,
+    DEFAULT_RATE_WINDOW, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF,
+};
+pub use progress::{Phase, Progress, ProgressCallback};
+pub use ranges::DEFAULT_CONNECTIONS;
+pub use records::{HIGHEST_VERIFIED_FILE, LAST_RESOLVED_FILE};
 pub use signature::public_key_base64;
 
 use sha2::Digest;
 
 use crate::cdn;
-use crate::manifest::{Arch, Latest, Manifest};
-use download::{Http, Job};
-use safe_fs::{Dir, Durability, LinkReporter};
-
-/// Objects downloaded at once by default.
-pub const DEFAULT_CONCURRENCY: usize = 4;
-
-/// Retries of a failing transfer by default (so up to 4 attempts in all).
-pub const DEFAULT_RETRIES: u32 = 3;
-
-/// First retry delay by default; it doubles per attempt and gets up to 50% jitter.
-pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
-
-/// Time allowed to open a connection by default.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Time a read may wait for the next byte by default before the transfer counts as stalled.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The slowest transfer rate accepted by default, in bytes per second, averaged over
-/// [`DEFAULT_RATE_WINDOW`]: a transfer below it is abandoned and retried (resuming).
-pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 32 * 1024;
-
-/// The window over which the transfer rate is measured by default.
-pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
-
-/// In the cache dir: the version `latest` last resolved to, and whether its `latest.json` was
-/// signature-checked (`version=0.2.0 signed=true`); used when `latest.json` cannot be fetched.
-pub const LAST_RESOLVED_FILE: &str = ".last-resolved";
-
-/// In the cache dir: the highest version a signature-checked `latest.json` has named; a signed
-/// `latest.json` naming a lower one is refused as a rollback.
-pub const HIGHEST_VERIFIED_FILE: &str = ".highest-verified";
+use crate::manifest::{Arch, FileEntry, Latest, Manifest};
+use http::{Deadline, Http, Limits, Sources};
+use install::{Context, Job};
+use safe_fs::{Dir, Durability};
 
 /// The special version that means "whatever `latest.json` names".
 pub const LATEST: &str = "latest";
@@ -106,40 +98,6 @@ const ASSET_MODE: u32 = 0o644;
 
 /// Unix mode of installed runtime binaries.
 const BINARY_MODE: u32 = 0o755;
-
-/// The stage an object is in, as reported to the progress callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Looking at what is already on disk.
-    Checking,
-    /// Receiving bytes from the CDN.
-    Downloading,
-    /// Hashing bytes already on disk (a kept partial download, or a file without a record).
-    Verifying,
-    /// Downloaded, verified and installed.
-    Ready,
-    /// Already installed and verified; nothing was fetched.
-    Cached,
-    /// A link (or FIFO, socket, device) found where a file of ours belongs was removed, never
-    /// followed; `name` is its path.
-    RemovedLink,
-}
-
-/// One progress report.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress<'a> {
-    /// The object: `manifest`, `kernel`, `rootfs`, or a binary's name.
-    pub name: &'a str,
-    /// What is happening to it.
-    pub phase: Phase,
-    /// Bytes done in this phase (received, or hashed).
-    pub bytes_done: u64,
-    /// Bytes in all, when known.
-    pub bytes_total: Option<u64>,
-}
-
-/// The progress callback; it is called from download threads, so it must be `Send + Sync`.
-pub type ProgressCallback = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
 
 /// What [`AssetManager::prepare`] installed: everything needed to boot.
 #[derive(Debug, Clone)]
@@ -186,16 +144,20 @@ pub struct PruneReport {
 /// Configures an [`AssetManager`]; start with [`AssetManager::builder`].
 pub struct AssetManagerBuilder {
     cdn_base_url: String,
+    mirrors: Vec<String>,
     version: String,
     arch: Option<Arch>,
     cache_dir: Option<PathBuf>,
     concurrency: usize,
+    connections: usize,
     retries: u32,
     retry_backoff: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
     min_transfer_rate: u64,
     rate_window: Duration,
+    max_retry_after: Duration,
+    deadline: Option<Duration>,
     public_keys: Vec<String>,
     expected_manifest_sha256: Option<String>,
     allow_insecure_http: bool,
@@ -253,8 +215,33 @@ impl AssetManagerBuilder {
         fn min_transfer_rate(bytes_per_second: u64);
         /// The window the transfer rate is measured over (default [`DEFAULT_RATE_WINDOW`]).
         fn rate_window(window: Duration);
+        /// The longest `Retry-After` a 429 or 503 may ask for (default
+        /// [`DEFAULT_MAX_RETRY_AFTER`]): a shorter one is waited for before the next attempt
+        /// (reported as [`Phase::Waiting`]), a longer one ends the attempts on that source.
+        fn max_retry_after(limit: Duration);
+        /// How many connections one large object of known size may use when the link is slow
+        /// and the server answers ranges (default [`DEFAULT_CONNECTIONS`]; 1 keeps one stream).
+        fn connections(connections: usize);
         /// Allows plain http to hosts other than loopback (default: refused).
         fn allow_insecure_http(allow: bool);
+    }
+
+    /// Adds a mirror: a base URL with the CDN's layout, tried in the order added after the CDN
+    /// (and after the mirrors before it) for an object that fails there. Manifests, signatures
+    /// and objects are checked exactly as from the CDN; `latest.json` comes only from the CDN,
+    /// so a mirror cannot move anyone to another version.
+    pub fn mirror(mut self, base_url: impl Into<String>) -> Self {
+        self.mirrors.push(base_url.into());
+        self
+    }
+
+    /// One overall deadline for each [`AssetManager::prepare`] and
+    /// [`AssetManager::prepare_binaries`] call, counted from its start: no request, retry or
+    /// wait runs past it, and the call then fails with [`AssetError::Deadline`], keeping its
+    /// partial downloads for the next call to resume.
+    pub fn deadline(mut self, limit: Duration) -> Self {
+        self.deadline = Some(limit);
+        self
     }
 
     /// Pins the manifest: its bytes (fetched or cached) must have this sha256 before they are
@@ -294,8 +281,10 @@ impl AssetManagerBuilder {
             Some(dir) => dir,
             None => default_cache_dir()?,
         };
-        if self.concurrency == 0 {
-            return Err(AssetError::Config("concurrency must be at least 1".into()));
+        if self.concurrency == 0 || self.connections == 0 {
+            return Err(AssetError::Config(
+                "concurrency and connections must be at least 1".into(),
+            ));
         }
         if self.version != LATEST {
             semver::Version::parse(&self.version).map_err(|e| {
@@ -315,43 +304,50 @@ impl AssetManagerBuilder {
                 )));
             }
         }
-        download::check_url_policy(&self.cdn_base_url, self.allow_insecure_http)?;
+        for url in std::iter::once(&self.cdn_base_url).chain(&self.mirrors) {
+            http::check_url_policy(url, self.allow_insecure_http)?;
+        }
         let public_keys = self
             .public_keys
             .iter()
             .map(|text| signature::parse_public_key(text))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(AssetManager {
-            cdn_base_url: self.cdn_base_url.trim_end_matches('/').to_owned(),
+            sources: Sources::new(&self.cdn_base_url, &self.mirrors),
             requested_version: self.version,
             resolved_version: OnceLock::new(),
             arch,
             cache_dir,
             concurrency: self.concurrency,
+            connections: self.connections,
+            deadline: self.deadline,
             public_keys,
             expected_manifest_sha256: self.expected_manifest_sha256,
-            http: Http::new(download::Limits {
+            http: Http::new(Limits {
                 connect_timeout: self.connect_timeout,
                 read_timeout: self.read_timeout,
                 min_bytes_per_second: self.min_transfer_rate,
                 rate_window: self.rate_window,
                 retries: self.retries,
                 retry_backoff: self.retry_backoff,
+                max_retry_after: self.max_retry_after,
                 allow_insecure_http: self.allow_insecure_http,
             }),
-            progress: self.progress.unwrap_or_else(|| Arc::new(|_: &Progress<'_>| {})),
+            progress: self.progress.unwrap_or_else(progress::silent),
         })
     }
 }
 
 /// Installs verified boot assets and runtime binaries from a CDN; see the module docs.
 pub struct AssetManager {
-    cdn_base_url: String,
+    sources: Sources,
     requested_version: String,
     resolved_version: OnceLock<(String, Option<String>)>,
     arch: Arch,
     cache_dir: PathBuf,
     concurrency: usize,
+    connections: usize,
+    deadline: Option<Duration>,
     public_keys: Vec<minisign_verify::PublicKey>,
     expected_manifest_sha256: Option<String>,
     http: Http,
@@ -361,18 +357,23 @@ pub struct AssetManager {
 impl AssetManager {
     /// Starts configuring a manager for the CDN at `cdn_base_url`.
     pub fn builder(cdn_base_url: impl Into<String>) -> AssetManagerBuilder {
+        let limits = Limits::default();
         AssetManagerBuilder {
             cdn_base_url: cdn_base_url.into(),
+            mirrors: Vec::new(),
             version: LATEST.to_owned(),
             arch: None,
             cache_dir: None,
             concurrency: DEFAULT_CONCURRENCY,
-            retries: DEFAULT_RETRIES,
-            retry_backoff: DEFAULT_RETRY_BACKOFF,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
-            rate_window: DEFAULT_RATE_WINDOW,
+            connections: DEFAULT_CONNECTIONS,
+            retries: limits.retries,
+            retry_backoff: limits.retry_backoff,
+            connect_timeout: limits.connect_timeout,
+            read_timeout: limits.read_timeout,
+            min_transfer_rate: limits.min_bytes_per_second,
+            rate_window: limits.rate_window,
+            max_retry_after: limits.max_retry_after,
+            deadline: None,
             public_keys: Vec::new(),
             expected_manifest_sha256: None,
             allow_insecure_http: false,
@@ -398,10 +399,20 @@ impl AssetManager {
     /// fetched, the last resolved version is used if it is fully verified in the cache (with a
     /// trusted key: only if its manifest signature verifies).
     pub fn resolve_version(&self) -> Result<String, AssetError> {
-        self.resolve().map(|(version, _)| version)
+        self.resolve(&self.call_http()).map(|(version, _)| version)
     }
 
-    fn resolve(&self) -> Result<(String, Option<String>), AssetError> {
+    /// The HTTP settings of one public call: bounded by the deadline, counted from now.
+    fn call_http(&self) -> Http {
+        self.http.until(self.deadline.map(Deadline::after))
+    }
+
+    /// Reports waits before retries of `object`.
+    fn waiting<'a>(&'a self, object: &'a str) -> impl Fn(Duration, bool) + 'a {
+        move |wait, asked| progress::report_wait(&self.progress, object, wait, asked)
+    }
+
+    fn resolve(&self, http: &Http) -> Result<(String, Option<String>), AssetError> {
         if self.requested_version != LATEST {
             return Ok((self.requested_version.clone(), None));
         }
@@ -409,14 +420,14 @@ impl AssetManager {
             return Ok(resolved.clone());
         }
         let root = self.cache_root()?;
-        let url = cdn::join_url(&self.cdn_base_url, cdn::LATEST_PATH);
-        let resolved = match self.fetch_latest(&url) {
+        // Only the primary CDN says which version is the latest: a mirror cannot move anyone.
+        let url = cdn::join_url(self.sources.primary(), cdn::LATEST_PATH);
+        let resolved = match self.fetch_latest(http, &url) {
             Ok(version) => {
                 if !self.public_keys.is_empty() {
                     self.refuse_rollback(&root, &url, &version)?;
                 }
-                let record = format!("version={version} signed={}\n", !self.public_keys.is_empty());
-                root.write_atomic(LAST_RESOLVED_FILE, record.as_bytes(), 0o644, Durability::Now)?;
+                records::write_last_resolved(&root, &version, !self.public_keys.is_empty())?;
                 (version, None)
             }
             Err(error @ (AssetError::Transfer { .. } | AssetError::HttpStatus { .. } | AssetError::Tls { .. })) => {
@@ -431,11 +442,12 @@ impl AssetManager {
     }
 
     /// Fetches `latest.json` (and with trusted keys its signature, which must verify).
-    fn fetch_latest(&self, url: &str) -> Result<String, AssetError> {
-        let bytes = self.http.fetch_document(url)?;
+    fn fetch_latest(&self, http: &Http, url: &str) -> Result<String, AssetError> {
+        let bytes = http.fetch_document(url, &self.waiting(cdn::LATEST_PATH))?;
         if !self.public_keys.is_empty() {
             let signature_url = cdn::signature_path(url);
-            let signature = self.http.fetch_document(&signature_url).map_err(|e| match e {
+            let waiting = self.waiting(cdn::LATEST_PATH);
+            let signature = http.fetch_document(&signature_url, &waiting).map_err(|e| match e {
                 AssetError::HttpStatus { status: 404, .. } => AssetError::Signature {
                     url: url.to_owned(),
                     reason: format!("{signature_url} does not exist (HTTP 404)"),
@@ -455,14 +467,8 @@ impl AssetManager {
     /// `latest.json` named before, and remembers the new highest.
     fn refuse_rollback(&self, root: &Dir, url: &str, version: &str) -> Result<(), AssetError> {
         let offered = parse_version(version)?;
-        let highest = root
-            .read_small(HIGHEST_VERIFIED_FILE, 1024)?
-            .and_then(|bytes| Latest::from_json(&bytes).ok())
-            .and_then(|latest| {
-                semver::Version::parse(&latest.version)
-                    .ok()
-                    .map(|v| (latest.version, v))
-            });
+        let highest =
+            records::read_highest_verified(root).and_then(|text| semver::Version::parse(&text).ok().map(|v| (text, v)));
         match highest {
             Some((text, highest)) if offered < highest => Err(AssetError::Rollback {
                 url: url.to_owned(),
@@ -470,39 +476,19 @@ impl AssetManager {
                 highest: text,
             }),
             Some((_, highest)) if offered == highest => Ok(()),
-            _ => {
-                let record = Latest {
-                    version: version.to_owned(),
-                };
-                root.write_atomic(
-                    HIGHEST_VERIFIED_FILE,
-                    record.to_json_pretty().as_bytes(),
-                    0o644,
-                    Durability::Now,
-                )
-            }
+            _ => records::write_highest_verified(root, version),
         }
     }
 
     /// The last resolved version, if it is fully verified in the cache for this arch: its
     /// manifest trusted (signature, pinned digest) and its kernel and rootfs records valid.
     fn offline_version(&self, root: &Dir) -> Result<Option<String>, AssetError> {
-        let Some(bytes) = root.read_small(LAST_RESOLVED_FILE, 1024)? else {
+        let Some((version, signed)) = records::read_last_resolved(root) else {
             return Ok(None);
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let mut version = None;
-        let mut signed = false;
-        for field in text.split_whitespace() {
-            match field.split_once('=') {
-                Some(("version", value)) => version = Some(value.to_owned()),
-                Some(("signed", value)) => signed = value == "true",
-                _ => {}
-            }
+        if semver::Version::parse(&version).is_err() {
+            return Ok(None);
         }
-        let Some(version) = version.filter(|v| semver::Version::parse(v).is_ok()) else {
-            return Ok(None);
-        };
         if !self.public_keys.is_empty() && !signed {
             return Ok(None);
         }
@@ -516,18 +502,19 @@ impl AssetManager {
         let Some(target) = manifest.targets.get(&self.arch) else {
             return Ok(None);
         };
-        let verified = cache::is_verified(&dir, cdn::KERNEL_FILE, &target.kernel.sha256)
-            && cache::is_verified(&dir, cdn::ROOTFS_FILE, &target.rootfs.sha256);
+        let verified = records::is_verified(&dir, cdn::KERNEL_FILE, &target.kernel.sha256)
+            && records::is_verified(&dir, cdn::ROOTFS_FILE, &target.rootfs.sha256);
         Ok(verified.then_some(version))
     }
 
     /// Installs the kernel and rootfs of this arch under `{cache}/{version}/` and returns where
     /// they are. When everything is already installed and verified, no request is made.
     pub fn prepare(&self) -> Result<PreparedAssets, AssetError> {
-        let (version, offline_fallback) = self.resolve()?;
+        let http = self.call_http();
+        let (version, offline_fallback) = self.resolve(&http)?;
         let dir = Arc::new(self.cache_root()?.subdir(&version)?);
         let _lock = lock::lock_dir(&dir)?;
-        let manifest = self.load_manifest(&version, &dir)?;
+        let manifest = self.load_manifest(&http, &version, &dir)?;
         let target = manifest
             .targets
             .get(&self.arch)
@@ -542,27 +529,16 @@ impl AssetManager {
                     .join(", "),
             })?
             .clone();
+        let kernel = FileEntry {
+            path: target.kernel.path.clone(),
+            sha256: target.kernel.sha256.clone(),
+            size: target.kernel.size,
+        };
         let jobs = [
-            self.job(
-                "kernel",
-                &target.kernel.path,
-                &target.kernel.sha256,
-                target.kernel.size,
-                &dir,
-                cdn::KERNEL_FILE,
-                ASSET_MODE,
-            ),
-            self.job(
-                "rootfs",
-                &target.rootfs.path,
-                &target.rootfs.sha256,
-                target.rootfs.size,
-                &dir,
-                cdn::ROOTFS_FILE,
-                ASSET_MODE,
-            ),
+            self.job("kernel", &kernel, &dir, cdn::KERNEL_FILE, ASSET_MODE),
+            self.job("rootfs", &target.rootfs, &dir, cdn::ROOTFS_FILE, ASSET_MODE),
         ];
-        self.run_jobs(&jobs)?;
+        self.run_jobs(&http, &jobs)?;
         Ok(PreparedAssets {
             version,
             kernel: dir.join(cdn::KERNEL_FILE),
@@ -577,11 +553,12 @@ impl AssetManager {
     /// Installs this arch's runtime binaries, mode 0755: into `runtime_bin_dir/{name}`, or, for
     /// a binary with `install_dir`, into `{parent of runtime_bin_dir}/{install_dir}/{name}`.
     pub fn prepare_binaries(&self, runtime_bin_dir: &Path) -> Result<Vec<InstalledBinary>, AssetError> {
-        let version = self.resolve_version()?;
+        let http = self.call_http();
+        let (version, _) = self.resolve(&http)?;
         let version_dir = self.cache_root()?.subdir(&version)?;
         let manifest = {
             let _lock = lock::lock_dir(&version_dir)?;
-            self.load_manifest(&version, &version_dir)?
+            self.load_manifest(&http, &version, &version_dir)?
         };
         let bin_dir = Arc::new(Dir::open_root(runtime_bin_dir, self.link_reporter())?);
         let _lock = lock::lock_dir(&bin_dir)?;
@@ -601,22 +578,14 @@ impl AssetManager {
                     }
                 },
             };
-            jobs.push(self.job(
-                &binary.name,
-                &file.path,
-                &file.sha256,
-                file.size,
-                &dir,
-                &binary.name,
-                BINARY_MODE,
-            ));
+            jobs.push(self.job(&binary.name, file, &dir, &binary.name, BINARY_MODE));
             installed.push(InstalledBinary {
                 name: binary.name.clone(),
                 version: binary.version.clone(),
                 path: dir.join(&binary.name),
             });
         }
-        self.run_jobs(&jobs)?;
+        self.run_jobs(&http, &jobs)?;
         Ok(installed)
     }
 
@@ -681,22 +650,13 @@ impl AssetManager {
     }
 
     /// Reports a removed link as a [`Phase::RemovedLink`] progress event.
-    fn link_reporter(&self) -> LinkReporter {
-        let progress = self.progress.clone();
-        Arc::new(move |path: &Path| {
-            let name = path.display().to_string();
-            progress(&Progress {
-                name: &name,
-                phase: Phase::RemovedLink,
-                bytes_done: 0,
-                bytes_total: None,
-            });
-        })
+    fn link_reporter(&self) -> safe_fs::LinkReporter {
+        progress::link_reporter(&self.progress)
     }
 
     /// The verified local copy of the manifest, when there is one that is still trusted.
     fn local_manifest(&self, dir: &Dir, version: &str) -> Result<Option<Manifest>, AssetError> {
-        let Some(bytes) = dir.read_small(cdn::MANIFEST_FILE, download::MAX_DOCUMENT_BYTES)? else {
+        let Some(bytes) = dir.read_small(cdn::MANIFEST_FILE, http::MAX_DOCUMENT_BYTES)? else {
             return Ok(None);
         };
         let label = dir.join(cdn::MANIFEST_FILE).display().to_string();
@@ -704,40 +664,28 @@ impl AssetManager {
             return Ok(None);
         }
         let signature_name = cdn::signature_path(cdn::MANIFEST_FILE);
-        let signature = || {
-            dir.read_small(&signature_name, download::MAX_DOCUMENT_BYTES)
-                .ok()
-                .flatten()
-        };
+        let signature = || dir.read_small(&signature_name, http::MAX_DOCUMENT_BYTES).ok().flatten();
         Ok(self.trust_manifest(&bytes, signature, &label, version).ok())
     }
 
     /// The manifest of `version`: the verified local copy when there is one, else fetched,
     /// checked against the pinned digest and the signature (when configured), validated and
     /// stored.
-    fn load_manifest(&self, version: &str, dir: &Dir) -> Result<Manifest, AssetError> {
+    fn load_manifest(&self, http: &Http, version: &str, dir: &Dir) -> Result<Manifest, AssetError> {
         if let Some(manifest) = self.local_manifest(dir, version)? {
             self.report_manifest(Phase::Cached, 0);
             return Ok(manifest);
         }
 
         self.report_manifest(Phase::Downloading, 0);
-        let url = cdn::join_url(&self.cdn_base_url, &cdn::manifest_path(version));
-        let bytes = self.http.fetch_document(&url)?;
-        self.check_pinned_digest(&url, &bytes)?;
-        let signature_url = cdn::signature_path(&url);
-        let mut signature = None;
-        if !self.public_keys.is_empty() {
-            signature = Some(
-                self.http
-                    .fetch_document(&signature_url)
-                    .map_err(|e| AssetError::Signature {
-                        url: url.clone(),
-                        reason: format!("cannot fetch {signature_url}: {e}"),
-                    })?,
-            );
-        }
-        let manifest = self.trust_manifest(&bytes, || signature.clone(), &url, version)?;
+        let urls = self.sources.urls(&cdn::manifest_path(version));
+        let (bytes, signature, manifest) = http::try_in_order("manifest", &urls, |url| {
+            let bytes = http.fetch_document(url, &self.waiting("manifest"))?;
+            self.check_pinned_digest(url, &bytes)?;
+            let signature = self.fetch_manifest_signature(http, url)?;
+            let manifest = self.trust_manifest(&bytes, || signature.clone(), url, version)?;
+            Ok((bytes, signature, manifest))
+        })?;
         if let Some(signature) = &signature {
             let name = cdn::signature_path(cdn::MANIFEST_FILE);
             dir.write_atomic(&name, signature, ASSET_MODE, Durability::Now)?;
@@ -745,6 +693,21 @@ impl AssetManager {
         dir.write_atomic(cdn::MANIFEST_FILE, &bytes, ASSET_MODE, Durability::Now)?;
         self.report_manifest(Phase::Ready, bytes.len() as u64);
         Ok(manifest)
+    }
+
+    /// The signature of the manifest at `url`, when keys are trusted (then it must exist).
+    fn fetch_manifest_signature(&self, http: &Http, url: &str) -> Result<Option<Vec<u8>>, AssetError> {
+        if self.public_keys.is_empty() {
+            return Ok(None);
+        }
+        let signature_url = cdn::signature_path(url);
+        let signature = http
+            .fetch_document(&signature_url, &self.waiting("manifest"))
+            .map_err(|e| AssetError::Signature {
+                url: url.to_owned(),
+                reason: format!("cannot fetch {signature_url}: {e}"),
+            })?;
+        Ok(Some(signature))
     }
 
     /// Refuses manifest bytes whose sha256 is not the pinned one (when one is pinned).
@@ -794,30 +757,16 @@ impl AssetManager {
     }
 
     fn report_manifest(&self, phase: Phase, bytes: u64) {
-        (self.progress)(&Progress {
-            name: "manifest",
-            phase,
-            bytes_done: bytes,
-            bytes_total: Some(bytes).filter(|&b| b > 0),
-        });
+        progress::report(&self.progress, "manifest", phase, bytes, Some(bytes).filter(|&b| b > 0));
     }
 
-    #[allow(clippy::too_many_arguments)] // Every field of a job, named at the call site.
-    fn job(
-        &self,
-        object: &str,
-        path: &str,
-        sha256: &str,
-        size: Option<u64>,
-        dir: &Arc<Dir>,
-        name: &str,
-        mode: u32,
-    ) -> Job {
+    /// The job that installs `file` (the manifest's entry of `object`) as `dir/name`.
+    fn job(&self, object: &str, file: &FileEntry, dir: &Arc<Dir>, name: &str, mode: u32) -> Job {
         Job {
             object: object.to_owned(),
-            url: cdn::join_url(&self.cdn_base_url, path),
-            sha256: sha256.to_owned(),
-            size,
+            urls: self.sources.urls(&file.path),
+            sha256: file.sha256.clone(),
+            size: file.size,
             dir: dir.clone(),
             name: name.to_owned(),
             mode,
@@ -829,7 +778,12 @@ impl AssetManager {
     /// Jobs with the same digest form one group, run by one thread: the first is downloaded, the
     /// others are copied from it (each through its own partial file), so identical contents are
     /// fetched once and never share a temporary.
-    fn run_jobs(&self, jobs: &[Job]) -> Result<(), AssetError> {
+    fn run_jobs(&self, http: &Http, jobs: &[Job]) -> Result<(), AssetError> {
+        let context = Context {
+            http,
+            progress: &self.progress,
+            connections: self.connections,
+        };
         let mut groups: Vec<Vec<usize>> = Vec::new();
         for (index, job) in jobs.iter().enumerate() {
             match groups.iter_mut().find(|group| jobs[group[0]].sha256 == job.sha256) {
@@ -845,11 +799,11 @@ impl AssetManager {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(group) = groups.get(index) else { break };
                     let first = &jobs[group[0]];
-                    let result = self.ensure_installed(first, None);
+                    let result = context.ensure_installed(first, None);
                     let first_ok = result.is_ok();
                     results.lock().expect("no job panics while holding the lock")[group[0]] = Some(result);
                     for &other in &group[1..] {
-                        let result = self.ensure_installed(&jobs[other], first_ok.then_some(first));
+                        let result = context.ensure_installed(&jobs[other], first_ok.then_some(first));
                         results.lock().expect("no job panics while holding the lock")[other] = Some(result);
                     }
                 });
@@ -858,66 +812,6 @@ impl AssetManager {
         let results = results.into_inner().expect("no job panics while holding the lock");
         results.into_iter().flatten().collect()
     }
-
-    /// Makes sure one file is installed and verified: by its record, by hashing it, by copying
-    /// it from `same_content` (an installed file with the same digest), or by downloading it.
-    fn ensure_installed(&self, job: &Job, same_content: Option<&Job>) -> Result<(), AssetError> {
-        download::report(&self.progress, job, Phase::Checking, 0, job.size);
-        // A link (or FIFO, …) at the final path is removed and reported, never followed.
-        if job.dir.kind(&job.name)? == safe_fs::EntryKind::Foreign {
-            job.dir.remove_foreign(&job.name)?;
-        }
-        let verified = cache::check(&job.dir, &job.name, &job.sha256);
-        if verified != cache::Verified::No {
-            if let Some(file) = job.dir.open_regular(&job.name, false)? {
-                ensure_mode(&file, job)?;
-                if verified == cache::Verified::Durable || make_durable(job, &file) {
-                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    download::report(&self.progress, job, Phase::Cached, size, Some(size));
-                    return Ok(());
-                }
-            }
-        }
-        cache::remove_record(&job.dir, &job.name);
-        if let Some(mut file) = job.dir.open_regular(&job.name, false)? {
-            // Installed before, but without a valid record: the digest decides.
-            let actual =
-                download::hash_file(&mut file, job, &self.progress).map_err(AssetError::io("hashing", job.target()))?;
-            if actual == job.sha256 {
-                ensure_mode(&file, job)?;
-                file.sync_all().map_err(AssetError::io("syncing", job.target()))?;
-                drop(file);
-                cache::write_record(&job.dir, &job.name, &job.sha256, None)?;
-                let size = job.dir.stamp(&job.name).map(|s| s.size).unwrap_or(0);
-                download::report(&self.progress, job, Phase::Cached, size, Some(size));
-                return Ok(());
-            }
-            // Changed on disk: it must not stay where the runtime would boot it.
-            drop(file);
-            job.dir.remove(&job.name)?;
-        }
-        let copied = match same_content.map(|source| source.dir.open_regular(&source.name, false)) {
-            Some(Ok(Some(mut source))) => download::install_copy(job, &mut source, &self.progress).is_ok(),
-            _ => false,
-        };
-        if !copied {
-            self.http.download(job, &self.progress)?;
-        }
-        cache::write_record(&job.dir, &job.name, &job.sha256, cache::this_boot())?;
-        let size = job.dir.stamp(&job.name).map(|s| s.size).unwrap_or(0);
-        download::report(&self.progress, job, Phase::Ready, size, Some(size));
-        Ok(())
-    }
-}
-
-/// Makes an install of this boot durable (file and directory fsynced, then a record without a
-/// boot); false when the disk refuses, and then the record is dropped and the digest decides.
-fn make_durable(job: &Job, file: &std::fs::File) -> bool {
-    if file.sync_all().is_err() {
-        return false;
-    }
-    job.dir.sync();
-    cache::write_record(&job.dir, &job.name, &job.sha256, None).is_ok()
 }
 
 /// Parses a version that `latest.json` named (already checked to be semantic by its parser).
@@ -947,21 +841,12 @@ fn remove_stray_files(dir: &Dir) -> Result<Vec<PathBuf>, AssetError> {
     for entry in std::fs::read_dir(dir.path()).map_err(AssetError::io("listing", dir.path()))? {
         let entry = entry.map_err(AssetError::io("listing", dir.path()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(download::PARTIAL_PREFIX) || name.starts_with(safe_fs::TEMP_PREFIX) {
+        if name.starts_with(install::PARTIAL_PREFIX) || name.starts_with(safe_fs::TEMP_PREFIX) {
             dir.remove(&name)?;
             removed.push(entry.path());
         }
     }
     Ok(removed)
-}
-
-/// Sets the job's mode on the open installed file when it differs (never through a path).
-fn ensure_mode(file: &std::fs::File, job: &Job) -> Result<(), AssetError> {
-    let current = safe_fs::mode_of(file).map_err(AssetError::io("reading metadata of", job.target()))?;
-    if current != job.mode {
-        safe_fs::set_mode(file, job.mode).map_err(AssetError::io("setting the mode of", job.target()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -982,7 +867,9 @@ mod tests {
     fn builder_refuses_bad_settings() {
         let err = |builder: AssetManagerBuilder| builder.build().err().expect("must fail").to_string();
         let base = || AssetManager::builder("https://cdn.example").cache_dir("/tmp/x");
-        assert!(err(base().concurrency(0)).contains("concurrency must be at least 1"));
+        assert!(err(base().concurrency(0)).contains("concurrency and connections must be at least 1"));
+        assert!(err(base().connections(0)).contains("concurrency and connections must be at least 1"));
+        assert!(err(base().mirror("http://mirror.example")).contains("refusing plain-http"));
         assert!(err(base().version("v1")).contains("version \"v1\" is neither `latest` nor a semantic version"));
         assert!(err(AssetManager::builder("http://cdn.example").cache_dir("/tmp/x")).contains("refusing plain-http"));
         assert!(err(base().trusted_public_key("nope")).contains("not a minisign public key"));

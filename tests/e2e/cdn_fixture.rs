@@ -51,9 +51,14 @@ pub fn random_bytes(length: usize) -> Vec<u8> {
 impl Fixture {
     /// Publishes a fresh version on a fresh server.
     pub fn new() -> Fixture {
+        Fixture::with_rootfs_bytes(ROOTFS_BYTES)
+    }
+
+    /// Publishes a fresh version whose rootfs has `rootfs_bytes` bytes.
+    pub fn with_rootfs_bytes(rootfs_bytes: usize) -> Fixture {
         let server = FaultServer::start();
         let kernel = random_bytes(KERNEL_BYTES);
-        let rootfs = random_bytes(ROOTFS_BYTES);
+        let rootfs = random_bytes(rootfs_bytes);
         let manifest = Manifest {
             schema_version: 1,
             asset_version: VERSION.into(),
@@ -198,6 +203,13 @@ impl Fixture {
                 assert!(bytes == *expected, "{name} sits at its final path with the wrong bytes");
             }
         }
+    }
+
+    /// The fixture's manifest with the rootfs entry's `size` set to `size`, served.
+    pub fn serve_rootfs_size(&mut self, size: u64) {
+        self.manifest.targets.get_mut(&ARCH).unwrap().rootfs.size = Some(size);
+        self.server
+            .put(&cdn::manifest_path(VERSION), self.manifest.to_json_pretty());
     }
 
     /// Files in the version directory whose name starts with `.partial-`.

@@ -2,8 +2,9 @@
 //!
 //! Serves in-memory objects with `Range` support and `Connection: close`; each path can be given
 //! a queue of one-shot faults (consumed one per request) and a fault for every request, and the
-//! whole server can be throttled. It logs every request and counts the body bytes it wrote, so
-//! tests can assert resumes, retries and "no request at all".
+//! whole server can be throttled (each response paced on its own, like a per-connection rate
+//! limit). It logs every request with its headers and counts the body bytes it wrote, so tests
+//! can assert resumes, retries, ranges, the headers a client sends and "no request at all".
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
@@ -43,6 +44,8 @@ pub enum Fault {
     /// Send the headers and this many bytes at once, then one byte per interval (a server that
     /// keeps a connection alive without ever finishing it).
     Trickle(usize, Duration),
+    /// Answer `503` with this `Retry-After` value until the moment given, then serve normally.
+    UnavailableUntil(Instant, String),
 }
 
 /// One request the server received.
@@ -50,8 +53,12 @@ pub enum Fault {
 pub struct Request {
     /// The request path, e.g. `/asset/v1.0.0/x86_64/rootfs.erofs`.
     pub path: String,
-    /// The `N` of `Range: bytes=N-`, when present.
+    /// The `N` of `Range: bytes=N-` (or `bytes=N-M`), when present.
     pub range_from: Option<u64>,
+    /// The `M` of `Range: bytes=N-M`, when present.
+    pub range_to: Option<u64>,
+    /// Every request header, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -164,28 +171,31 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let mut range_from = None;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
         if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("range") {
-                range_from = value
-                    .trim()
-                    .strip_prefix("bytes=")
-                    .and_then(|spec| spec.strip_suffix('-'))
-                    .and_then(|from| from.parse::<u64>().ok());
-            }
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
     }
+    let range = headers
+        .iter()
+        .find(|(name, _)| name == "range")
+        .and_then(|(_, value)| value.strip_prefix("bytes="))
+        .and_then(|spec| spec.split_once('-'));
+    let range_from = range.and_then(|(from, _)| from.parse::<u64>().ok());
+    let range_to = range.and_then(|(_, to)| to.parse::<u64>().ok());
 
     let (object, fault, rate) = {
         let mut state = state.lock().unwrap();
         state.log.push(Request {
             path: path.clone(),
             range_from,
+            range_to,
+            headers,
         });
         let queued = state.queued.get_mut(&path).and_then(VecDeque::pop_front);
         let fault = queued.or_else(|| state.always.get(&path).cloned());
@@ -197,6 +207,9 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
 
     match (&fault, object) {
         (Some(Fault::Status(status)), _) => return head(&mut stream, *status, 0, &[]),
+        (Some(Fault::UnavailableUntil(until, retry_after)), _) if Instant::now() < *until => {
+            return head(&mut stream, 503, 0, &[("Retry-After", retry_after.clone())]);
+        }
         (Some(Fault::RedirectTo(location)), _) => {
             return head(&mut stream, 302, 0, &[("Location", location.clone())]);
         }
@@ -204,6 +217,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
         (_, Some(mut body)) => {
             let total = body.len() as u64;
             let mut start = 0u64;
+            let mut end = total;
             let mut status = 200;
             let mut extra = Vec::new();
             if let Some(from) = range_from {
@@ -222,7 +236,8 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
                     _ => {
                         status = 206;
                         start = from;
-                        extra.push(("Content-Range", format!("bytes {from}-{}/{total}", total - 1)));
+                        end = range_to.map_or(total, |to| (to + 1).min(total));
+                        extra.push(("Content-Range", format!("bytes {from}-{}/{total}", end - 1)));
                     }
                 }
             }
@@ -230,7 +245,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stopping: &AtomicBool) -> 
                 let middle = body.len() / 2;
                 body[middle] ^= 0xff;
             }
-            let body = &body[start as usize..];
+            let body = &body[start as usize..end as usize];
             head(&mut stream, status, body.len() as u64, &extra)?;
             let limit = match fault {
                 Some(Fault::ResetAfter(n) | Fault::ShortBody(n) | Fault::StallAfter(n) | Fault::Trickle(n, _)) => {
@@ -326,7 +341,9 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         206 => "Partial Content",
         302 => "Found",
+        403 => "Forbidden",
         404 => "Not Found",
+        429 => "Too Many Requests",
         416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

@@ -147,6 +147,31 @@ pub(crate) fn released_cdn_tree(work: &Path) -> ReleasedTree {
     }
 }
 
+/// The names of the fixture binaries built for `arch`.
+fn arch_binaries(arch: Arch) -> impl Iterator<Item = &'static str> {
+    FIXTURE_BINARIES
+        .into_iter()
+        .filter(move |(_, _, _, arches)| arches.contains(&arch))
+        .map(|(name, ..)| name)
+}
+
+/// Every path a cold fetch of `arch` with its binaries requests.
+fn cold_fetch_paths(manifest: &Manifest, arch: Arch) -> Vec<String> {
+    let target = &manifest.targets[&arch];
+    let mut paths = vec![
+        cdn::LATEST_PATH.to_owned(),
+        cdn::manifest_path(RELEASE_VERSION),
+        target.kernel.path.clone(),
+        target.rootfs.path.clone(),
+    ];
+    paths.extend(
+        Manifest::binaries_for(&manifest.binaries, arch)
+            .iter()
+            .map(|binary| binary.targets[&arch].path.clone()),
+    );
+    paths
+}
+
 #[test]
 fn release_outputs_served_by_nginx_install_per_the_contract() {
     let work = tempfile::tempdir().unwrap();
@@ -178,7 +203,7 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         let home = work.path().join(format!("home-{arch}"));
         let cache = home.join(".arcbox/boot");
         let bin_dir = home.join(".arcbox/runtime/bin");
-        let fetch = |version: &str| {
+        let fetch = |version: &str| -> (String, String) {
             let output = run_ok(
                 xtask()
                     .args([
@@ -195,11 +220,14 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
                     .arg("--binaries")
                     .arg(&bin_dir),
             );
-            String::from_utf8(output.stdout).unwrap()
+            (
+                String::from_utf8(output.stdout).unwrap(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
         };
 
         // `latest` resolves through latest.json.
-        let stdout = fetch("latest");
+        let (stdout, _) = fetch("latest");
         assert!(stdout.starts_with(&format!("version\t{RELEASE_VERSION}\n")), "{stdout}");
         let version_dir = cache.join(RELEASE_VERSION);
         let target = &manifest.targets[arch];
@@ -236,10 +264,22 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         }
         assert_eq!(file_mode(&version_dir.join(cdn::ROOTFS_FILE)), 0o644);
 
-        // Warm, with an explicit version: everything is verified, nginx sees no request.
-        let before = server.requests();
-        let warm = fetch(RELEASE_VERSION);
+        // Warm, with an explicit version: everything is verified, nginx sees no request. nginx
+        // logs a request after it has sent the response, so the cold fetch can finish before
+        // its last line is written: wait for every line of the cold fetch first (reading the
+        // log too early once made a late line look like a request of the warm fetch).
+        let cold_paths = cold_fetch_paths(&manifest, *arch);
+        let before = server.wait_for_requests(&cold_paths);
+        let (warm, warm_log) = fetch(RELEASE_VERSION);
         assert_eq!(warm, stdout);
+        // The client's own account: every object cached, nothing downloaded.
+        for object in ["kernel", "rootfs"].into_iter().chain(arch_binaries(*arch)) {
+            assert!(
+                warm_log.contains(&format!("fetch: {object} cached (")),
+                "{object} was not reported cached by the warm fetch:\n{warm_log}"
+            );
+        }
+        assert!(!warm_log.contains(" ready ("), "the warm fetch downloaded:\n{warm_log}");
         assert_eq!(server.requests(), before, "a warm fetch made requests");
     }
     let requests = server.requests();

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::{project_root, require_tool, run_ok};
 
+/// How long a test waits for nginx to log the requests it has answered.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
 /// The config template xtask's own nginx (`xtask/src/nginx.rs`) renders too.
 const CONFIG_TEMPLATE_PATH: &str = "manifests/templates/nginx.conf";
 
@@ -38,6 +41,7 @@ impl Nginx {
             ("@ROOT@", root.display().to_string()),
             ("@ACCESS_LOG@", format!("{state}/access.log")),
             ("@SENDFILE@", "off".to_owned()),
+            ("@LIMIT_RATE@", "0".to_owned()),
         ]
         .iter()
         .fold(template, |text, (placeholder, value)| text.replace(placeholder, value));
@@ -59,6 +63,28 @@ impl Nginx {
     /// `http://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits (at most [`LOG_WAIT`]) until the access log has a `GET` of every one of `paths`
+    /// (relative to the root), and returns the request lines then. nginx writes a request's
+    /// line after the response is sent, so a client can be done before its line is there.
+    pub fn wait_for_requests(&self, paths: &[String]) -> Vec<String> {
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let requests = self.requests();
+            let missing: Vec<&String> = paths
+                .iter()
+                .filter(|path| !requests.iter().any(|line| line.starts_with(&format!("GET /{path} "))))
+                .collect();
+            if missing.is_empty() {
+                return requests;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx never logged {missing:?}; it logged {requests:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The request lines logged so far, e.g. `GET /latest.json HTTP/1.1`.

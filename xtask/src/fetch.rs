@@ -27,7 +27,15 @@ impl flags::Fetch {
             .read_timeout(Duration::from_secs(self.read_timeout_secs))
             .min_transfer_rate(self.min_rate)
             .rate_window(Duration::from_secs(self.rate_window_secs))
+            .connections(self.connections)
+            .max_retry_after(Duration::from_secs(self.max_retry_after_secs))
             .allow_insecure_http(self.allow_insecure_http);
+        for mirror in &self.mirrors {
+            builder = builder.mirror(mirror);
+        }
+        if let Some(seconds) = self.deadline {
+            builder = builder.deadline(Duration::from_secs(seconds));
+        }
         if let Some(sha256) = &self.manifest_sha256 {
             builder = builder.expected_manifest_sha256(sha256);
         }
@@ -99,12 +107,23 @@ impl Bars {
     fn update(&self, progress: &Progress<'_>) {
         if progress.phase == Phase::RemovedLink {
             // Always said, even with --quiet: something planted a link in the cache or bin dir.
-            let line = format!("fetch: removed a link planted at {} (never followed)", progress.name);
-            if self.quiet || !console_is_attended() {
-                eprintln!("{line}");
+            self.say(format!(
+                "fetch: removed a link planted at {} (never followed)",
+                progress.name
+            ));
+            return;
+        }
+        if let (Phase::Waiting, Some(wait)) = (progress.phase, progress.retry_in) {
+            let why = if progress.server_asked {
+                "the server's Retry-After"
             } else {
-                let _ = self.multi.println(line);
-            }
+                "backoff"
+            };
+            self.say(format!(
+                "fetch: {} waits {:.1} s before retrying ({why})",
+                progress.name,
+                wait.as_secs_f64()
+            ));
             return;
         }
         let mut by_name = self.by_name.lock().expect("no panic while drawing");
@@ -126,6 +145,7 @@ impl Bars {
             Phase::Checking => "checking",
             Phase::Downloading => "downloading",
             Phase::Verifying => "verifying",
+            Phase::Waiting => "waiting",
             Phase::Ready => "ready",
             Phase::Cached => "cached",
             Phase::RemovedLink => "removed link",
@@ -137,6 +157,15 @@ impl Bars {
             if !self.quiet && !console_is_attended() {
                 eprintln!("fetch: {} {phase} ({} bytes)", progress.name, progress.bytes_done);
             }
+        }
+    }
+
+    /// One line on stderr, above the bars when they are drawn.
+    fn say(&self, line: String) {
+        if self.quiet || !console_is_attended() {
+            eprintln!("{line}");
+        } else {
+            let _ = self.multi.println(line);
         }
     }
 

@@ -357,6 +357,22 @@ pub struct Fetch {
     /// Seconds over which the transfer rate is measured.
     #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_RATE_WINDOW.as_secs())]
     pub rate_window_secs: u64,
+    /// A mirror with the CDN's layout, tried (in the order given) for an object that fails on
+    /// the CDN; repeatable. latest.json is read from --cdn only.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Overall deadline in seconds for installing the boot assets, and again for the binaries:
+    /// when it passes, fetch stops with an error and a re-run resumes the partial downloads.
+    #[arg(long, value_name = "SECS")]
+    pub deadline: Option<u64>,
+    /// Connections one large object may use on a slow link when the server answers ranges
+    /// (1: one stream).
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_CONNECTIONS)]
+    pub connections: usize,
+    /// Longest Retry-After (seconds) a 429/503 may ask for; a longer one ends the attempts on
+    /// that source.
+    #[arg(long, default_value_t = boot_assets::asset_manager::DEFAULT_MAX_RETRY_AFTER.as_secs())]
+    pub max_retry_after_secs: u64,
     /// Pinned sha256 of the manifest: its bytes must have it before they are parsed or used.
     #[arg(long)]
     pub manifest_sha256: Option<String>,
@@ -423,6 +439,17 @@ pub struct BenchFetch {
     /// Scratch directory (needs about three times the asset size); a temporary one by default.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Per-connection rate limit in MiB/s of the rate-capped case (nginx `limit_rate`); 0
+    /// skips that case.
+    #[arg(long, default_value_t = 16)]
+    pub capped_rate_mib: u64,
+    /// Connection counts the capped case also times with the release-built library (the
+    /// measurements behind the default of `fetch --connections`).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub connections_sweep: Vec<usize>,
+    /// Only the rate-capped case.
+    #[arg(long)]
+    pub capped_only: bool,
 }
 
 /// Publish a release to an S3-compatible bucket and its CDN: signed, immutable, verified before
@@ -474,6 +501,17 @@ pub struct Publish {
     /// Stage, sign and compare with the bucket, print what would happen, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Time limit in seconds of every rclone call (one upload, one lookup); a call still
+    /// running then is killed and publish stops, saying what was and was not uploaded.
+    #[arg(long, default_value_t = crate::publish::rclone::DEFAULT_CALL_TIMEOUT_SECS)]
+    pub rclone_timeout_secs: u64,
+}
+
+impl Publish {
+    /// The time limit of one rclone call.
+    pub fn rclone_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.rclone_timeout_secs)
+    }
 }
 
 /// Generate the minisign key pair that signs published manifests.

@@ -26,11 +26,12 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx serving `root` at `http://127.0.0.1:{port}/`.
-    pub fn start(sh: &Shell, root: &Path) -> Result<Nginx> {
+    /// Starts nginx serving `root` at `http://127.0.0.1:{port}/`, each connection limited to
+    /// `limit_rate` bytes per second (0: no limit; nginx's `limit_rate`).
+    pub fn start(sh: &Shell, root: &Path, limit_rate: u64) -> Result<Nginx> {
         let state_dir = tempfile::tempdir().context("creating a directory for the nginx config")?;
         let port = free_loopback_port()?;
-        let config = render_config(state_dir.path(), port, root)?;
+        let config = render_config(state_dir.path(), port, root, limit_rate)?;
         let config_path = state_dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
         let nginx = crate::tools::require("nginx")?;
@@ -70,7 +71,7 @@ impl Drop for Nginx {
 
 /// The template with this server's state directory, port and root; no access log (a benchmark
 /// must not time the log writes), sendfile on.
-fn render_config(state: &Path, port: u16, root: &Path) -> Result<String> {
+fn render_config(state: &Path, port: u16, root: &Path, limit_rate: u64) -> Result<String> {
     let path = crate::util::project_root().join(CONFIG_TEMPLATE_PATH);
     let template = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = render(
@@ -81,6 +82,7 @@ fn render_config(state: &Path, port: u16, root: &Path) -> Result<String> {
             ("ROOT", &root.display().to_string()),
             ("ACCESS_LOG", "off"),
             ("SENDFILE", "on"),
+            ("LIMIT_RATE", &limit_rate.to_string()),
         ],
     );
     anyhow::ensure!(
@@ -110,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_template_renders_every_placeholder() {
-        let config = render_config(Path::new("/tmp/state"), 8080, Path::new("/srv/www")).unwrap();
+        let config = render_config(Path::new("/tmp/state"), 8080, Path::new("/srv/www"), 0).unwrap();
         assert!(config.contains("pid /tmp/state/nginx.pid;"), "{config}");
         assert!(
             config.contains("server { listen 127.0.0.1:8080; root /srv/www; }"),

@@ -7,4 +7,5 @@
 mod bucket;
 mod github;
 mod keys;
+mod preflight;
 mod remote;

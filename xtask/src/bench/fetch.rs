@@ -11,6 +11,11 @@
 //! pays; the manager does so only where the platform names no boot), and a plain write of the same
 //! size plus fsync, without the network: the disk's floor under any durable install.
 //! Prints medians, ratios and the manager's peak RSS, and whether the targets are met.
+//!
+//! Then the rate-capped case: the same asset from an nginx whose every connection is limited
+//! (`limit_rate`, like a CDN or a bot filter that caps each connection), `curl -o FILE` against
+//! `cargo xtask fetch` (which splits a slow large object into parallel ranges) and the
+//! release-built library with each connection count of `--connections-sweep`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +47,8 @@ const TARGET_SPEEDUP_OVER_CURL_SHA256SUM: f64 = 3.0;
 const TARGET_RATIO_TO_CURL: f64 = 1.1;
 /// … and a peak RSS of at most this many MiB.
 const TARGET_PEAK_RSS_MIB: f64 = 32.0;
+/// In the rate-capped case, at least this many times faster than `curl -o`.
+const TARGET_SPEEDUP_OVER_CAPPED_CURL: f64 = 3.0;
 
 /// The tools the benchmark compares against (their packages are in `manifests/host-packages.toml`).
 const BENCH_TOOLS: [&str; 4] = ["nginx", "curl", "sha256sum", "openssl"];
@@ -105,7 +112,7 @@ impl flags::BenchFetch {
         let cdn_root = scratch.path().join("cdn");
         eprintln!("bench fetch: writing a {} MiB asset", self.size_mib);
         let asset_path = write_cdn_tree(&cdn_root, self.size_mib)?;
-        let server = Nginx::start(sh, &cdn_root)?;
+        let server = Nginx::start(sh, &cdn_root, 0)?;
         let asset_url = cdn::join_url(&server.url(), &cdn::rootfs_path(BENCH_VERSION, BENCH_ARCH));
         let dest = scratch.path().join("install");
         let curl_output = scratch.path().join("curl-output");
@@ -119,6 +126,25 @@ impl flags::BenchFetch {
             curl_output: curl_output.clone(),
             size_mib: self.size_mib,
         };
+        if !self.capped_only {
+            self.run_uncapped(sh, &run)?;
+        }
+        drop(server);
+        if self.capped_rate_mib > 0 {
+            let capped = Nginx::start(sh, &cdn_root, self.capped_rate_mib << 20)?;
+            let run = Run {
+                url: capped.url(),
+                asset_url: cdn::join_url(&capped.url(), &cdn::rootfs_path(BENCH_VERSION, BENCH_ARCH)),
+                ..run
+            };
+            self.run_capped(sh, &run)?;
+        }
+        Ok(())
+    }
+
+    /// The uncapped case: every contender, alternating, on loopback at full speed.
+    fn run_uncapped(&self, sh: &Shell, run: &Run) -> Result<()> {
+        let (dest, curl_output) = (&run.dest, &run.curl_output);
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); CONTENDERS.len()];
         let mut peak_rss_kib = 0u64;
         for round in 0..self.runs {
@@ -126,8 +152,8 @@ impl flags::BenchFetch {
                 let index = (round + offset) % CONTENDERS.len();
                 let contender = CONTENDERS[index];
                 // Start each timed run with no dirty pages from the previous one.
-                let _ = std::fs::remove_dir_all(&dest);
-                let _ = std::fs::remove_file(&curl_output);
+                let _ = std::fs::remove_dir_all(dest);
+                let _ = std::fs::remove_file(curl_output);
                 cmd!(sh, "sync").quiet().run()?;
                 let (elapsed, rss_kib) = run.time(contender)?;
                 peak_rss_kib = peak_rss_kib.max(rss_kib);
@@ -140,11 +166,84 @@ impl flags::BenchFetch {
                 times[index].push(elapsed);
             }
         }
-        drop(server);
-
         let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
         print_table(self.size_mib, self.runs, &medians, peak_rss_kib);
         Ok(())
+    }
+
+    /// The rate-capped case: `curl -o`, `cargo xtask fetch` and the library per connection
+    /// count, alternating, against nginx with a per-connection `limit_rate`.
+    fn run_capped(&self, sh: &Shell, run: &Run) -> Result<()> {
+        let mut contenders = vec![Capped::Curl, Capped::CargoXtaskFetch];
+        contenders.extend(self.connections_sweep.iter().map(|&n| Capped::Library(n)));
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+        let mut peak_rss_kib = 0u64;
+        for round in 0..self.runs {
+            for offset in 0..contenders.len() {
+                let index = (round + offset) % contenders.len();
+                let _ = std::fs::remove_dir_all(&run.dest);
+                let _ = std::fs::remove_file(&run.curl_output);
+                cmd!(sh, "sync").quiet().run()?;
+                let (elapsed, rss_kib) = run.time_capped(contenders[index])?;
+                peak_rss_kib = peak_rss_kib.max(rss_kib);
+                let label = contenders[index].label();
+                eprintln!(
+                    "  capped round {} {label:<44} {:>8.3} s",
+                    round + 1,
+                    elapsed.as_secs_f64()
+                );
+                times[index].push(elapsed);
+            }
+        }
+        let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
+        println!(
+            "bench fetch, rate-capped: {} MiB asset, nginx limit_rate {} MiB/s per connection, {} alternating run(s), medians",
+            self.size_mib, self.capped_rate_mib, self.runs
+        );
+        println!(
+            "| {:<44} | {:>9} | {:>9} | {:>16} |",
+            "contender", "median s", "MiB/s", "curl -o / this"
+        );
+        println!("|{:-<46}|{:->11}|{:->11}|{:->18}|", "", "", "", "");
+        for (contender, seconds) in contenders.iter().zip(&medians) {
+            let mib_per_second = self.size_mib as f64 / seconds;
+            let speedup = medians[0] / seconds;
+            println!(
+                "| {:<44} | {seconds:>9.3} | {mib_per_second:>9.1} | {speedup:>16.2} |",
+                contender.label()
+            );
+        }
+        let speedup = medians[0] / medians[1];
+        let rss_mib = peak_rss_kib as f64 / 1024.0;
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        println!(
+            "target: cargo xtask fetch >= {TARGET_SPEEDUP_OVER_CAPPED_CURL}x faster than curl -o at a capped rate: {speedup:.2}x ({})",
+            verdict(speedup >= TARGET_SPEEDUP_OVER_CAPPED_CURL)
+        );
+        println!(
+            "target: peak RSS of the release-built library with parallel ranges <= {TARGET_PEAK_RSS_MIB} MiB: {rss_mib:.1} MiB ({})",
+            verdict(rss_mib <= TARGET_PEAK_RSS_MIB)
+        );
+        Ok(())
+    }
+}
+
+/// A contender of the rate-capped case.
+#[derive(Debug, Clone, Copy)]
+enum Capped {
+    Curl,
+    CargoXtaskFetch,
+    /// The release-built library with this many connections.
+    Library(usize),
+}
+
+impl Capped {
+    fn label(self) -> String {
+        match self {
+            Capped::Curl => "curl -o FILE".into(),
+            Capped::CargoXtaskFetch => "cargo xtask fetch (default connections)".into(),
+            Capped::Library(n) => format!("release-built xtask fetch --connections {n}"),
+        }
     }
 }
 
@@ -161,12 +260,25 @@ struct Run {
 }
 
 impl Run {
+    /// Times one run of a contender of the rate-capped case; also returns the library's peak RSS.
+    fn time_capped(&self, contender: Capped) -> Result<(Duration, u64)> {
+        let result = match contender {
+            Capped::Curl => return Ok((time_commands(&[curl(&self.asset_url, &self.curl_output)])?, 0)),
+            Capped::CargoXtaskFetch => (time_commands(&[cargo_xtask_fetch(&self.url, &self.dest)])?, 0),
+            Capped::Library(n) => {
+                time_manager(&self.fetcher, &self.url, &self.dest, &["--connections", &n.to_string()])?
+            }
+        };
+        check_installed(&self.dest, self.size_mib)?;
+        Ok(result)
+    }
+
     /// Times one run of `contender`; also returns the peak RSS in KiB of the AssetManager's run
     /// (0 for the others).
     fn time(&self, contender: Contender) -> Result<(Duration, u64)> {
         let elapsed = match contender {
             Contender::AssetManager => {
-                let (elapsed, rss) = time_manager(&self.fetcher, &self.url, &self.dest)?;
+                let (elapsed, rss) = time_manager(&self.fetcher, &self.url, &self.dest, &[])?;
                 check_installed(&self.dest, self.size_mib)?;
                 return Ok((elapsed, rss));
             }
@@ -262,13 +374,14 @@ fn write_cdn_tree(cdn_root: &Path, size_mib: u64) -> Result<PathBuf> {
 }
 
 /// Runs the release-built `xtask fetch` as a child; returns its wall time and peak RSS (KiB).
-fn time_manager(fetcher: &Path, url: &str, dest: &Path) -> Result<(Duration, u64)> {
+fn time_manager(fetcher: &Path, url: &str, dest: &Path, extra: &[&str]) -> Result<(Duration, u64)> {
     let started = Instant::now();
     let child = Command::new(fetcher)
         .args(["fetch", "--quiet", "--cdn", url, "--version", BENCH_VERSION, "--arch"])
         .arg(BENCH_ARCH.as_str())
         .arg("--dest")
         .arg(dest)
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("running {}", fetcher.display()))?;
@@ -417,7 +530,7 @@ fn print_table(size_mib: u64, runs: usize, medians: &[f64], peak_rss_kib: u64) {
     println!(
         "floor: the disk writes the asset durably in {disk_floor:.3} s, so an install that waited for the disk \
          would take at least {floor:.3} s (the slower of that and curl -o); on Linux the library defers \
-         durability to the boot's next warm start (src/asset_manager/cache.rs); cargo xtask fetch takes {:.2}x that",
+         durability to the boot's next warm start (src/asset_manager/records.rs); cargo xtask fetch takes {:.2}x that",
         command / floor
     );
     println!(

@@ -5,6 +5,8 @@
 //! the public key; writes objects to the bucket (see [`rclone`]), `dist/manifest.json.minisig`,
 //! and optionally the GitHub release. The steps, each safe to repeat after an interruption:
 //!
+//! 0. check every file of `dist/` it will upload or reference ([`preflight`]): sidecars, the
+//!    tarballs' manifests, kernel, rootfs and binaries against both manifests;
 //! 1. stage the CDN tree from `dist/` with [`cdn_tree::stage_cdn_tree`] (a temporary directory);
 //! 2. compare every object with the bucket by sha256 — all of them before uploading any, so a
 //!    refused release changes nothing; sign the manifest, or adopt the signature already
@@ -18,6 +20,7 @@
 
 pub mod github;
 pub mod plan;
+pub mod preflight;
 pub mod rclone;
 
 use std::path::{Path, PathBuf};
@@ -108,9 +111,12 @@ impl<'a> Publisher<'a> {
             .cache_dir(std::env::temp_dir())
             .build()
             .with_context(|| format!("--cdn {}", flags.cdn))?;
+        // Every file to upload or reference, against every record of it, before the bucket
+        // (or GitHub) is touched.
+        preflight::check_dist(&flags.dist, &manifest)?;
         let (public_key, _) = signing::read_public_key(&flags.public_key)?;
         let secret_key = signing::load_secret_key(flags.signing_key.as_deref())?;
-        let bucket = Bucket::connect(sh, &flags.remote)?;
+        let bucket = Bucket::connect(sh, &flags.remote, flags.rclone_timeout())?;
         let manifest_bytes =
             std::fs::read(&manifest_file).with_context(|| format!("reading {}", manifest_file.display()))?;
         Ok(Publisher {
@@ -383,19 +389,47 @@ fn compare_with_bucket(bucket: &Bucket<'_>, staging: &Path, paths: &[&String]) -
 }
 
 /// Step 3 for the immutable objects: uploads those the bucket lacks, in order (a dry run only
-/// says which).
+/// says which). A failed upload stops the run with what was and was not uploaded.
 fn upload_missing(bucket: &Bucket<'_>, planned: &[PlannedObject], dry_run: bool) -> Result<()> {
-    for object in planned {
+    let mut uploaded: Vec<&str> = Vec::new();
+    for (index, object) in planned.iter().enumerate() {
         match object.action {
             Action::Skip => eprintln!("publish: skip {} (same sha256 {})", object.path, object.sha256),
             Action::Upload if dry_run => eprintln!("publish (dry run): would upload {}", object.path),
             Action::Upload => {
                 eprintln!("publish: upload {} (sha256 {})", object.path, object.sha256);
-                bucket.upload(&object.local, &object.path, &object.sha256, IMMUTABLE_CACHE_CONTROL)?;
+                let result = bucket.upload(&object.local, &object.path, &object.sha256, IMMUTABLE_CACHE_CONTROL);
+                if let Err(error) = result {
+                    let missing: Vec<&str> = planned[index..]
+                        .iter()
+                        .filter(|o| o.action == Action::Upload)
+                        .map(|o| o.path.as_str())
+                        .collect();
+                    return Err(error.context(upload_report(&uploaded, &missing)));
+                }
+                uploaded.push(&object.path);
             }
         }
     }
     Ok(())
+}
+
+/// What a stopped upload leaves: the objects uploaded in this run and those still missing (the
+/// manifest's signature and latest.json come after them).
+fn upload_report(uploaded: &[&str], missing: &[&str]) -> String {
+    let list = |paths: &[&str]| {
+        if paths.is_empty() {
+            "none".to_owned()
+        } else {
+            paths.join(", ")
+        }
+    };
+    format!(
+        "publish stopped; uploaded in this run: {}; not uploaded: {} (then the manifest's signature; \
+         latest.json was not touched): run publish again to finish",
+        list(uploaded),
+        list(missing)
+    )
 }
 
 /// What to do with `latest.json`, given what the bucket's copy names right now.
@@ -435,7 +469,7 @@ fn github_assets(dist: &Path, manifest: &Manifest) -> Result<Vec<plan::ReleaseAs
     for arch in manifest.targets.keys() {
         let tarball_path = layout::tarball(dist, &manifest.asset_version, *arch);
         let sidecar_path = layout::sidecar(dist, &manifest.asset_version, *arch);
-        check_sidecar(&tarball_path, &sidecar_path)?;
+        preflight::check_sidecar(&tarball_path, &sidecar_path)?;
         files.push(tarball_path);
         files.push(sidecar_path);
     }
@@ -454,46 +488,9 @@ fn github_assets(dist: &Path, manifest: &Manifest) -> Result<Vec<plan::ReleaseAs
         .collect()
 }
 
-/// A sidecar must name its tarball and hold its digest, or users who check it would reject
-/// the release.
-fn check_sidecar(tarball: &Path, sidecar: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(sidecar).with_context(|| format!("reading {}", sidecar.display()))?;
-    let (sha256, name) = boot_assets::sidecar::parse(&text).with_context(|| format!("{}", sidecar.display()))?;
-    let file_name = tarball
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let actual = util::sha256_file(tarball)?;
-    if name != file_name || sha256 != actual {
-        bail!(
-            "{} says {sha256}  {name}, but {} has sha256 {actual}: rebuild the release",
-            sidecar.display(),
-            tarball.display()
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_stale_sidecar_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let tarball = dir.path().join("t.tar.gz");
-        let sidecar = dir.path().join("t.tar.gz.sha256");
-        std::fs::write(&tarball, b"abc").unwrap();
-        std::fs::write(
-            &sidecar,
-            boot_assets::sidecar::format(&util::sha256_bytes(b"abc"), "t.tar.gz"),
-        )
-        .unwrap();
-        check_sidecar(&tarball, &sidecar).unwrap();
-        std::fs::write(&tarball, b"abd").unwrap();
-        let err = check_sidecar(&tarball, &sidecar).unwrap_err().to_string();
-        assert!(err.contains("rebuild the release"), "{err}");
-    }
 
     #[test]
     fn latest_lines_say_what_happened() {

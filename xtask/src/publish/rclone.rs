@@ -4,9 +4,13 @@
 //! Reads the environment for the S3 endpoint and keys (see [`Bucket::connect`]); writes an rclone
 //! config without secrets into a temporary directory when it defines the remote itself. Every
 //! upload is a per-object `copyto` that stores the content's sha256 as object metadata; there is
-//! no `sync` and no delete anywhere in this module.
+//! no `sync` and no delete anywhere in this module. Every rclone call runs under coreutils'
+//! `timeout` with the call limit (`--rclone-timeout-secs`, default [`DEFAULT_CALL_TIMEOUT_SECS`])
+//! and rclone's own connect and idle timeouts, so a dead endpoint fails the run instead of
+//! holding it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -34,6 +38,29 @@ const DEFAULT_REGION: &str = "auto";
 /// The metadata key that carries an object's sha256 (`x-amz-meta-sha256` on S3).
 pub const SHA256_METADATA_KEY: &str = "sha256";
 
+/// The default time limit of one rclone call, in seconds: an upload of the largest object of a
+/// release (a rootfs of tens of MB) at 1 MB/s with room to spare, and far more than any lookup.
+pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 300;
+
+/// Grace after the call limit before `timeout` sends SIGKILL.
+const KILL_AFTER: &str = "10s";
+
+/// Exit status of coreutils `timeout` when the limit passed (124), or when it had to kill (137).
+const TIMED_OUT_CODES: [i32; 2] = [124, 137];
+
+/// rclone's own bounds on each connection: connect, idle, and its retries, so that a dead
+/// endpoint is given up on well inside the call limit.
+const RCLONE_BOUNDS: [&str; 8] = [
+    "--contimeout",
+    "15s",
+    "--timeout",
+    "60s",
+    "--retries",
+    "2",
+    "--low-level-retries",
+    "3",
+];
+
 /// rclone's exit codes for "directory not found" and "file not found".
 const RCLONE_NOT_FOUND_CODES: [i32; 2] = [3, 4];
 
@@ -42,6 +69,8 @@ pub struct Bucket<'a> {
     sh: &'a Shell,
     /// `NAME:BUCKET[/prefix]`, without a trailing `/`.
     root: String,
+    /// The time limit of one rclone call.
+    call_timeout: Duration,
     /// The rclone config publish wrote, when it defined the remote itself.
     config: Option<PathBuf>,
     _config_dir: Option<tempfile::TempDir>,
@@ -88,7 +117,7 @@ impl<'a> Bucket<'a> {
     /// With BOOT_ASSETS_S3_ENDPOINT set, NAME is defined here as an S3 remote at that endpoint,
     /// authenticated by AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; otherwise NAME must be a remote
     /// of the user's own rclone config (RCLONE_CONFIG or rclone's default file).
-    pub fn connect(sh: &'a Shell, remote: &str) -> Result<Bucket<'a>> {
+    pub fn connect(sh: &'a Shell, remote: &str, call_timeout: Duration) -> Result<Bucket<'a>> {
         let (name, path) = parse_remote(remote)?;
         crate::tools::require("rclone").context("publishing uploads with rclone")?;
         cmd!(sh, "rclone version")
@@ -115,6 +144,7 @@ impl<'a> Bucket<'a> {
                 Ok(Bucket {
                     sh,
                     root,
+                    call_timeout,
                     config: Some(config),
                     _config_dir: Some(dir),
                 })
@@ -143,6 +173,7 @@ impl<'a> Bucket<'a> {
                 Ok(Bucket {
                     sh,
                     root,
+                    call_timeout,
                     config: None,
                     _config_dir: None,
                 })
@@ -155,9 +186,14 @@ impl<'a> Bucket<'a> {
         format!("{}/{relative}", self.root)
     }
 
-    /// An rclone command with this bucket's config.
+    /// An rclone command with this bucket's config, under the call limit.
     fn rclone<'s>(&'s self, args: &[&str]) -> xshell::Cmd<'s> {
-        let mut command = cmd!(self.sh, "rclone {args...}").quiet();
+        let limit = format!("{}s", self.call_timeout.as_secs().max(1));
+        let mut command = cmd!(
+            self.sh,
+            "timeout --kill-after={KILL_AFTER} {limit} rclone {RCLONE_BOUNDS...} {args...}"
+        )
+        .quiet();
         if let Some(config) = &self.config {
             command = command.env("RCLONE_CONFIG", config);
         }
@@ -180,6 +216,7 @@ impl<'a> Bucket<'a> {
             {
                 return Ok(None);
             }
+            self.refuse_timeout(&output.status, &format!("looking up {target}"))?;
             bail!(
                 "rclone lsjson {target} failed ({}): {}",
                 output.status,
@@ -249,9 +286,32 @@ impl<'a> Bucket<'a> {
         let mut args = vec!["copyto"];
         args.extend_from_slice(options);
         args.extend(["--header-upload", &header, &local_text, &target]);
-        self.rclone(&args)
-            .run()
-            .with_context(|| format!("uploading {} to {target}", local.display()))
+        let output = self
+            .rclone(&args)
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running rclone copyto for {target}"))?;
+        self.refuse_timeout(&output.status, &format!("uploading {} to {target}", local.display()))?;
+        if !output.status.success() {
+            bail!(
+                "uploading {} to {target}: rclone failed ({}): {}",
+                local.display(),
+                output.status,
+                rclone_complaint(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// An error naming the call limit when `status` says the call was stopped by it.
+    fn refuse_timeout(&self, status: &std::process::ExitStatus, what: &str) -> Result<()> {
+        if status.code().is_some_and(|code| TIMED_OUT_CODES.contains(&code)) {
+            bail!(
+                "{what}: rclone did not finish within {} s (--rclone-timeout-secs) and was stopped",
+                self.call_timeout.as_secs()
+            );
+        }
+        Ok(())
     }
 
     /// The bytes of a small object, `None` when it does not exist.

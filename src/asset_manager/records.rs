@@ -1,9 +1,18 @@
-//! The verified cache: beside every installed file `{dir}/{name}` a record `{dir}/.{name}.verified`
-//! holds the digest it was verified against and what `lstat()` said about the file at that
-//! moment: size, modification time, status-change time (ctime), inode and device. A warm
-//! `prepare()` compares these instead of re-hashing gigabytes. Any change on disk makes the
-//! record stale, including an in-place edit whose mtime was put back (the kernel moves ctime on
-//! every write and on every `utimensat`, and no unprivileged call can set it back).
+//! The cache records, all in one format: a single line of `key=value` fields separated by
+//! spaces, written atomically through the directory handle (never through a link). There are
+//! three of them:
+//!
+//! - `{dir}/.{name}.verified` beside every installed file: the digest it was verified against
+//!   and what `lstat()` said about the file at that moment: size, modification time,
+//!   status-change time (ctime), inode and device. A warm `prepare()` compares these instead of
+//!   re-hashing gigabytes. Any change on disk makes the record stale, including an in-place
+//!   edit whose mtime was put back (the kernel moves ctime on every write and on every
+//!   `utimensat`, and no unprivileged call can set it back).
+//! - `{cache}/.last-resolved` ([`LAST_RESOLVED_FILE`]): the version `latest` last resolved to,
+//!   and whether its `latest.json` was signature-checked (`version=0.2.0 signed=true`).
+//! - `{cache}/.highest-verified` ([`HIGHEST_VERIFIED_FILE`]): the highest version a signed
+//!   `latest.json` named (`version=0.3.0`); one written as `latest.json` JSON by an older
+//!   library is still read, so the rollback protection survives an upgrade.
 //!
 //! Durability: where the platform names its boot (Linux: `/proc/sys/kernel/random/boot_id`), an
 //! install does not wait for the disk. The verified file is renamed into place and its record
@@ -13,16 +22,82 @@
 //! re-hashed once. The first warm start in the same boot makes the install durable (fsync of the
 //! file, then a record without a boot). Elsewhere every install is fsynced before its rename.
 //!
-//! Reads and writes only the record files, through the directory handle (never through a link);
-//! reads the boot identity from procfs.
+//! Reads the boot identity from procfs. Imports only the directory handle and the error type.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use super::error::AssetError;
 use super::safe_fs::{Dir, Durability, Stamp};
+use crate::manifest::Latest;
+
+/// In the cache dir: the version `latest` last resolved to, and whether its `latest.json` was
+/// signature-checked (`version=0.2.0 signed=true`); used when `latest.json` cannot be fetched.
+pub const LAST_RESOLVED_FILE: &str = ".last-resolved";
+
+/// In the cache dir: the highest version a signature-checked `latest.json` has named; a signed
+/// `latest.json` naming a lower one is refused as a rollback.
+pub const HIGHEST_VERIFIED_FILE: &str = ".highest-verified";
 
 /// Largest record file read (a record is one short line).
 const MAX_RECORD_BYTES: u64 = 4096;
+
+/// Mode of every record file.
+const RECORD_MODE: u32 = 0o644;
+
+/// One record's fields, in a stable order.
+type Fields = BTreeMap<String, String>;
+
+/// `key=value key=value\n`; keys in the order given.
+fn format_fields(fields: &[(&str, String)]) -> String {
+    let line: Vec<String> = fields.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    format!("{}\n", line.join(" "))
+}
+
+/// The fields of a record, or `None` when it is not one (a word without `=`).
+fn parse_fields(text: &str) -> Option<Fields> {
+    text.split_whitespace()
+        .map(|field| field.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+/// Reads the record `name` of `dir`, when there is one that parses.
+fn read_fields(dir: &Dir, name: &str) -> Option<Fields> {
+    let bytes = dir.read_small(name, MAX_RECORD_BYTES).ok().flatten()?;
+    parse_fields(std::str::from_utf8(&bytes).ok()?)
+}
+
+/// The version `latest` last resolved to and whether that was signature-checked.
+pub(crate) fn read_last_resolved(root: &Dir) -> Option<(String, bool)> {
+    let fields = read_fields(root, LAST_RESOLVED_FILE)?;
+    let version = fields.get("version")?.clone();
+    Some((version, fields.get("signed").is_some_and(|v| v == "true")))
+}
+
+/// Records the version `latest` resolved to.
+pub(crate) fn write_last_resolved(root: &Dir, version: &str, signed: bool) -> Result<(), AssetError> {
+    let text = format_fields(&[("version", version.to_owned()), ("signed", signed.to_string())]);
+    root.write_atomic(LAST_RESOLVED_FILE, text.as_bytes(), RECORD_MODE, Durability::Now)
+}
+
+/// The highest version a signed `latest.json` named (also from an older library's JSON record).
+pub(crate) fn read_highest_verified(root: &Dir) -> Option<String> {
+    let bytes = root
+        .read_small(HIGHEST_VERIFIED_FILE, MAX_RECORD_BYTES)
+        .ok()
+        .flatten()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    match parse_fields(text).and_then(|mut fields| fields.remove("version")) {
+        Some(version) => Some(version),
+        None => Latest::from_json(&bytes).ok().map(|latest| latest.version),
+    }
+}
+
+/// Records the highest version a signed `latest.json` named.
+pub(crate) fn write_highest_verified(root: &Dir, version: &str) -> Result<(), AssetError> {
+    let text = format_fields(&[("version", version.to_owned())]);
+    root.write_atomic(HIGHEST_VERIFIED_FILE, text.as_bytes(), RECORD_MODE, Durability::Now)
+}
 
 /// The record file name of `name`: `.{name}.verified`.
 pub(crate) fn record_name(name: &str) -> String {
@@ -87,7 +162,7 @@ pub(crate) fn is_verified(dir: &Dir, name: &str, sha256: &str) -> bool {
 
 /// Records that `dir/name`, as it is now, has digest `sha256`; with `boot`, that it was verified
 /// in that boot and may not be on disk yet (the record itself is then not fsynced either).
-pub(crate) fn write_record(dir: &Dir, name: &str, sha256: &str, boot: Option<&str>) -> Result<(), AssetError> {
+pub(crate) fn write_verified(dir: &Dir, name: &str, sha256: &str, boot: Option<&str>) -> Result<(), AssetError> {
     let stamp = dir.stamp(name).ok_or_else(|| AssetError::Io {
         step: "reading metadata of",
         path: dir.join(name),
@@ -103,11 +178,16 @@ pub(crate) fn write_record(dir: &Dir, name: &str, sha256: &str, boot: Option<&st
     } else {
         Durability::Now
     };
-    dir.write_atomic(&record_name(name), format_record(&record).as_bytes(), 0o644, durability)
+    dir.write_atomic(
+        &record_name(name),
+        format_record(&record).as_bytes(),
+        RECORD_MODE,
+        durability,
+    )
 }
 
 /// Forgets what was verified about `dir/name` (before it is replaced).
-pub(crate) fn remove_record(dir: &Dir, name: &str) {
+pub(crate) fn remove_verified(dir: &Dir, name: &str) {
     let _ = dir.remove(&record_name(name));
 }
 
@@ -122,44 +202,38 @@ struct Record {
 
 fn format_record(record: &Record) -> String {
     let Record { sha256, stamp, boot } = record;
-    let boot = boot.as_ref().map(|id| format!(" boot={id}")).unwrap_or_default();
-    format!(
-        "sha256={sha256} size={} mtime_ns={} ctime_ns={} inode={} device={}{boot}\n",
-        stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, stamp.device
-    )
+    let mut fields = vec![
+        ("sha256", sha256.clone()),
+        ("size", stamp.size.to_string()),
+        ("mtime_ns", stamp.mtime_ns.to_string()),
+        ("ctime_ns", stamp.ctime_ns.to_string()),
+        ("inode", stamp.inode.to_string()),
+        ("device", stamp.device.to_string()),
+    ];
+    if let Some(boot) = boot {
+        fields.push(("boot", boot.clone()));
+    }
+    format_fields(&fields)
 }
 
-/// Parses a record; a record of an older format (without ctime) does not parse, so the file is
-/// re-hashed once and recorded again.
+/// Parses a record; a record of an older format (without ctime) or with a field it does not
+/// know does not parse, so the file is re-hashed once and recorded again.
 fn parse_record(text: &str) -> Option<Record> {
-    let mut sha256 = None;
-    let mut boot = None;
-    let (mut size, mut mtime_ns, mut ctime_ns, mut inode, mut device) = (None, None, None, None, None);
-    for field in text.split_whitespace() {
-        let (key, value) = field.split_once('=')?;
-        match key {
-            "sha256" => sha256 = Some(value.to_owned()),
-            "size" => size = value.parse().ok(),
-            "mtime_ns" => mtime_ns = value.parse().ok(),
-            "ctime_ns" => ctime_ns = value.parse().ok(),
-            "inode" => inode = value.parse().ok(),
-            "device" => device = value.parse().ok(),
-            "boot" => boot = Some(value.to_owned()),
-            _ => return None,
-        }
-    }
+    let mut fields = parse_fields(text)?;
     let stamp = Stamp {
-        size: size?,
-        mtime_ns: mtime_ns?,
-        ctime_ns: ctime_ns?,
-        inode: inode?,
-        device: device?,
+        size: fields.get("size")?.parse().ok()?,
+        mtime_ns: fields.get("mtime_ns")?.parse().ok()?,
+        ctime_ns: fields.get("ctime_ns")?.parse().ok()?,
+        inode: fields.get("inode")?.parse().ok()?,
+        device: fields.get("device")?.parse().ok()?,
     };
-    Some(Record {
-        sha256: sha256?,
+    let record = Record {
+        sha256: fields.remove("sha256")?,
         stamp,
-        boot,
-    })
+        boot: fields.remove("boot"),
+    };
+    const KNOWN: [&str; 5] = ["size", "mtime_ns", "ctime_ns", "inode", "device"];
+    fields.keys().all(|key| KNOWN.contains(&key.as_str())).then_some(record)
 }
 
 #[cfg(test)]
@@ -170,6 +244,27 @@ mod tests {
     use super::*;
 
     const SHA: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn the_version_records_round_trip_and_an_old_json_record_is_read() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = Dir::open_root(temp.path(), Arc::new(|_: &Path| {})).unwrap();
+        assert_eq!(read_last_resolved(&root), None);
+        write_last_resolved(&root, "0.2.0", true).unwrap();
+        assert_eq!(read_last_resolved(&root), Some(("0.2.0".to_owned(), true)));
+        assert_eq!(
+            std::fs::read_to_string(temp.path().join(LAST_RESOLVED_FILE)).unwrap(),
+            "version=0.2.0 signed=true\n"
+        );
+        write_highest_verified(&root, "0.3.0").unwrap();
+        assert_eq!(read_highest_verified(&root).as_deref(), Some("0.3.0"));
+        std::fs::write(
+            temp.path().join(HIGHEST_VERIFIED_FILE),
+            "{\n  \"version\": \"0.4.0\"\n}\n",
+        )
+        .unwrap();
+        assert_eq!(read_highest_verified(&root).as_deref(), Some("0.4.0"));
+    }
 
     #[test]
     fn record_round_trips_and_old_records_do_not_parse() {
@@ -199,7 +294,7 @@ mod tests {
         let target = temp.path().join("kernel");
         std::fs::write(&target, b"abc").unwrap();
         assert!(!is_verified(&dir, "kernel", SHA));
-        write_record(&dir, "kernel", SHA, None).unwrap();
+        write_verified(&dir, "kernel", SHA, None).unwrap();
         assert!(is_verified(&dir, "kernel", SHA));
         assert!(!is_verified(&dir, "kernel", &"0".repeat(64)));
 
@@ -221,7 +316,7 @@ mod tests {
         std::fs::write(temp.path().join("rootfs.erofs"), b"abc").unwrap();
         let this = this_boot().expect("Linux names its boot in /proc/sys/kernel/random/boot_id");
 
-        write_record(&dir, "rootfs.erofs", SHA, Some(this)).unwrap();
+        write_verified(&dir, "rootfs.erofs", SHA, Some(this)).unwrap();
         assert_eq!(check(&dir, "rootfs.erofs", SHA), Verified::ThisBoot);
         let record = std::fs::read_to_string(temp.path().join(record_name("rootfs.erofs"))).unwrap();
         assert!(record.contains(&format!(" boot={this}")), "{record}");
@@ -234,7 +329,7 @@ mod tests {
         .unwrap();
         assert_eq!(check(&dir, "rootfs.erofs", SHA), Verified::No);
 
-        write_record(&dir, "rootfs.erofs", SHA, None).unwrap();
+        write_verified(&dir, "rootfs.erofs", SHA, None).unwrap();
         assert_eq!(check(&dir, "rootfs.erofs", SHA), Verified::Durable);
     }
 }

@@ -11,7 +11,9 @@
 # those checks are answered through configure's cache variables. rpc.mountd links -luuid
 # whatever configure says: DEPS has Debian's static libuuid (nothing of it is used with
 # --disable-uuid, so nothing of it lands in the program).
-# The RPC stubs are generated with the host's rpcgen (rpcsvc-proto).
+# configure's own libtirpc probe links -ltirpc: LDFLAGS points it at the static one built here
+# (never a libtirpc the host may have). The RPC stubs are generated with the host's rpcgen
+# (rpcsvc-proto).
 # Environment: see manifests/builds/README.md.
 set -eu
 mkdir -p "$WORK/tirpc"
@@ -28,7 +30,7 @@ cd "$WORK/nfs"
     --disable-nfsv4 --disable-nfsv41 --disable-gss --disable-svcgss --disable-nfsdcld --disable-nfsdctl --disable-uuid --disable-mount \
     --disable-junction --disable-caps --disable-ldap --disable-nfsrahead --disable-nfsdcltrack \
     --without-tcp-wrappers --with-systemd=no \
-    CC="$CC" AR="$AR" RANLIB="$RANLIB" CFLAGS="$CFLAGS -I$DEPS/usr/include" LDFLAGS="-L$DEPS_LIB" \
+    CC="$CC" AR="$AR" RANLIB="$RANLIB" CFLAGS="$CFLAGS -I$DEPS/usr/include" LDFLAGS="-L$DEPS_LIB -L$TIRPC/lib" \
     TIRPC_CFLAGS="-I$TIRPC/include/tirpc" TIRPC_LIBS="$TIRPC/lib/libtirpc.a -lpthread" \
     ac_cv_lib_event_core_event_base_dispatch=yes ac_cv_header_event2_event_h=yes \
     libsqlite3_cv_is_recent=yes \

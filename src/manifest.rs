@@ -121,8 +121,15 @@ pub struct Target {
     pub kernel: KernelEntry,
     /// The read-only EROFS root filesystem.
     pub rootfs: FileEntry,
-    /// The command line to boot the kernel with.
+    /// The command line to boot the kernel with. For a verified root it builds the dm-verity
+    /// device (`dm-mod.create=`) and mounts it (`root=/dev/dm-0`).
     pub kernel_cmdline: String,
+    /// The dm-verity root hash of `rootfs` (SHA-256, 64 lowercase hex digits): the same as the
+    /// one in `kernel_cmdline`'s verity table, which a consumer checks. Absent for an unverified
+    /// rootfs (a development build) and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", regex(pattern = r"^[0-9a-f]{64}$")))]
+    pub rootfs_verity_root_hash: Option<String>,
     /// Upstream 0.7.x's read-only runtime image (legacy): kept when a published manifest is
     /// read, so that a read-modify-write does not lose it; never written by this repository
     /// ([`Manifest::validate_for_writing`] refuses it) and never downloaded.
@@ -331,6 +338,13 @@ impl Manifest {
             if target.kernel_cmdline.trim().is_empty() {
                 problem(format!("{at}.kernel_cmdline"), "is empty".into());
             }
+            if let Some(recorded) = &target.rootfs_verity_root_hash {
+                let field = format!("{at}.rootfs_verity_root_hash");
+                check_sha256(&field, recorded, &mut problem);
+                if let Some(message) = root_hash_disagreement(recorded, &target.kernel_cmdline) {
+                    problem(field, message);
+                }
+            }
         }
 
         check_binaries(&self.binaries, &mut problem);
@@ -355,6 +369,13 @@ impl Manifest {
                 problems.push(Problem {
                     field: format!("targets.{arch}.runtime"),
                     message: "is upstream's legacy runtime image: kept when read, never written; remove it".into(),
+                });
+            }
+            let builds_verity = !cmdline_verity_root_hashes(&target.kernel_cmdline).is_empty();
+            if builds_verity && target.rootfs_verity_root_hash.is_none() {
+                problems.push(Problem {
+                    field: format!("targets.{arch}.rootfs_verity_root_hash"),
+                    message: "is missing, but kernel_cmdline builds a dm-verity root: record its root hash".into(),
                 });
             }
         }
@@ -622,6 +643,94 @@ fn check_sha256(field: &str, value: &str, problem: &mut impl FnMut(String, Strin
     if !is_sha256_hex(value) {
         problem(field.to_owned(), format!("{value:?} is not 64 lowercase hex digits"));
     }
+}
+
+/// Why a recorded rootfs root hash and the command line's verity table disagree, or `None`
+/// when the command line builds exactly one dm-verity device with that root hash.
+fn root_hash_disagreement(recorded: &str, cmdline: &str) -> Option<String> {
+    match cmdline_verity_root_hashes(cmdline).as_slice() {
+        [only] if only == recorded => None,
+        [only] => Some(format!(
+            "is {recorded} but kernel_cmdline's dm-verity table has root hash {only}: the two must agree \
+             (one of them was changed after the release was built)"
+        )),
+        [] => Some(format!(
+            "is {recorded} but kernel_cmdline builds no dm-verity device (no verity table in dm-mod.create=)"
+        )),
+        several => Some(format!(
+            "is {recorded} but kernel_cmdline builds {} dm-verity devices; expected exactly one",
+            several.len()
+        )),
+    }
+}
+
+/// The parameters of a kernel command line as the kernel splits them: at whitespace outside
+/// double quotes, up to a bare `--` (what follows goes to init); each as (name, value) with
+/// the quotes around the parameter or its value removed. A name keeps its spelling (the kernel
+/// treats `-` and `_` in names alike; see [`cmdline_verity_root_hashes`]).
+pub fn cmdline_parameters(cmdline: &str) -> Vec<(String, Option<String>)> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut in_quote = false;
+    for c in cmdline.chars() {
+        if c.is_whitespace() && !in_quote {
+            if !current.is_empty() {
+                tokens.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if c == '"' {
+            in_quote = !in_quote;
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    tokens
+        .into_iter()
+        .take_while(|token| token != "--")
+        .map(|token| {
+            let token = token
+                .strip_prefix('"')
+                .map_or(token.as_str(), |t| t.strip_suffix('"').unwrap_or(t));
+            match token.split_once('=') {
+                Some((name, value)) => {
+                    let value = value
+                        .strip_prefix('"')
+                        .map_or(value, |v| v.strip_suffix('"').unwrap_or(v));
+                    (name.to_owned(), Some(value.to_owned()))
+                }
+                None => (token.to_owned(), None),
+            }
+        })
+        .collect()
+}
+
+/// The root hash of every `verity` table in the command line's `dm-mod.create=` (the last one,
+/// as the kernel keeps it; `dm_mod.create=` is the same parameter), in order. A table is
+/// `<start> <sectors> verity <version> <data dev> <hash dev> <data block size> <hash block size>
+/// <data blocks> <hash start block> <algorithm> <root hash> <salt> …`.
+pub fn cmdline_verity_root_hashes(cmdline: &str) -> Vec<String> {
+    let Some(create) = cmdline_parameters(cmdline)
+        .into_iter()
+        .filter(|(name, _)| name.replace('-', "_") == "dm_mod.create")
+        .filter_map(|(_, value)| value)
+        .next_back()
+    else {
+        return Vec::new();
+    };
+    // Devices are separated by `;`; a device is `name,uuid,minor,flags,table[,table…]`.
+    create
+        .split(';')
+        .flat_map(|device| device.split(',').skip(4))
+        .filter_map(|table| {
+            let words: Vec<&str> = table.split_whitespace().collect();
+            (words.get(2) == Some(&"verity"))
+                .then(|| words.get(11).map(|hash| (*hash).to_owned()))
+                .flatten()
+        })
+        .collect()
 }
 
 /// True for a UTC time written exactly as `%Y-%m-%dT%H:%M:%SZ`.
@@ -951,6 +1060,78 @@ mod tests {
         let mut manifest = example();
         manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel_cmdline = "".into();
         assert_one_problem(&manifest, "targets.arm64.kernel_cmdline: is empty");
+    }
+
+    /// A verified-root command line whose verity table has root hash `root`.
+    fn verity_cmdline(root: &str) -> String {
+        format!(
+            "console=hvc0 dm-mod.create=\"rootfs,,0,ro,0 80 verity 1 /dev/vda /dev/vda 4096 4096 10 10 sha256 {root} {B}\" \
+             dm-mod.waitfor=/dev/vda root=/dev/dm-0 ro rootfstype=erofs earlycon"
+        )
+    }
+
+    #[test]
+    fn cmdline_parameters_split_like_the_kernel() {
+        let parameters = cmdline_parameters(" a=1  \"b=two words\" c=\"x, y;z\" flag d= -- init=ignored");
+        let expected: Vec<(String, Option<String>)> = vec![
+            ("a".into(), Some("1".into())),
+            ("b".into(), Some("two words".into())),
+            ("c".into(), Some("x, y;z".into())),
+            ("flag".into(), None),
+            ("d".into(), Some(String::new())),
+        ];
+        assert_eq!(parameters, expected);
+        assert_eq!(cmdline_verity_root_hashes(&verity_cmdline(A)), vec![A.to_owned()]);
+        let underscore = verity_cmdline(A).replace("dm-mod.create", "dm_mod.create");
+        assert_eq!(cmdline_verity_root_hashes(&underscore), vec![A.to_owned()]);
+        assert!(cmdline_verity_root_hashes("console=hvc0 root=/dev/vda").is_empty());
+        // The kernel keeps the last dm-mod.create=; a linear table is not a verity one.
+        let two = format!("{} dm-mod.create=\"lin,,,rw,0 8 linear /dev/vdb 0\"", verity_cmdline(A));
+        assert!(cmdline_verity_root_hashes(&two).is_empty());
+    }
+
+    #[test]
+    fn the_recorded_root_hash_must_agree_with_the_command_line() {
+        let mut manifest = example();
+        let target = manifest.targets.get_mut(&Arch::Arm64).unwrap();
+        target.kernel_cmdline = verity_cmdline(A);
+        target.rootfs_verity_root_hash = Some(A.into());
+        manifest.validate_for_writing().unwrap();
+        let text = manifest.to_json_pretty();
+        assert!(
+            text.contains(&format!("\"rootfs_verity_root_hash\": \"{A}\"")),
+            "{text}"
+        );
+        assert_eq!(Manifest::from_json_strict(text.as_bytes()).unwrap(), manifest);
+
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().rootfs_verity_root_hash = Some(B.into());
+        assert_one_problem(
+            &manifest,
+            &format!(
+                "targets.arm64.rootfs_verity_root_hash: is {B} but kernel_cmdline's dm-verity table has root hash {A}: \
+                 the two must agree"
+            ),
+        );
+        let target = manifest.targets.get_mut(&Arch::Arm64).unwrap();
+        target.kernel_cmdline = "console=hvc0 root=/dev/vda ro".into();
+        assert_one_problem(
+            &manifest,
+            "kernel_cmdline builds no dm-verity device (no verity table in dm-mod.create=)",
+        );
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().rootfs_verity_root_hash = Some("ABC".into());
+        assert_eq!(problems(&manifest).len(), 2, "{:?}", problems(&manifest));
+    }
+
+    #[test]
+    fn a_verity_command_line_without_a_recorded_root_hash_is_read_but_not_written() {
+        let mut manifest = example();
+        manifest.targets.get_mut(&Arch::Arm64).unwrap().kernel_cmdline = verity_cmdline(A);
+        manifest.validate().unwrap();
+        assert_eq!(
+            manifest.validate_for_writing().unwrap_err().problems()[0].to_string(),
+            "targets.arm64.rootfs_verity_root_hash: is missing, but kernel_cmdline builds a dm-verity root: \
+             record its root hash"
+        );
     }
 
     #[test]

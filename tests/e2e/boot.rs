@@ -112,6 +112,20 @@ fn full_guest_checks(arch: Arch) {
         boot::tail(&console, 40)
     );
     assert!(console.contains("CHECKS DONE"), "{arch}: the agent did not finish");
+    // The two-step protocol: `arcbox-agent init` ran once, to its end, before the agent itself.
+    let init_step = console.find("arcbox-init: running /arcbox/bin/arcbox-agent init");
+    let init_done = console.find("arcbox-agent: init step (pid ");
+    let agent = console.find("arcbox-agent: check agent running");
+    assert!(
+        init_step < init_done && init_done < agent && init_step.is_some(),
+        "{arch}: `arcbox-agent init` did not run before the agent:\n{}",
+        boot::tail(&console, 80)
+    );
+    assert_eq!(
+        console.matches("arcbox-agent: init step").count(),
+        1,
+        "{arch}: init ran more than once"
+    );
     assert!(!booted.panicked(), "{arch}: kernel panic");
     let report = booted.report();
     assert!(report.contains("kernel start → /sbin/init: "), "{report}");
@@ -203,9 +217,7 @@ fn debug_console_gives_a_shell(arch: Arch) {
     // Should the init go on to the agent while the shell runs, this agent keeps the machine up.
     let agent = boot::script_agent(dir.path(), "idle-agent.sh", "echo 'arcbox-agent: idle'\nsleep 600\n");
     let mut command = boot::boot_command(arch, &assets, Some(&agent), SHORT_BOOT_TIMEOUT_SECS);
-    command
-        .arg("--cmdline")
-        .arg(format!("{} arcbox.debug_console", assets.cmdline(arch)));
+    command.args(["--append", "arcbox.debug_console"]);
     let mut session = InteractiveBoot::start(command);
     let deadline = Instant::now() + Duration::from_secs(SHORT_BOOT_TIMEOUT_SECS - 10);
     assert!(

@@ -5,7 +5,9 @@
 //! the arch its file name names), or `BOOT_ASSETS_BOOT_KERNEL` + `BOOT_ASSETS_BOOT_ROOTFS`
 //! (+ `BOOT_ASSETS_BOOT_CMDLINE`) for the arch `BOOT_ASSETS_BOOT_ARCH` names (x86_64 by
 //! default, as in the seed) — and are otherwise built with `cargo xtask kernel` and
-//! `cargo xtask rootfs` (both cached). `BOOT_ASSETS_QEMU` overrides the QEMU binary of every
+//! `cargo xtask rootfs` (both cached) and released with `cargo xtask release`, so that every
+//! boot test boots the verified root (the release's rootfs with its hash tree, booted with the
+//! release manifest's command line). `BOOT_ASSETS_QEMU` overrides the QEMU binary of every
 //! boot, `BOOT_ASSETS_QEMU_X86_64` / `BOOT_ASSETS_QEMU_ARM64` that of one arch.
 
 use std::collections::BTreeMap;
@@ -15,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use boot_assets::Arch;
+use boot_assets::{cdn, Arch, Manifest};
 
 use crate::support::{self, xtask};
 
@@ -76,16 +78,6 @@ impl Assets {
             }
         }
     }
-
-    /// The kernel command line these assets boot with (before a test adds to it).
-    pub fn cmdline(&self, arch: Arch) -> String {
-        match self {
-            Assets::Files {
-                cmdline: Some(cmdline), ..
-            } => cmdline.clone(),
-            _ => arch.default_kernel_cmdline().to_owned(),
-        }
-    }
 }
 
 /// The kernel and rootfs files of `assets`, taken out of the tarball into `work` when needed.
@@ -144,12 +136,71 @@ fn resolve_assets(arch: Arch) -> Assets {
             };
         }
     }
-    let (kernel, rootfs) = build_assets(arch);
+    let verified = verified_assets(arch);
     Assets::Files {
-        kernel,
-        rootfs,
-        cmdline: None,
+        kernel: verified.kernel,
+        rootfs: verified.rootfs,
+        cmdline: Some(verified.cmdline),
     }
+}
+
+/// What a release makes of the built kernel and rootfs: the verified root.
+#[derive(Debug, Clone)]
+pub struct VerifiedAssets {
+    pub kernel: PathBuf,
+    /// The EROFS image `cargo xtask rootfs` built.
+    pub plain_rootfs: PathBuf,
+    /// The release's rootfs.erofs: that image followed by its dm-verity hash tree.
+    pub rootfs: PathBuf,
+    /// The release manifest's command line (it builds the verified root).
+    pub cmdline: String,
+    /// The release manifest's `rootfs_verity_root_hash`.
+    pub root_hash: String,
+}
+
+/// The built kernel and rootfs of `arch`, released (`cargo xtask release`) once per test run;
+/// the release's rootfs and command line are taken out of its tarball and manifest.
+pub fn verified_assets(arch: Arch) -> VerifiedAssets {
+    static CACHE: Mutex<BTreeMap<&'static str, VerifiedAssets>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    cache
+        .entry(arch.as_str())
+        .or_insert_with(|| {
+            let (kernel, plain_rootfs) = build_assets(arch);
+            let dist = work_dir().join(arch.as_str()).join("release");
+            support::run_ok(&mut support::release_command(
+                "0.0.0-boot",
+                arch,
+                &kernel,
+                &plain_rootfs,
+                &dist,
+            ));
+            let tarball = dist.join(arch.as_str()).join(cdn::tarball_name("0.0.0-boot", arch));
+            let (_, rootfs) = kernel_and_rootfs(&Assets::Tarball(tarball), &dist);
+            let (cmdline, root_hash) = release_cmdline(&rootfs, arch);
+            VerifiedAssets {
+                kernel,
+                plain_rootfs,
+                rootfs,
+                cmdline,
+                root_hash,
+            }
+        })
+        .clone()
+}
+
+/// The command line and recorded root hash of `arch` in the manifest.json beside `file` (a
+/// release tarball unpacked, or a version directory `cargo xtask fetch` installed).
+pub fn release_cmdline(file: &Path, arch: Arch) -> (String, String) {
+    let path = file.with_file_name(cdn::MANIFEST_FILE);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let manifest = Manifest::from_json_validated(&bytes).unwrap();
+    let target = &manifest.targets[&arch];
+    let root_hash = target
+        .rootfs_verity_root_hash
+        .clone()
+        .unwrap_or_else(|| panic!("{}: {arch} records no rootfs root hash", path.display()));
+    (target.kernel_cmdline.clone(), root_hash)
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -358,13 +409,17 @@ pub fn expected_kernel_options(arch: Arch) -> String {
     options.into_values().map(|line| line + "\n").collect()
 }
 
-/// A shell script agent written to a temporary directory, executable.
+/// A shell script agent written to a temporary directory, executable. Its `init` step (the
+/// normal boot runs `arcbox-agent init` once before the agent) prints a line and succeeds.
 pub fn script_agent(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(
         &path,
-        format!("#!/bin/sh\nexport PATH=/sbin:/bin:/usr/sbin:/usr/bin\n{body}"),
+        format!(
+            "#!/bin/sh\nexport PATH=/sbin:/bin:/usr/sbin:/usr/bin\n\
+             if [ \"$1\" = init ]; then echo 'arcbox-agent: init step'; exit 0; fi\n{body}"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

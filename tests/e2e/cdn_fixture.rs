@@ -81,6 +81,7 @@ impl Fixture {
                         size: Some(rootfs.len() as u64),
                     },
                     kernel_cmdline: ARCH.default_kernel_cmdline().into(),
+                    rootfs_verity_root_hash: None,
                     runtime: None,
                 },
             )]

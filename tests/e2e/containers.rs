@@ -28,10 +28,12 @@ fn containers_run_in_the_guest(arch: Arch) {
     let rules_file = dir.path().join("iptables-rules");
     std::fs::write(&rules_file, recipe::extension_rules_file(&rules)).unwrap();
     let vxlan_link = containers::vxlan_link_helper(arch, dir.path());
+    // Booted as the runtime boots it: with the installed manifest's (verified-root) command line.
+    let (cmdline, _) = boot::release_cmdline(&installed.rootfs, arch);
     let assets = Assets::Files {
         kernel: installed.kernel,
         rootfs: installed.rootfs,
-        cmdline: None,
+        cmdline: Some(cmdline),
     };
     let agent = project_root().join(CONTAINER_AGENT);
 

@@ -14,6 +14,10 @@ use crate::support::{
 
 const VERSION: &str = "0.2.0";
 
+/// The fixed dm-verity salt of every release: SHA-256 of `boot-assets dm-verity salt v1`.
+/// Pinned here so that a changed salt (a different tree for the same image) is a visible change.
+const VERITY_SALT: &str = "a29e9ca4f220c7793923928b6ab6b97a39997fdb7ea821128418b2d0b93c1b53";
+
 fn release(dist: &Path, inputs: &Path, arch: Arch, extra: &[&str]) {
     let (kernel, rootfs) = write_fixture_inputs(inputs, arch);
     run_ok(
@@ -115,7 +119,21 @@ fn release_both_arches_then_merge() {
         assert_eq!(target.kernel.sha256, sha256_hex(&members[0].1));
         assert_eq!(target.rootfs.sha256, sha256_hex(&members[2].1));
         assert_eq!(target.kernel.version, FIXTURE_KERNEL_VERSION);
-        assert_eq!(target.kernel_cmdline, arch.default_kernel_cmdline());
+        // The verified root: the contract's line with root=/dev/vda replaced by the dm-verity
+        // device over it (16 data blocks = 128 sectors, the tree right after them, fixed salt).
+        let root_hash = target
+            .rootfs_verity_root_hash
+            .as_deref()
+            .expect("the root hash is recorded");
+        let verified_root = format!(
+            "dm-mod.create=\"rootfs,,0,ro,0 128 verity 1 /dev/vda /dev/vda 4096 4096 16 16 sha256 {root_hash} \
+             {VERITY_SALT}\" dm-mod.waitfor=/dev/vda root=/dev/dm-0"
+        );
+        assert_eq!(
+            target.kernel_cmdline,
+            arch.default_kernel_cmdline().replace("root=/dev/vda", &verified_root)
+        );
+        assert_eq!(target.rootfs.size, Some(members[2].1.len() as u64));
         assert_eq!(manifest.built_at, "2026-03-03T12:00:00Z");
         assert_eq!(manifest.source_repo.as_deref(), Some("arcboxlabs/kernel"));
         assert_eq!(manifest.source_sha, None);

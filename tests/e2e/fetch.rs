@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use boot_assets::{cdn, Arch, Binary, FileEntry, Manifest};
 
 use crate::cdn_fixture::random_bytes;
-use crate::fixtures::{fixture_kernel_bytes, FIXTURE_KERNEL_VERSION};
+use crate::fixtures::{fixture_kernel_bytes, with_erofs_superblock, FIXTURE_KERNEL_VERSION};
 use crate::nginx::Nginx;
 use crate::support::{self, run_ok, sha256_hex, xtask};
 
@@ -108,14 +108,14 @@ pub(crate) fn released_cdn_tree(work: &Path) -> ReleasedTree {
             Arch::X86_64,
             ArchInputs {
                 kernel: fixture_kernel_bytes(Arch::X86_64),
-                rootfs: random_bytes(512 * 1024),
+                rootfs: with_erofs_superblock(random_bytes(512 * 1024)),
             },
         ),
         (
             Arch::Arm64,
             ArchInputs {
                 kernel: fixture_kernel_bytes(Arch::Arm64),
-                rootfs: random_bytes(384 * 1024),
+                rootfs: with_erofs_superblock(random_bytes(384 * 1024)),
             },
         ),
     ]
@@ -234,7 +234,9 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
         let kernel = std::fs::read(version_dir.join(cdn::KERNEL_FILE)).unwrap();
         let rootfs = std::fs::read(version_dir.join(cdn::ROOTFS_FILE)).unwrap();
         assert!(kernel == input.kernel, "{arch} kernel bytes differ");
-        assert!(rootfs == input.rootfs, "{arch} rootfs bytes differ");
+        // The release's rootfs is the input image followed by its dm-verity hash tree.
+        assert!(rootfs.starts_with(&input.rootfs), "{arch} rootfs bytes differ");
+        assert_eq!(Some(rootfs.len() as u64), target.rootfs.size, "{arch} rootfs size");
         assert_eq!(sha256_hex(&kernel), target.kernel.sha256);
         assert_eq!(sha256_hex(&rootfs), target.rootfs.sha256);
         assert_eq!(target.kernel.version, FIXTURE_KERNEL_VERSION);
@@ -242,7 +244,12 @@ fn release_outputs_served_by_nginx_install_per_the_contract() {
             std::fs::read(version_dir.join(cdn::MANIFEST_FILE)).unwrap(),
             manifest_bytes
         );
-        assert!(stdout.contains(&format!("kernel_cmdline\t{}\n", arch.default_kernel_cmdline())));
+        assert!(stdout.contains(&format!("kernel_cmdline\t{}\n", target.kernel_cmdline)));
+        assert!(
+            target.kernel_cmdline.contains(" root=/dev/dm-0 "),
+            "{}",
+            target.kernel_cmdline
+        );
 
         for (name, _, install_dir, arches) in FIXTURE_BINARIES {
             let dir = match install_dir {

@@ -1,5 +1,6 @@
 //! Small stand-in inputs for release tests: kernel images that carry a real version string in
-//! the place a real image does, and a rootfs-sized blob. They are fixtures, not boot images.
+//! the place a real image does, and a rootfs blob with the EROFS superblock fields `release`
+//! reads (magic, block size, block count). They are fixtures, not boot images.
 
 use std::path::{Path, PathBuf};
 
@@ -36,7 +37,27 @@ pub fn write_fixture_inputs(dir: &Path, arch: Arch) -> (PathBuf, PathBuf) {
     let kernel = dir.join(format!("kernel-{arch}"));
     let rootfs = dir.join(format!("rootfs-{arch}.erofs"));
     std::fs::write(&kernel, fixture_kernel_bytes(arch)).unwrap();
-    let rootfs_bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 + arch as u32) as u8).collect();
-    std::fs::write(&rootfs, rootfs_bytes).unwrap();
+    std::fs::write(&rootfs, fixture_rootfs_bytes(arch)).unwrap();
     (kernel, rootfs)
+}
+
+/// Bytes of the fixture rootfs.
+const FIXTURE_ROOTFS_BYTES: u32 = 64 * 1024;
+
+/// A 64 KiB rootfs blob that `release` takes whole as the data its hash tree covers (see
+/// [`with_erofs_superblock`]).
+pub fn fixture_rootfs_bytes(arch: Arch) -> Vec<u8> {
+    with_erofs_superblock((0..FIXTURE_ROOTFS_BYTES).map(|i| (i * 7 + arch as u32) as u8).collect())
+}
+
+/// `bytes` padded with zeros to whole 4 KiB blocks, with the EROFS superblock fields `release`
+/// reads written at byte 1024 (magic; log2 of the block size at +12; the block count at +36),
+/// so the blob is taken whole as EROFS data.
+pub fn with_erofs_superblock(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.resize(bytes.len().max(4096).div_ceil(4096) * 4096, 0);
+    let blocks = u32::try_from(bytes.len() / 4096).expect("a fixture rootfs is small");
+    bytes[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+    bytes[1024 + 12] = 12;
+    bytes[1024 + 36..1024 + 40].copy_from_slice(&blocks.to_le_bytes());
+    bytes
 }

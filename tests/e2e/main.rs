@@ -5,6 +5,7 @@
 
 mod bench;
 mod boot;
+mod boot_modes;
 mod boot_support;
 mod cdn_fixture;
 mod containers;
@@ -16,6 +17,7 @@ mod faults;
 mod fetch;
 mod fex;
 mod fixtures;
+mod init_scripts;
 mod interop;
 mod kernel;
 mod live;
@@ -31,4 +33,5 @@ mod storage;
 mod support;
 mod sync_binaries;
 mod tidy;
+mod verity;
 mod workflows;

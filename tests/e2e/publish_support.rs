@@ -292,7 +292,7 @@ pub fn build_release(dir: &Path, version: &str, variant: u8, rootfs_size: Option
                 state as u8
             })
             .collect();
-        std::fs::write(&rootfs, bytes).unwrap();
+        std::fs::write(&rootfs, fixtures::with_erofs_superblock(bytes)).unwrap();
         run_ok(
             support::release_command(version, arch, &kernel, &rootfs, &dist)
                 .arg("--binaries-json")

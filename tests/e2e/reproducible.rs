@@ -1,5 +1,6 @@
 //! Reproducibility: two releases from the same inputs and SOURCE_DATE_EPOCH, in different
-//! directories, at different times, with different umasks, give byte-identical outputs.
+//! directories, at different times, with different umasks, give byte-identical outputs (the
+//! rootfs with its dm-verity hash tree included).
 
 use std::path::Path;
 
@@ -50,5 +51,12 @@ fn same_inputs_give_identical_bytes() {
             let b = std::fs::read(second.path().join("deeper/path/dist").join(arch.as_str()).join(&file)).unwrap();
             assert!(a == b, "{arch}/{file} differs between the two builds");
         }
+        // The compared rootfs carries its dm-verity hash tree (the manifest records its root).
+        let manifest = std::fs::read(first.path().join("a/dist").join(arch.as_str()).join("manifest.json")).unwrap();
+        let manifest = boot_assets::Manifest::from_json_validated(&manifest).unwrap();
+        assert!(
+            manifest.targets[&arch].rootfs_verity_root_hash.is_some(),
+            "{arch}: no verified root"
+        );
     }
 }

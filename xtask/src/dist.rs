@@ -74,6 +74,7 @@ impl flags::Dist {
                 source: self.source.clone(),
                 binaries_json: binaries_json.clone(),
                 kernel_cmdline: None,
+                unverified_rootfs: self.unverified_rootfs,
                 output_dir: self.output_dir.clone(),
             };
             manifests.push(release::run(sh, &request)?.manifest);

@@ -92,6 +92,10 @@ pub struct Dist {
     /// Ship no runtime binaries (the manifests carry no `binaries`).
     #[arg(long)]
     pub no_binaries: bool,
+    /// DEVELOPMENT ONLY, UNVERIFIED: ship every rootfs without its dm-verity hash tree, booted
+    /// from the plain command line (see `release --unverified-rootfs`); never publish it.
+    #[arg(long)]
+    pub unverified_rootfs: bool,
     /// Where `{arch}/…`, `bin/…` and the merged `manifest.json` are written.
     #[arg(long, default_value = "dist")]
     pub output_dir: PathBuf,
@@ -111,7 +115,8 @@ pub struct Setup {
 #[derive(Debug, clap::Args)]
 pub struct Test {
     /// Accelerator of the boot tests of the host's arch (`BOOT_ASSETS_TEST_ACCEL` for the test
-    /// binaries): `auto` uses KVM when /dev/kvm opens and QEMU can create a KVM machine, else TCG.
+    /// binaries): `auto` uses KVM when /dev/kvm opens and a probe guest runs to its marker under
+    /// `-accel kvm` within 10 s, else TCG (printing why).
     /// A BOOT_ASSETS_TEST_ACCEL already in the environment wins over `auto`.
     #[arg(long, value_enum, default_value_t = TestAccel::Auto)]
     pub accel: TestAccel,
@@ -245,9 +250,16 @@ pub struct Release {
     /// entries go into the manifest.
     #[arg(long)]
     pub binaries_json: Option<PathBuf>,
-    /// Kernel command line; defaults to the contract's line for the arch.
+    /// Kernel command line; defaults to the contract's line for the arch. Its `root=DEVICE`
+    /// (the rootfs disk) becomes the verified root: `dm-mod.create=` (the dm-verity table over
+    /// DEVICE) `dm-mod.waitfor=DEVICE root=/dev/dm-0`.
     #[arg(long)]
     pub kernel_cmdline: Option<String>,
+    /// DEVELOPMENT ONLY, UNVERIFIED: ship the rootfs as given, without its dm-verity hash tree,
+    /// with the plain command line (root=/dev/vda) and no recorded root hash. Nothing then checks
+    /// the blocks the guest reads; never publish such a release.
+    #[arg(long)]
+    pub unverified_rootfs: bool,
     /// Where `{arch}/…` is written.
     #[arg(long, default_value = "dist")]
     pub output_dir: PathBuf,
@@ -684,6 +696,18 @@ pub struct Boot {
     /// Kernel command line; defaults to the tarball manifest's, else the contract's for the arch.
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// Words appended to the kernel command line (whichever it is), repeatable: picks a boot
+    /// mode, e.g. `--append "init=/sbin/arcbox-storage-recovery arcbox.storage_recovery=1"`.
+    #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
+    pub append: Vec<String>,
+    /// An extra raw disk, `PATH` or `PATH:ro` (read-only), repeatable, in order: /dev/vdc,
+    /// /dev/vdd, … (/dev/vda is the rootfs, /dev/vdb a blank scratch disk). Written in place.
+    #[arg(long, value_name = "PATH[:ro]")]
+    pub disk: Vec<String>,
+    /// An extra VirtioFS share `TAG=DIR`, repeatable, served by its own virtiofsd; the guest
+    /// mounts it by its tag (a distro machine's `arcbox.machine_mounts=TAG=/path`).
+    #[arg(long, value_name = "TAG=DIR")]
+    pub virtiofs: Vec<String>,
     /// The guest agent, served as /arcbox/bin/arcbox-agent.
     #[arg(long)]
     pub agent: Option<PathBuf>,
@@ -708,15 +732,19 @@ pub struct Boot {
     pub forward_tcp: Option<crate::boot::qemu::TcpForward>,
 }
 
-/// Boot each arch N times and print the median kernel start → /sbin/init, /sbin/init → agent
-/// and kernel start → first container output times.
+/// Boot each arch N times from the plain EROFS root and N times from the verified root,
+/// alternating, and print the median kernel start → /sbin/init, /sbin/init → agent, kernel
+/// start → agent and kernel start → first container output times of each, the verified / plain
+/// ratios (target: kernel start → agent at most 5% slower) and the image growth.
 ///
 /// Builds what it boots unless --kernel/--rootfs names it: the kernel through the kernel cache,
-/// the rootfs from the pinned recipe into build/{arch}/rootfs.erofs. Boots with the container agent: it mounts cgroup v2, runs one busybox
+/// the rootfs from the pinned recipe into build/{arch}/rootfs.erofs; the verified root is that
+/// image with its dm-verity hash tree (as `release` makes it), booted with the verified command
+/// line. Boots with the container agent: it mounts cgroup v2, runs one busybox
 /// container with runc and powers off (with --no-containers, an agent that prints one line).
 #[derive(Debug, clap::Args)]
 pub struct BenchBoot {
-    /// Boots per arch.
+    /// Boots per arch and root (plain, verified).
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
     /// Arches to measure (repeatable); both when not given.
@@ -725,13 +753,10 @@ pub struct BenchBoot {
     /// Kernel image to boot instead of building one (with one --arch).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Rootfs image to boot instead of building build/{arch}/rootfs.erofs (with one --arch).
+    /// EROFS rootfs image to boot instead of building build/{arch}/rootfs.erofs (with one --arch);
+    /// the verified root is made from it.
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
-    /// A second rootfs image (e.g. the one before a change) booted alternately with the measured
-    /// one, with one --arch: the report adds its medians and the new / baseline ratios.
-    #[arg(long)]
-    pub baseline_rootfs: Option<PathBuf>,
     /// Seconds before one boot is declared hung.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,

@@ -36,6 +36,7 @@ mod test;
 mod tools;
 mod util;
 mod verify_published;
+mod verity;
 
 use std::process::ExitCode;
 

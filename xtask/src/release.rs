@@ -1,10 +1,12 @@
 //! `cargo xtask release`: assembles one arch's release under `{output-dir}/{arch}/`.
 //!
-//! Reads the kernel image, the rootfs image (built by `cargo xtask rootfs` into
+//! Reads the kernel image, the EROFS rootfs image (built by `cargo xtask rootfs` into
 //! `build/{arch}/rootfs.erofs` when `--rootfs` is not given) and (optionally) the binaries
-//! fragment; writes the per-arch `manifest.json`, the tarball
-//! `boot-assets-{arch}-v{version}.tar.gz` (members `kernel`, `manifest.json`, `rootfs.erofs`)
-//! and its `.sha256` sidecar, each atomically.
+//! fragment. The shipped `rootfs.erofs` is that image followed by its dm-verity hash tree
+//! ([`verity`], in a temporary directory), and the command line builds the verified root from
+//! it; `--unverified-rootfs` (development only) ships the image as given with the plain command
+//! line. Writes the per-arch `manifest.json`, the tarball `boot-assets-{arch}-v{version}.tar.gz`
+//! (members `kernel`, `manifest.json`, `rootfs.erofs`) and its `.sha256` sidecar, each atomically.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,7 @@ use xshell::Shell;
 
 use crate::archive::{self, Member};
 use crate::flags::{self, AssetVersion, KernelSource};
-use crate::{binaries, kernel, kernel_version, layout, rootfs, util};
+use crate::{binaries, kernel, kernel_version, layout, rootfs, util, verity};
 
 impl flags::Release {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -28,6 +30,7 @@ impl flags::Release {
             source: self.source,
             binaries_json: self.binaries_json,
             kernel_cmdline: self.kernel_cmdline,
+            unverified_rootfs: self.unverified_rootfs,
             output_dir: self.output_dir,
         };
         run(sh, &request)?;
@@ -48,8 +51,11 @@ pub struct Request {
     pub source: KernelSource,
     /// The binaries fragment whose entries for this arch go into the manifest.
     pub binaries_json: Option<PathBuf>,
-    /// The kernel command line; the contract's line for the arch when `None`.
+    /// The kernel command line; the contract's line for the arch when `None`. Its `root=` is
+    /// replaced by the verified root unless `unverified_rootfs`.
     pub kernel_cmdline: Option<String>,
+    /// Development only: ship the rootfs as given, without a hash tree, mounted unverified.
+    pub unverified_rootfs: bool,
     /// Where `{arch}/…` is written.
     pub output_dir: PathBuf,
 }
@@ -58,18 +64,20 @@ pub struct Request {
 /// wrote.
 pub fn run(sh: &Shell, request: &Request) -> Result<ReleaseOutputs> {
     let inputs = resolve_inputs(sh, request)?;
+    let staging = tempfile::tempdir().context("creating a temporary directory for the verified rootfs")?;
+    let rootfs = ship_rootfs(sh, request, &inputs.rootfs, staging.path())?;
     eprintln!(
         "release: hashing {} and {}",
         inputs.kernel.display(),
-        inputs.rootfs.display()
+        rootfs.path.display()
     );
-    let manifest = build_manifest(request, &inputs)?;
+    let manifest = build_manifest(request, &inputs, &rootfs)?;
     let outputs = assemble(
         &request.output_dir,
         request.arch,
         &manifest,
         &inputs.kernel,
-        &inputs.rootfs,
+        &rootfs.path,
     )?;
     eprintln!(
         "release: wrote {}\n         {}\n         {}",
@@ -115,8 +123,43 @@ fn resolve_inputs(sh: &Shell, request: &Request) -> Result<Inputs> {
     })
 }
 
+/// The rootfs file a release ships, and its dm-verity root when it is verified.
+struct ShippedRootfs {
+    path: PathBuf,
+    verity: Option<verity::VerityRoot>,
+}
+
+/// The given image followed by its hash tree, written into `staging`; with
+/// `--unverified-rootfs`, the given image itself.
+fn ship_rootfs(sh: &Shell, request: &Request, given: &Path, staging: &Path) -> Result<ShippedRootfs> {
+    if request.unverified_rootfs {
+        eprintln!(
+            "release: --unverified-rootfs: shipping {} without a hash tree; nothing checks the blocks the guest \
+             reads (development only)",
+            given.display()
+        );
+        return Ok(ShippedRootfs {
+            path: given.to_path_buf(),
+            verity: None,
+        });
+    }
+    let path = staging.join(cdn::ROOTFS_FILE);
+    let verity = verity::apply(sh, given, &path).with_context(|| format!("--rootfs {}", given.display()))?;
+    eprintln!(
+        "release: verified rootfs: {} bytes of EROFS data + {} bytes of dm-verity hash tree (+{:.2}%), root hash {}",
+        verity.data_bytes(),
+        verity.tree_bytes(),
+        100.0 * verity.tree_bytes() as f64 / verity.data_bytes() as f64,
+        verity.root_hash
+    );
+    Ok(ShippedRootfs {
+        path,
+        verity: Some(verity),
+    })
+}
+
 /// The per-arch manifest of the release, validated.
-fn build_manifest(request: &Request, inputs: &Inputs) -> Result<Manifest> {
+fn build_manifest(request: &Request, inputs: &Inputs, rootfs: &ShippedRootfs) -> Result<Manifest> {
     let arch = request.arch;
     let version = request.version.as_str();
     let binaries = match &request.binaries_json {
@@ -124,6 +167,10 @@ fn build_manifest(request: &Request, inputs: &Inputs) -> Result<Manifest> {
         None => Vec::new(),
     };
     let built_at = format_utc_timestamp(util::source_date_epoch()?.unwrap_or_else(util::now_epoch));
+    let base_cmdline = request
+        .kernel_cmdline
+        .clone()
+        .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned());
     let target = Target {
         kernel: KernelEntry {
             path: cdn::kernel_path(version, arch),
@@ -133,13 +180,14 @@ fn build_manifest(request: &Request, inputs: &Inputs) -> Result<Manifest> {
         },
         rootfs: FileEntry {
             path: cdn::rootfs_path(version, arch),
-            sha256: util::sha256_file(&inputs.rootfs)?,
-            size: Some(util::file_size(&inputs.rootfs)?),
+            sha256: util::sha256_file(&rootfs.path)?,
+            size: Some(util::file_size(&rootfs.path)?),
         },
-        kernel_cmdline: request
-            .kernel_cmdline
-            .clone()
-            .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned()),
+        kernel_cmdline: match &rootfs.verity {
+            Some(verity) => verity::verified_cmdline(&base_cmdline, verity).context("--kernel-cmdline")?,
+            None => base_cmdline,
+        },
+        rootfs_verity_root_hash: rootfs.verity.as_ref().map(|verity| verity.root_hash.clone()),
         runtime: None,
     };
     let manifest = Manifest {

@@ -2,11 +2,13 @@
 //!
 //! Installs the host packages the tests need (`setup`), then runs the formatting and lint checks
 //! and `cargo test --workspace`, each with the sentence that says how to fix a failure. The boot
-//! tests of the host's arch run under KVM when it works here (`BOOT_ASSETS_TEST_ACCEL=kvm`, read
-//! by the e2e boot helpers), under TCG otherwise.
+//! tests of the host's arch run under KVM when a probe guest actually ran under it here
+//! (`BOOT_ASSETS_TEST_ACCEL=kvm`, read by the e2e boot helpers), under TCG otherwise.
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
+
+use boot_assets::Arch;
 
 use crate::boot::kvm;
 use crate::flags::{self, Job, TestAccel};
@@ -19,30 +21,36 @@ pub const TEST_ACCEL_ENV: &str = "BOOT_ASSETS_TEST_ACCEL";
 fn choose_accel(wanted: TestAccel) -> Result<&'static str> {
     let preset = std::env::var(TEST_ACCEL_ENV).ok();
     let qemu = std::env::var_os("BOOT_ASSETS_QEMU").map(std::path::PathBuf::from);
-    match (wanted, preset.as_deref()) {
-        (TestAccel::Tcg, _) | (TestAccel::Auto, Some("tcg")) => {
-            eprintln!("test: boot tests use TCG");
-            Ok("tcg")
-        }
+    let (accel, why) = decide_accel(wanted, preset.as_deref(), || kvm::probe(qemu.as_deref()))?;
+    eprintln!("test: {why}");
+    Ok(accel)
+}
+
+/// The accelerator for `wanted` with `preset` in the environment, and the sentence that says why;
+/// `probe` runs a guest under KVM only when the choice depends on it.
+fn decide_accel(
+    wanted: TestAccel,
+    preset: Option<&str>,
+    probe: impl FnOnce() -> Result<Arch, String>,
+) -> Result<(&'static str, String)> {
+    match (wanted, preset) {
+        (TestAccel::Tcg, _) | (TestAccel::Auto, Some("tcg")) => Ok(("tcg", "boot tests use TCG".to_owned())),
         (TestAccel::Auto, Some(other)) if other != "kvm" => {
             bail!("{TEST_ACCEL_ENV}={other:?}: expected kvm or tcg (or unset it to probe)")
         }
-        (TestAccel::Kvm, _) | (TestAccel::Auto, Some(_)) => match kvm::probe(qemu.as_deref()) {
-            Ok(arch) => {
-                eprintln!("test: boot tests of {} guests use KVM", arch.as_str());
-                Ok("kvm")
-            }
+        (TestAccel::Kvm, _) | (TestAccel::Auto, Some(_)) => match probe() {
+            Ok(arch) => Ok(("kvm", format!("boot tests of {} guests use KVM", arch.as_str()))),
             Err(reason) => bail!("KVM was asked for but does not work here: {reason}"),
         },
-        (TestAccel::Auto, None) => match kvm::probe(qemu.as_deref()) {
-            Ok(arch) => {
-                eprintln!("test: /dev/kvm works: boot tests of {} guests use KVM", arch.as_str());
-                Ok("kvm")
-            }
-            Err(reason) => {
-                eprintln!("test: boot tests use TCG (KVM unusable: {reason})");
-                Ok("tcg")
-            }
+        (TestAccel::Auto, None) => match probe() {
+            Ok(arch) => Ok((
+                "kvm",
+                format!(
+                    "a probe guest ran under KVM: boot tests of {} guests use KVM",
+                    arch.as_str()
+                ),
+            )),
+            Err(reason) => Ok(("tcg", format!("boot tests use TCG (KVM unusable: {reason})"))),
         },
     }
 }
@@ -64,5 +72,36 @@ impl flags::Test {
             .run()
             .context("tests failed: see the failures above")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_to_tcg_with_the_probes_reason() {
+        let (accel, why) = decide_accel(TestAccel::Auto, None, || Err("the guest did not run".into())).unwrap();
+        assert_eq!(accel, "tcg");
+        assert_eq!(why, "boot tests use TCG (KVM unusable: the guest did not run)");
+        let (accel, why) = decide_accel(TestAccel::Auto, None, || Ok(Arch::X86_64)).unwrap();
+        assert_eq!(
+            (accel, why.as_str()),
+            (
+                "kvm",
+                "a probe guest ran under KVM: boot tests of x86_64 guests use KVM"
+            )
+        );
+    }
+
+    #[test]
+    fn asked_for_accelerators_are_kept_or_refused() {
+        let never = || -> Result<Arch, String> { panic!("no probe for TCG") };
+        assert_eq!(decide_accel(TestAccel::Tcg, None, never).unwrap().0, "tcg");
+        assert_eq!(decide_accel(TestAccel::Auto, Some("tcg"), never).unwrap().0, "tcg");
+        let err = decide_accel(TestAccel::Kvm, None, || Err("no".into())).unwrap_err();
+        assert_eq!(err.to_string(), "KVM was asked for but does not work here: no");
+        let err = decide_accel(TestAccel::Auto, Some("fast"), never).unwrap_err();
+        assert!(err.to_string().starts_with("BOOT_ASSETS_TEST_ACCEL=\"fast\""), "{err}");
     }
 }

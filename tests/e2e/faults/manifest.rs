@@ -1,11 +1,12 @@
 //! Served manifests that are refused before any asset is requested: unsafe paths, a wrong
-//! schema version, a missing arch, a pinned digest that does not match, duplicate keys.
+//! schema version, a missing arch, a pinned digest that does not match, duplicate keys, a
+//! recorded rootfs root hash that disagrees with the command line.
 
 use boot_assets::asset_manager::{AssetError, PreparedAssets};
 use boot_assets::cdn;
 
 use super::rootfs_requests;
-use crate::cdn_fixture::{rootfs_path, Fixture, VERSION};
+use crate::cdn_fixture::{kernel_path, rootfs_path, Fixture, ARCH, VERSION};
 use crate::fault_server::Request;
 use crate::support::sha256_hex;
 
@@ -113,4 +114,52 @@ fn duplicate_arch_keys_in_a_served_manifest_are_refused() {
         "duplicate arch key `x86_64`: each arch may appear only once",
     );
     assert!(rootfs_requests(&fixture).is_empty());
+}
+
+// ---- The verified root: the command line and the recorded root hash ----
+
+/// The served manifest with a verified-root command line whose table has root hash
+/// `in_cmdline`, and `recorded` as `rootfs_verity_root_hash`.
+fn with_verified_root(text: &str, in_cmdline: &str, recorded: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(text).unwrap();
+    let target = &mut value["targets"][ARCH.as_str()];
+    target["kernel_cmdline"] = format!(
+        "console=ttyS0 dm-mod.create=\"rootfs,,0,ro,0 8 verity 1 /dev/vda /dev/vda 4096 4096 1 1 sha256 \
+         {in_cmdline} {}\" dm-mod.waitfor=/dev/vda root=/dev/dm-0 ro rootfstype=erofs earlycon",
+        "5".repeat(64)
+    )
+    .into();
+    target["rootfs_verity_root_hash"] = recorded.into();
+    serde_json::to_string_pretty(&value).unwrap()
+}
+
+#[test]
+fn a_recorded_root_hash_that_disagrees_with_the_command_line_is_refused_before_any_asset() {
+    let (in_cmdline, recorded) = ("a".repeat(64), "b".repeat(64));
+    let fixture = refused_edited_manifest(
+        |text| with_verified_root(text, &in_cmdline, &recorded),
+        &format!(
+            "targets.x86_64.rootfs_verity_root_hash: is {recorded} but kernel_cmdline's dm-verity table has root \
+             hash {in_cmdline}: the two must agree"
+        ),
+    );
+    assert!(rootfs_requests(&fixture).is_empty());
+    assert!(fixture.server.requests_for(&kernel_path()).is_empty());
+    assert!(!fixture.version_dir().join(cdn::MANIFEST_FILE).exists());
+
+    // The same manifest with the two in agreement installs, and its command line is the one
+    // the runtime gets.
+    let agreeing = Fixture::new();
+    agreeing.serve_manifest_text(&with_verified_root(
+        &agreeing.manifest.to_json_pretty(),
+        &in_cmdline,
+        &in_cmdline,
+    ));
+    let prepared = agreeing.manager().prepare().unwrap();
+    assert!(
+        prepared.kernel_cmdline.contains(&in_cmdline),
+        "{}",
+        prepared.kernel_cmdline
+    );
+    agreeing.assert_installed();
 }

@@ -131,6 +131,9 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
     };
     regular("bin/busybox", 0o755);
     regular("sbin/init", 0o755);
+    regular("sbin/arcbox-machine-init", 0o755);
+    regular("sbin/arcbox-storage-recovery", 0o755);
+    regular("lib/arcbox/init-common.sh", 0o644);
     for program in PROGRAMS {
         regular(program, 0o755);
     }
@@ -151,11 +154,18 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
     }
     regular("etc/arcbox/fex-binfmt.rule", 0o644);
 
-    assert_eq!(
-        std::fs::read(root.join("sbin/init")).unwrap(),
-        std::fs::read(project_root().join("init/init")).unwrap(),
-        "/sbin/init is init/init"
-    );
+    for (image_path, source) in [
+        ("sbin/init", "init/init"),
+        ("sbin/arcbox-machine-init", "init/machine-init"),
+        ("sbin/arcbox-storage-recovery", "init/storage-recovery"),
+        ("lib/arcbox/init-common.sh", "init/common.sh"),
+    ] {
+        assert_eq!(
+            std::fs::read(root.join(image_path)).unwrap(),
+            std::fs::read(project_root().join(source)).unwrap(),
+            "/{image_path} is {source}"
+        );
+    }
     assert_eq!(
         std::fs::read(root.join("etc/arcbox/fex-binfmt.rule")).unwrap(),
         std::fs::read(project_root().join("init/fex-binfmt.rule")).unwrap()

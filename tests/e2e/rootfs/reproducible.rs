@@ -1,9 +1,12 @@
 //! Reproducibility: two cold builds in different directories give the same image and SBOM (for
 //! x86_64 with every tool compiled again in the second one's own tool cache), and `release`
-//! without `--rootfs` builds that same image itself.
+//! without `--rootfs` builds that same image itself (and ships it with its hash tree).
 
 use super::{builds_lock, cold_build_with, first_builds, warm_cache_copy, xtask_on_cache_copy, ARCHES};
-use crate::support::{project_root, run_ok, sha256_file};
+use boot_assets::{cdn, Arch};
+
+use crate::boot_support::Assets;
+use crate::support::{project_root, run_ok, sha256_file, sha256_hex};
 
 #[test]
 fn two_cold_builds_in_different_directories_are_identical() {
@@ -54,7 +57,15 @@ fn release_without_rootfs_builds_the_image_first() {
     }
     let built = project_root().join("build/x86_64/rootfs.erofs");
     assert_eq!(sha256_file(&built), sha256_file(&first_builds()["x86_64"].image));
+    // It ships that image followed by its dm-verity hash tree, and the manifest names that file.
+    let tarball = dist.join("x86_64").join(cdn::tarball_name("0.2.0", Arch::X86_64));
+    let (_, shipped) = crate::boot_support::kernel_and_rootfs(&Assets::Tarball(tarball), dir.path());
+    let shipped_bytes = std::fs::read(&shipped).unwrap();
+    assert!(shipped_bytes.starts_with(&std::fs::read(&built).unwrap()));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dist.join("x86_64/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["targets"]["x86_64"]["rootfs"]["sha256"], sha256_file(&built));
+    assert_eq!(
+        manifest["targets"]["x86_64"]["rootfs"]["sha256"],
+        sha256_hex(&shipped_bytes)
+    );
 }

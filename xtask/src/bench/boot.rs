@@ -1,9 +1,13 @@
-//! `cargo xtask bench boot`: boots each arch N times and prints the median kernel start →
-//! /sbin/init, /sbin/init → agent and kernel start → first container output times.
+//! `cargo xtask bench boot`: boots each arch N times from the plain EROFS image (the old root)
+//! and N times from the verified root (that image with its dm-verity hash tree, booted with the
+//! release's command line), alternating, and prints the median kernel start → /sbin/init,
+//! /sbin/init → agent, kernel start → agent and kernel start → first container output times of
+//! each, the verified / plain ratios and the image growth.
 //!
 //! Builds what it boots unless `--kernel`/`--rootfs` names it: the kernel through the kernel
 //! cache (as `cargo xtask kernel` does) and the rootfs from the pinned recipe (as `cargo xtask
-//! rootfs` does, into build/{arch}/rootfs.erofs). Reads the agent fixture
+//! rootfs` does, into build/{arch}/rootfs.erofs); the verified image is made from it by the
+//! release's verity stage into a temporary directory. Reads the agent fixture
 //! tests/fixtures/agent/container-agent.sh in its first-container-only mode, with runc from
 //! `--runtime-bin` or from the package pinned in tests/fixtures/containers/packages.lock (fetched
 //! with the rootfs build's private apt state and package cache) — or, with `--no-containers`,
@@ -20,7 +24,7 @@ use xshell::Shell;
 use crate::boot::qemu::{self, Accel, VmSpec};
 use crate::debian::{self, deb, Lock};
 use crate::rootfs;
-use crate::{boot, flags, kernel, util};
+use crate::{boot, flags, kernel, util, verity};
 
 /// The agent of a `--no-containers` boot: it prints one line and powers off.
 const BENCH_AGENT: &str = "tests/fixtures/agent/hello-agent.sh";
@@ -38,14 +42,51 @@ const CONTAINER_PACKAGES_LOCK: &str = "tests/fixtures/containers/packages.lock";
 const RUNC_PACKAGE: &str = "runc";
 const RUNC_IN_PACKAGE: &str = "usr/sbin/runc";
 
-/// The medians of one arch (and one rootfs image).
+/// The medians of one arch: the plain root, the verified root, and the image sizes.
 struct ArchReport {
     arch: Arch,
-    /// `new` or `baseline` with `--baseline-rootfs`, else empty.
-    image: &'static str,
+    plain: Medians,
+    verified: Medians,
+    verity: verity::VerityRoot,
+}
+
+/// The median times of one way of booting.
+struct Medians {
     to_init: Duration,
     to_agent: Duration,
     to_container: Option<Duration>,
+}
+
+impl Medians {
+    /// Kernel start → the agent's first line (kernel clock to init, then host clock).
+    fn kernel_to_agent(&self) -> Duration {
+        self.to_init + self.to_agent
+    }
+}
+
+/// One way of booting the same kernel and EROFS image.
+struct Variant {
+    name: &'static str,
+    rootfs: PathBuf,
+    cmdline: String,
+}
+
+/// The times of every boot of one variant.
+#[derive(Default)]
+struct Samples {
+    to_init: Vec<Duration>,
+    to_agent: Vec<Duration>,
+    to_container: Vec<Duration>,
+}
+
+impl Samples {
+    fn medians(mut self) -> Medians {
+        Medians {
+            to_init: median(&mut self.to_init),
+            to_agent: median(&mut self.to_agent),
+            to_container: (!self.to_container.is_empty()).then(|| median(&mut self.to_container)),
+        }
+    }
 }
 
 impl flags::BenchBoot {
@@ -55,27 +96,23 @@ impl flags::BenchBoot {
         } else {
             self.arch.iter().map(|&a| a.into()).collect()
         };
-        let one_arch_files = self.kernel.is_some() || self.rootfs.is_some() || self.runtime_bin.is_some();
-        if (one_arch_files || self.baseline_rootfs.is_some()) && arches.len() != 1 {
-            bail!(
-                "--kernel, --rootfs, --baseline-rootfs and --runtime-bin name one arch's files: pass exactly one \
-                 --arch with them"
-            );
+        if (self.kernel.is_some() || self.rootfs.is_some() || self.runtime_bin.is_some()) && arches.len() != 1 {
+            bail!("--kernel, --rootfs and --runtime-bin name one arch's files: pass exactly one --arch with them");
         }
         if self.runs == 0 {
             bail!("--runs must be at least 1");
         }
         let mut report = Vec::new();
         for arch in arches {
-            report.extend(self.bench_arch(sh, arch)?);
+            report.push(self.bench_arch(sh, arch)?);
         }
         self.print_report(&report);
         Ok(())
     }
 
-    /// Builds (or takes) what `arch` boots, then boots it `--runs` times (alternating with the
-    /// baseline rootfs when one is given, so both see the same machine load).
-    fn bench_arch(&self, sh: &Shell, arch: Arch) -> Result<Vec<ArchReport>> {
+    /// Builds (or takes) what `arch` boots, then boots the plain and the verified root
+    /// `--runs` times each, alternating.
+    fn bench_arch(&self, sh: &Shell, arch: Arch) -> Result<ArchReport> {
         let kernel = match &self.kernel {
             Some(path) => path.clone(),
             None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
@@ -87,47 +124,54 @@ impl flags::BenchBoot {
             }
             None => rootfs::build(sh, &rootfs::BuildOptions::defaults(arch))?.image,
         };
-        let mut images = vec![("", rootfs)];
-        if let Some(baseline) = &self.baseline_rootfs {
-            util::require_file(baseline, "--baseline-rootfs")?;
-            images = vec![("new", images.remove(0).1), ("baseline", baseline.clone())];
-        }
         let share = tempfile::tempdir().context("creating the share directory")?;
         let scratch = tempfile::tempdir().context("creating a temporary directory")?;
         self.prepare_share(sh, arch, share.path(), scratch.path())?;
-        let mut times: Vec<[Vec<Duration>; 3]> = images.iter().map(|_| Default::default()).collect();
+        let verified_rootfs = scratch.path().join("rootfs.verified.erofs");
+        let verity = verity::apply(sh, &rootfs, &verified_rootfs)?;
+        let plain_cmdline = arch.default_kernel_cmdline().to_owned();
+        let variants = [
+            Variant {
+                name: "plain",
+                rootfs: rootfs.clone(),
+                cmdline: plain_cmdline.clone(),
+            },
+            Variant {
+                name: "verified",
+                rootfs: verified_rootfs,
+                cmdline: verity::verified_cmdline(&plain_cmdline, &verity)?,
+            },
+        ];
+        let mut samples = [Samples::default(), Samples::default()];
         for run_index in 1..=self.runs {
-            for ((label, rootfs), [to_init, to_agent, to_container]) in images.iter().zip(&mut times) {
+            for (variant, samples) in variants.iter().zip(samples.iter_mut()) {
                 let spec = VmSpec {
                     arch,
                     accel: Accel::Tcg,
                     qemu: self.qemu.clone(),
                     kernel: kernel.clone(),
-                    rootfs: rootfs.clone(),
-                    cmdline: arch.default_kernel_cmdline().to_owned(),
+                    rootfs: variant.rootfs.clone(),
+                    cmdline: variant.cmdline.clone(),
                     share: share.path().to_path_buf(),
+                    disks: Vec::new(),
+                    shares: Vec::new(),
                     timeout: Duration::from_secs(self.timeout),
                     stream_console: false,
                     forward_stdin: false,
-                    forward_tcp: None,
                 };
-                let (init, agent, container) = self.one_boot(&spec, run_index, label)?;
-                to_init.push(init);
-                to_agent.push(agent);
-                to_container.extend(container);
+                let (init, agent, container) = self.one_boot(&spec, variant.name, run_index)?;
+                samples.to_init.push(init);
+                samples.to_agent.push(agent);
+                samples.to_container.extend(container);
             }
         }
-        Ok(images
-            .iter()
-            .zip(&mut times)
-            .map(|((label, _), [to_init, to_agent, to_container])| ArchReport {
-                arch,
-                image: label,
-                to_init: median(to_init),
-                to_agent: median(to_agent),
-                to_container: (!to_container.is_empty()).then(|| median(to_container)),
-            })
-            .collect())
+        let [plain, verified] = samples;
+        Ok(ArchReport {
+            arch,
+            plain: plain.medians(),
+            verified: verified.medians(),
+            verity,
+        })
     }
 
     /// The share of every boot of `arch`: the container agent with runc in its first-container-only
@@ -154,8 +198,9 @@ impl flags::BenchBoot {
     }
 
     /// One timed boot: kernel → init, init → agent and (with containers) kernel → first container output.
-    fn one_boot(&self, spec: &VmSpec, run_index: u32, label: &str) -> Result<(Duration, Duration, Option<Duration>)> {
+    fn one_boot(&self, spec: &VmSpec, variant: &str, run_index: u32) -> Result<(Duration, Duration, Option<Duration>)> {
         let arch = spec.arch;
+        let run_index = format!("{variant} {run_index}");
         let run = qemu::run_vm(spec)?;
         boot::verdict(&run, self.timeout).with_context(|| format!("{arch} boot {run_index}"))?;
         let found = &run.milestones;
@@ -175,12 +220,7 @@ impl flags::BenchBoot {
             ),
         };
         eprintln!(
-            "bench boot {arch}{} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
-            if label.is_empty() {
-                String::new()
-            } else {
-                format!(" ({label})")
-            },
+            "bench boot {arch} {run_index}/{}: kernel → init {:.3} s, init → agent {:.3} s{}, total {:.2} s",
             self.runs,
             init.as_secs_f64(),
             agent.as_secs_f64(),
@@ -198,34 +238,51 @@ impl flags::BenchBoot {
         } else {
             "  kernel start → first container output"
         };
-        println!("arch     image     runs  kernel start → /sbin/init  /sbin/init → agent{container_header}");
+        println!(
+            "arch     root      runs  kernel start → /sbin/init  /sbin/init → agent  kernel start → agent{container_header}"
+        );
         for row in report {
-            println!(
-                "{:<8} {:<8} {:>5}  {:>22.3} s  {:>16.3} s{}",
-                row.arch.as_str(),
-                if row.image.is_empty() { "-" } else { row.image },
-                self.runs,
-                row.to_init.as_secs_f64(),
-                row.to_agent.as_secs_f64(),
-                row.to_container
-                    .map(|c| format!("  {:>35.3} s", c.as_secs_f64()))
-                    .unwrap_or_default()
-            );
+            for (name, medians) in [("plain", &row.plain), ("verified", &row.verified)] {
+                println!(
+                    "{:<8} {name:<8} {:>5}  {:>22.3} s  {:>16.3} s  {:>18.3} s{}",
+                    row.arch.as_str(),
+                    self.runs,
+                    medians.to_init.as_secs_f64(),
+                    medians.to_agent.as_secs_f64(),
+                    medians.kernel_to_agent().as_secs_f64(),
+                    medians
+                        .to_container
+                        .map(|c| format!("  {:>35.3} s", c.as_secs_f64()))
+                        .unwrap_or_default()
+                );
+            }
         }
-        if let [new, baseline] = report {
-            println!(
-                "{}: new / baseline: kernel start → /sbin/init {:.3}, /sbin/init → agent {:.3}",
-                new.arch,
-                ratio(new.to_init, baseline.to_init),
-                ratio(new.to_agent, baseline.to_agent)
-            );
+        for row in report {
+            println!("{}", verdict_line(row));
         }
     }
 }
 
-/// `new / baseline` of two medians.
-fn ratio(new: Duration, baseline: Duration) -> f64 {
-    new.as_secs_f64() / baseline.as_secs_f64().max(f64::EPSILON)
+/// The verified / plain comparison of one arch: kernel start → agent (the target is at most
+/// 5% slower), kernel start → first container output, and the image growth.
+fn verdict_line(row: &ArchReport) -> String {
+    let ratio = |verified: Duration, plain: Duration| verified.as_secs_f64() / plain.as_secs_f64();
+    let agent = ratio(row.verified.kernel_to_agent(), row.plain.kernel_to_agent());
+    let container = match (row.verified.to_container, row.plain.to_container) {
+        (Some(verified), Some(plain)) => {
+            format!(", kernel start → first container output {:.3}×", ratio(verified, plain))
+        }
+        _ => String::new(),
+    };
+    let (data, tree) = (row.verity.data_bytes(), row.verity.tree_bytes());
+    format!(
+        "{}: verified / plain kernel start → agent {agent:.3}× ({}, target ≤ 1.05×){container}; image {data} → {} bytes \
+         (+{tree} bytes of hash tree, +{:.2}%)",
+        row.arch.as_str(),
+        if agent <= 1.05 { "within" } else { "OVER" },
+        data + tree,
+        100.0 * tree as f64 / data as f64
+    )
 }
 
 /// Fetches the pinned runc package of `arch` (verified against the lock), and puts its runc into

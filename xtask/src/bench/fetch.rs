@@ -355,6 +355,7 @@ fn write_cdn_tree(cdn_root: &Path, size_mib: u64) -> Result<PathBuf> {
                     size: Some(size_mib << 20),
                 },
                 kernel_cmdline: BENCH_ARCH.default_kernel_cmdline().into(),
+                rootfs_verity_root_hash: None,
                 runtime: None,
             },
         )]

@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
-/// The line the kernel prints just before it executes the init program.
-pub const INIT_HANDOVER_MARKER: &str = "Run /sbin/init as init process";
+/// The line the kernel prints just before it executes the init program, in two parts around
+/// the program's path: `Run /sbin/init as init process` (or another boot mode's, picked with
+/// `init=`, e.g. `/sbin/arcbox-machine-init`).
+pub const INIT_HANDOVER_MARKER: (&str, &str) = ("Run /", " as init process");
 
 /// The line the kernel prints when `poweroff -f` powered the machine off.
 pub const POWER_OFF_MARKER: &str = "reboot: Power down";
@@ -15,8 +17,8 @@ pub const POWER_OFF_MARKER: &str = "reboot: Power down";
 /// The start of the line the kernel prints when it panics.
 pub const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
-/// Prefix of every console line the init trampoline prints.
-pub const INIT_LINE_PREFIX: &str = "arcbox-init:";
+/// Prefixes of the console lines of the three boot modes' init programs (init/).
+pub const INIT_LINE_PREFIXES: [&str; 3] = ["arcbox-init:", "arcbox-machine-init:", "arcbox-storage-recovery:"];
 
 /// The start of the line a container prints first, by convention of the test agents
 /// (tests/fixtures/agent/container-agent.sh): the milestone "first container output".
@@ -75,7 +77,7 @@ pub fn milestones(lines: &[ConsoleLine]) -> BootMilestones {
             found.powered_off = true;
         }
         if found.init_seen.is_none() {
-            if text.contains(INIT_HANDOVER_MARKER) {
+            if is_init_handover(text) {
                 found.init_seen = Some(line.at);
                 found.kernel_to_init = printk_time(text);
             }
@@ -87,13 +89,21 @@ pub fn milestones(lines: &[ConsoleLine]) -> BootMilestones {
         if found.agent_first_line.is_none()
             && !text.trim().is_empty()
             && printk_time(text).is_none()
-            && !text.trim_start().starts_with(INIT_LINE_PREFIX)
+            && !INIT_LINE_PREFIXES
+                .iter()
+                .any(|prefix| text.trim_start().starts_with(prefix))
         {
             found.agent_first_line = Some(line.at);
             found.agent_first_text = Some(text.to_owned());
         }
     }
     found
+}
+
+/// Whether a console line is the kernel's init hand-over (see [`INIT_HANDOVER_MARKER`]).
+fn is_init_handover(text: &str) -> bool {
+    let (before, after) = INIT_HANDOVER_MARKER;
+    text.split_once(before).is_some_and(|(_, rest)| rest.contains(after))
 }
 
 /// The printk timestamp of a kernel message line: `[    0.523817] Run /sbin/init …` → 0.523817 s.
@@ -177,6 +187,20 @@ mod tests {
         assert_eq!(found.init_seen, None);
         assert_eq!(found.agent_first_line, None);
         assert_eq!(found.init_to_agent(), None);
+    }
+
+    #[test]
+    fn every_boot_mode_hands_over_and_its_init_lines_are_not_the_agents() {
+        let lines = console(&[
+            (900, "[    0.700000] Run /sbin/arcbox-machine-init as init process"),
+            (950, "arcbox-machine-init: starting (pid 1)"),
+            (960, "arcbox-storage-recovery: starting (pid 1)"),
+            (1100, "arcbox-agent: machine-init"),
+        ]);
+        let found = milestones(&lines);
+        assert_eq!(found.kernel_to_init, Some(Duration::from_millis(700)));
+        assert_eq!(found.agent_first_text.as_deref(), Some("arcbox-agent: machine-init"));
+        assert!(!is_init_handover("[    0.7] Run /sbin/init"));
     }
 
     #[test]

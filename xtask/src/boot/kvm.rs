@@ -1,13 +1,19 @@
-//! Whether KVM really works on this host: `/dev/kvm` opens read-write and the host's QEMU can
-//! create a `-cpu host` KVM machine. Used by `cargo xtask test` to choose the accelerator of the
-//! boot tests (`BOOT_ASSETS_TEST_ACCEL`).
+//! Whether KVM really runs guests on this host: `/dev/kvm` opens read-write and a tiny guest of
+//! the host's arch, booted by QEMU under `-accel kvm -cpu host`, runs to its marker within a
+//! bounded time. Used by `cargo xtask test` to choose the accelerator of the boot tests
+//! (`BOOT_ASSETS_TEST_ACCEL`).
 //!
-//! Reads `/dev/kvm` and runs QEMU paused (`-S`) with its monitor on stdin, which is told to quit;
-//! writes nothing. A `/dev/kvm` that exists but does not work (a nested host whose KVM refuses
-//! MSRs: QEMU aborts while creating the vCPU) is reported as unusable, with QEMU's reason.
+//! Reads `/dev/kvm`; writes the probe guest (a 64 KiB firmware image built here, see
+//! [`firmware`]) to a temporary file and runs QEMU on it in its own process group, killed
+//! afterwards whatever happened. A host whose nested KVM creates the machine and its vCPU but
+//! never runs the guest (measured on the build machines: every boot then hangs) is reported as
+//! unusable, as is a QEMU that aborts while creating the vCPU, each with the reason.
 
-use std::io::Write;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use boot_assets::Arch;
@@ -17,76 +23,243 @@ use super::qemu::qemu_binary_name;
 /// The KVM device node.
 const KVM_DEVICE: &str = "/dev/kvm";
 
-/// How long the paused probe machine may take to start and quit.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the probe guest may take, QEMU's start included, to print its marker (it needs
+/// well under a second under KVM, and under TCG too).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `Ok(arch)` when a KVM guest of the host's arch can be created here, else why not.
-pub fn probe(qemu_override: Option<&std::path::Path>) -> Result<Arch, String> {
-    probe_with(std::path::Path::new(KVM_DEVICE), qemu_override)
+/// What the probe guest prints once its first instructions ran.
+const PROBE_MARKER: &[u8] = b"BOOT-ASSETS-PROBE-GUEST-RAN\n";
+
+/// The size of the probe firmware: QEMU's x86 `-bios` takes a multiple of 64 KiB.
+const FIRMWARE_BYTES: usize = 64 * 1024;
+
+/// x86: the I/O ports of QEMU's `isa-debugcon` (the marker) and `isa-debug-exit` (QEMU quits).
+const X86_DEBUGCON_PORT: u16 = 0xe9;
+const X86_DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// arm64 probe code at the `virt` machine's flash (address 0), as assembled by binutils from:
+///
+/// ```text
+///     movz x1, #0x0900, lsl #16    // the PL011 UART's data register, 0x09000000
+///     adr  x2, message             // the marker, right after this code
+/// 1:  ldrb w3, [x2], #1
+///     cbz  w3, 2f
+///     strb w3, [x1]
+///     b    1b
+/// 2:  movz x0, #0x0008
+///     movk x0, #0x8400, lsl #16    // PSCI SYSTEM_OFF
+///     hvc  #0
+/// 3:  wfi
+///     b    3b
+/// message:                          // PROBE_MARKER, NUL-terminated
+/// ```
+const ARM64_PROBE_CODE: [u32; 11] = [
+    0xd2a1_2001,
+    0x1000_0142,
+    0x3840_1443,
+    0x3400_0063,
+    0x3900_0023,
+    0x17ff_fffd,
+    0xd280_0100,
+    0xf2b0_8000,
+    0xd400_0002,
+    0xd503_207f,
+    0x17ff_ffff,
+];
+
+/// How the probe guest is run: KVM is the question; TCG checks the probe guest itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAccel {
+    Kvm,
+    /// Only the tests run the probe guest under TCG (it proves the firmware runs).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Tcg,
 }
 
-/// [`probe`] with another device node (the tests use a stand-in QEMU and `/dev/null`).
-fn probe_with(device: &std::path::Path, qemu_override: Option<&std::path::Path>) -> Result<Arch, String> {
+/// `Ok(arch)` when a KVM guest of the host's arch runs here, else why not.
+pub fn probe(qemu_override: Option<&Path>) -> Result<Arch, String> {
     let arch =
         Arch::host().ok_or_else(|| format!("no QEMU guest arch matches the host ({})", std::env::consts::ARCH))?;
+    probe_with(Path::new(KVM_DEVICE), qemu_override, arch, PROBE_TIMEOUT)
+}
+
+/// [`probe`] with another device node, QEMU, arch and time bound (the tests use stand-ins).
+fn probe_with(device: &Path, qemu_override: Option<&Path>, arch: Arch, timeout: Duration) -> Result<Arch, String> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(device)
         .map_err(|e| format!("{}: {e}", device.display()))?;
+    run_probe_guest(qemu_override, arch, ProbeAccel::Kvm, timeout).map(|()| arch)
+}
+
+/// The probe firmware of `arch`: prints [`PROBE_MARKER`], then powers the machine off.
+pub fn firmware(arch: Arch) -> Vec<u8> {
+    let mut image = match arch {
+        // hlt everywhere the code is not.
+        Arch::X86_64 => vec![0xf4u8; FIRMWARE_BYTES],
+        Arch::Arm64 => vec![0u8; FIRMWARE_BYTES],
+    };
+    let code = match arch {
+        Arch::X86_64 => x86_64_code(),
+        Arch::Arm64 => {
+            let mut code: Vec<u8> = ARM64_PROBE_CODE.iter().flat_map(|word| word.to_le_bytes()).collect();
+            code.extend_from_slice(PROBE_MARKER);
+            code.push(0);
+            code
+        }
+    };
+    image[..code.len()].copy_from_slice(&code);
+    if arch == Arch::X86_64 {
+        // The reset vector (CS base 0xffff0000, IP 0xfff0, the image's last 16 bytes):
+        // `jmp near 0x0000`, the start of the image (rel16 = 0x0000 - 0xfff3).
+        image[0xfff0..0xfff3].copy_from_slice(&[0xe9, 0x0d, 0x00]);
+    }
+    image
+}
+
+/// 16-bit real-mode code: every marker byte to the debugcon port, then a write to the
+/// debug-exit port (QEMU quits), then halt.
+fn x86_64_code() -> Vec<u8> {
+    let [debugcon_low, debugcon_high] = X86_DEBUGCON_PORT.to_le_bytes();
+    let [exit_low, exit_high] = X86_DEBUG_EXIT_PORT.to_le_bytes();
+    // mov dx, port
+    let mut code = vec![0xba, debugcon_low, debugcon_high];
+    for &byte in PROBE_MARKER {
+        // mov al, byte; out dx, al
+        code.extend([0xb0, byte, 0xee]);
+    }
+    // mov dx, exit port; mov al, 0; out dx, al; hlt; jmp back to the hlt
+    code.extend([0xba, exit_low, exit_high, 0xb0, 0x00, 0xee, 0xf4, 0xeb, 0xfd]);
+    code
+}
+
+/// QEMU's arguments for the probe guest of `arch` (the console on stdout).
+fn probe_args(arch: Arch, accel: ProbeAccel, firmware: &Path) -> Vec<String> {
+    let facts = crate::arch_facts::of(arch);
+    let mut args: Vec<String> = match (accel, facts.qemu_tcg_cpu) {
+        (ProbeAccel::Kvm, _) => vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()],
+        (ProbeAccel::Tcg, None) => vec!["-accel".into(), "tcg".into()],
+        (ProbeAccel::Tcg, Some(cpu)) => vec!["-accel".into(), "tcg".into(), "-cpu".into(), cpu.into()],
+    };
+    let fixed = [
+        "-M",
+        facts.qemu_machine,
+        "-m",
+        "64M",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-chardev",
+        "stdio,id=probe,signal=off",
+    ];
+    args.extend(fixed.iter().map(|arg| (*arg).to_owned()));
+    args.extend(["-bios".to_owned(), firmware.display().to_string()]);
+    match arch {
+        Arch::X86_64 => args.extend(
+            [
+                "-device".to_owned(),
+                format!("isa-debugcon,iobase={X86_DEBUGCON_PORT:#x},chardev=probe"),
+                "-device".to_owned(),
+                format!("isa-debug-exit,iobase={X86_DEBUG_EXIT_PORT:#x},iosize=0x04"),
+            ]
+            .into_iter(),
+        ),
+        Arch::Arm64 => args.extend(["-serial".to_owned(), "chardev:probe".to_owned()]),
+    }
+    args
+}
+
+/// Runs the probe guest of `arch` under `accel` until its marker shows (Ok), QEMU ends without
+/// it, or `timeout` passes (each an Err with the reason). QEMU's process group is killed at the end.
+pub fn run_probe_guest(
+    qemu_override: Option<&Path>,
+    arch: Arch,
+    accel: ProbeAccel,
+    timeout: Duration,
+) -> Result<(), String> {
     let qemu = qemu_override.map_or_else(|| qemu_binary_name(arch).into(), |p| p.as_os_str().to_owned());
-    let machine = crate::arch_facts::of(arch).qemu_machine;
+    let qemu_name = qemu.to_string_lossy().into_owned();
+    let accel_name = match accel {
+        ProbeAccel::Kvm => "kvm",
+        ProbeAccel::Tcg => "tcg",
+    };
+    let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
+    let firmware_path = dir.path().join("probe-firmware.bin");
+    std::fs::write(&firmware_path, firmware(arch)).map_err(|e| format!("writing {}: {e}", firmware_path.display()))?;
+    let stderr_path = dir.path().join("qemu.stderr");
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("creating {}: {e}", stderr_path.display()))?;
     let mut child = Command::new(&qemu)
-        .args(["-accel", "kvm", "-cpu", "host", "-M", machine, "-S"])
-        .args([
-            "-display",
-            "none",
-            "-nodefaults",
-            "-monitor",
-            "stdio",
-            "-serial",
-            "none",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .args(probe_args(arch, accel, &firmware_path))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0)
         .spawn()
-        .map_err(|e| format!("starting {}: {e}", qemu.to_string_lossy()))?;
-    // A machine that got as far as its monitor was created: tell it to quit.
-    let _ = child.stdin.take().map(|mut stdin| stdin.write_all(b"quit\n"));
-    let started = Instant::now();
+        .map_err(|e| format!("starting {qemu_name}: {e}"))?;
+    let (sender, output) = mpsc::channel();
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 256];
+        while let Ok(read) = stdout.read(&mut buffer) {
+            if read == 0 || sender.send(buffer[..read].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let outcome = wait_for_marker(&output, timeout);
+    // SAFETY: kill(2) with a negative pid signals our own child's process group; it touches no memory.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+    }
+    let status = child.wait().map_err(|e| format!("waiting for {qemu_name}: {e}"))?;
+    let last_error = std::fs::read_to_string(&stderr_path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map_or_else(|| "no message".to_owned(), |line| line.trim().to_owned());
+    match outcome {
+        Outcome::Ran => Ok(()),
+        Outcome::Ended => Err(format!(
+            "{qemu_name} -accel {accel_name} ended ({status}) before its guest ran: {last_error}"
+        )),
+        Outcome::TimedOut => Err(format!(
+            "{qemu_name} -accel {accel_name} started, but its guest did not run to its marker within {timeout:?} \
+             (a KVM that creates the machine but never runs it)"
+        )),
+    }
+}
+
+/// How a probe run ended.
+enum Outcome {
+    /// The marker came.
+    Ran,
+    /// QEMU closed its console without it.
+    Ended,
+    /// Neither, in time.
+    TimedOut,
+}
+
+/// Reads console chunks until the marker shows, the console closes, or `timeout` passes.
+fn wait_for_marker(output: &mpsc::Receiver<Vec<u8>>, timeout: Duration) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Outcome::TimedOut;
+        };
+        match output.recv_timeout(left) {
+            Ok(chunk) => {
+                seen.extend(chunk);
+                if seen.windows(PROBE_MARKER.len()).any(|window| window == PROBE_MARKER) {
+                    return Outcome::Ran;
                 }
-                return if status.success() {
-                    Ok(arch)
-                } else {
-                    let reason = stderr
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("no message");
-                    Err(format!(
-                        "{} -accel kvm exited with {status}: {}",
-                        qemu.to_string_lossy(),
-                        reason.trim()
-                    ))
-                };
             }
-            Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} -accel kvm did not quit within {PROBE_TIMEOUT:?}",
-                    qemu.to_string_lossy()
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {}: {e}", qemu.to_string_lossy())),
+            Err(mpsc::RecvTimeoutError::Timeout) => return Outcome::TimedOut,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Outcome::Ended,
         }
     }
 }
@@ -97,16 +270,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// A stand-in QEMU: a shell script with the given body.
-    fn fake_qemu(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    fn fake_qemu(dir: &Path, body: &str) -> std::path::PathBuf {
         let path = dir.join("qemu");
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
 
+    fn host() -> Arch {
+        Arch::host().unwrap()
+    }
+
     #[test]
     fn a_missing_device_is_unusable() {
-        let err = probe_with(std::path::Path::new("/nonexistent/kvm"), None).unwrap_err();
+        let err = probe_with(Path::new("/nonexistent/kvm"), None, host(), PROBE_TIMEOUT).unwrap_err();
         assert!(err.starts_with("/nonexistent/kvm: "), "{err}");
     }
 
@@ -118,17 +295,81 @@ mod tests {
             dir.path(),
             "echo \"kvm_buf_set_msrs: Assertion failed.\" >&2; kill -ABRT $$",
         );
-        let err = probe_with(std::path::Path::new("/dev/null"), Some(&qemu)).unwrap_err();
-        assert!(err.contains("kvm_buf_set_msrs: Assertion failed."), "{err}");
+        let err = probe_with(Path::new("/dev/null"), Some(&qemu), host(), PROBE_TIMEOUT).unwrap_err();
+        assert!(err.contains("ended (signal: 6"), "{err}");
+        assert!(
+            err.ends_with("before its guest ran: kvm_buf_set_msrs: Assertion failed."),
+            "{err}"
+        );
+    }
+
+    /// The failure seen on a fresh build machine: QEMU creates the KVM machine and its vCPU, then
+    /// the guest never runs. The probe gives up at its bound and kills QEMU's whole group.
+    #[test]
+    fn a_qemu_that_creates_the_machine_and_hangs_makes_kvm_unusable_in_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let qemu = fake_qemu(
+            dir.path(),
+            &format!("echo $$ >'{}'\nexec sleep 600", pid_file.display()),
+        );
+        let bound = Duration::from_secs(2);
+        let started = Instant::now();
+        let err = probe_with(Path::new("/dev/null"), Some(&qemu), host(), bound).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            err.ends_with("started, but its guest did not run to its marker within 2s (a KVM that creates the machine but never runs it)"),
+            "{err}"
+        );
+        assert!(took >= bound && took < bound + Duration::from_secs(3), "took {took:?}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the hung QEMU stand-in is still running"
+        );
     }
 
     #[test]
-    fn a_qemu_that_reaches_its_monitor_and_quits_makes_kvm_usable() {
+    fn a_qemu_that_prints_the_marker_makes_kvm_usable() {
         let dir = tempfile::tempdir().unwrap();
-        let qemu = fake_qemu(dir.path(), "read -r command; [ \"$command\" = quit ]");
+        let qemu = fake_qemu(dir.path(), "echo BOOT-ASSETS-PROBE-GUEST-RAN; exec sleep 600");
         assert_eq!(
-            probe_with(std::path::Path::new("/dev/null"), Some(&qemu)),
-            Ok(Arch::host().unwrap())
+            probe_with(Path::new("/dev/null"), Some(&qemu), host(), PROBE_TIMEOUT),
+            Ok(host())
         );
+    }
+
+    #[test]
+    fn the_x86_64_firmware_jumps_from_the_reset_vector_to_its_code() {
+        let image = firmware(Arch::X86_64);
+        assert_eq!(image.len(), FIRMWARE_BYTES);
+        assert_eq!(&image[0xfff0..0xfff3], &[0xe9, 0x0d, 0x00]);
+        // jmp near: the target is the next instruction's offset plus rel16, modulo 64 KiB.
+        assert_eq!((0xfff3u32 + 0x000d) % 0x10000, 0);
+        assert_eq!(&image[..3], &[0xba, 0xe9, 0x00]);
+    }
+
+    /// The real probe guest of each arch runs to its marker under the real QEMU (TCG here: the
+    /// same firmware KVM is asked to run).
+    #[test]
+    fn the_probe_guest_of_each_arch_runs_to_its_marker_under_tcg() {
+        for arch in Arch::ALL {
+            let qemu = crate::tools::require(qemu_binary_name(arch)).unwrap_or_else(|e| panic!("{e:#}"));
+            let started = Instant::now();
+            let ran = run_probe_guest(Some(&qemu), arch, ProbeAccel::Tcg, PROBE_TIMEOUT);
+            assert_eq!(ran, Ok(()), "{arch}");
+            eprintln!("{arch}: the probe guest ran under TCG in {:?}", started.elapsed());
+        }
+    }
+
+    #[test]
+    fn probe_arguments_ask_for_kvm_and_the_host_cpu() {
+        let args = probe_args(Arch::X86_64, ProbeAccel::Kvm, Path::new("/t/fw.bin")).join(" ");
+        assert!(args.starts_with("-accel kvm -cpu host -M q35"), "{args}");
+        assert!(args.contains("-bios /t/fw.bin"), "{args}");
+        assert!(args.contains("isa-debugcon,iobase=0xe9,chardev=probe"), "{args}");
+        let args = probe_args(Arch::Arm64, ProbeAccel::Tcg, Path::new("/t/fw.bin")).join(" ");
+        assert!(args.starts_with("-accel tcg -cpu cortex-a57 -M virt"), "{args}");
+        assert!(args.ends_with("-serial chardev:probe"), "{args}");
     }
 }

@@ -3,8 +3,9 @@
 //! powered off cleanly within the timeout.
 //!
 //! Reads the release tarball (its `kernel`, `rootfs.erofs` and `manifest.json` command line) or
-//! the kernel and rootfs files, the agent file and the runtime bin directory; writes only
-//! temporary files (the share, the scratch disk) that are removed afterwards. Prints the console
+//! the kernel and rootfs files, the agent file and the runtime bin directory; attaches any
+//! `--disk` (written in place: a distro machine's data disk persists) and `--virtiofs` share;
+//! writes only temporary files (the share, the scratch disk) that are removed afterwards. Prints the console
 //! to stdout and the timings (kernel start → /sbin/init, init → the agent's first line, and
 //! kernel start → the first container output when a container printed one) to stderr.
 
@@ -20,7 +21,7 @@ use boot_assets::{cdn, Arch, Manifest};
 use xshell::Shell;
 
 use crate::{archive, flags};
-use qemu::{Accel, BootRun, VmSpec};
+use qemu::{Accel, BootRun, ExtraDisk, ExtraShare, VmSpec};
 
 /// Where the agent sits in the share (the guest sees `/arcbox/bin/arcbox-agent`).
 pub const SHARE_AGENT_PATH: &str = "bin/arcbox-agent";
@@ -43,11 +44,25 @@ impl flags::Boot {
             (None, Some(kernel), Some(rootfs)) => (kernel.clone(), rootfs.clone(), None),
             _ => bail!("pass either --tarball, or both --kernel and --rootfs"),
         };
-        let cmdline = self
+        let mut cmdline = self
             .cmdline
             .clone()
             .or(manifest_cmdline)
             .unwrap_or_else(|| arch.default_kernel_cmdline().to_owned());
+        for words in &self.append {
+            cmdline.push(' ');
+            cmdline.push_str(words.trim());
+        }
+        let disks = self
+            .disk
+            .iter()
+            .map(|spec| parse_disk(spec))
+            .collect::<Result<Vec<_>>>()?;
+        let shares = self
+            .virtiofs
+            .iter()
+            .map(|spec| parse_extra_share(spec))
+            .collect::<Result<Vec<_>>>()?;
 
         let share = tempfile::Builder::new()
             .prefix("arcbox-share-")
@@ -76,6 +91,8 @@ impl flags::Boot {
             rootfs,
             cmdline,
             share: share.path().to_path_buf(),
+            disks,
+            shares,
             timeout: Duration::from_secs(self.timeout),
             stream_console: true,
             forward_stdin: true,
@@ -172,6 +189,44 @@ fn parse_share_file(spec: &str) -> Result<(PathBuf, PathBuf)> {
         bail!("--share-file {spec:?}: the destination {problem}");
     }
     Ok((PathBuf::from(relative), PathBuf::from(source)))
+}
+
+/// `PATH` or `PATH:ro` → an extra disk; the file must exist.
+fn parse_disk(spec: &str) -> Result<ExtraDisk> {
+    let (path, read_only) = match spec.strip_suffix(":ro") {
+        Some(path) => (path, true),
+        None => (spec, false),
+    };
+    if !Path::new(path).is_file() {
+        bail!("--disk {spec:?}: {path} is not a file (expected PATH or PATH:ro, e.g. build/data.img)");
+    }
+    Ok(ExtraDisk {
+        path: PathBuf::from(path),
+        read_only,
+    })
+}
+
+/// `TAG=DIR` → an extra VirtioFS share; the tag is letters, digits, `.`, `_`, `-` (at most 36
+/// bytes, the virtio-fs limit), not `arcbox`, and DIR must be a directory.
+fn parse_extra_share(spec: &str) -> Result<ExtraShare> {
+    let Some((tag, dir)) = spec.split_once('=') else {
+        bail!("--virtiofs {spec:?}: expected TAG=DIR, e.g. home=/home/me");
+    };
+    let tag_ok =
+        !tag.is_empty() && tag.len() <= 36 && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !tag_ok {
+        bail!("--virtiofs {spec:?}: the tag {tag:?} must be 1 to 36 letters, digits, '.', '_' or '-'");
+    }
+    if tag == qemu::SHARE_TAG {
+        bail!("--virtiofs {spec:?}: the tag {tag:?} is the share the boot always serves (see --agent, --share-file)");
+    }
+    if !Path::new(dir).is_dir() {
+        bail!("--virtiofs {spec:?}: {dir} is not a directory");
+    }
+    Ok(ExtraShare {
+        tag: tag.to_owned(),
+        dir: PathBuf::from(dir),
+    })
 }
 
 /// Lays out the share like the host does: the agent at `bin/arcbox-agent` (mode 0755), every
@@ -304,6 +359,42 @@ mod tests {
             "{err}"
         );
         assert!(parse_share_file("nothing").is_err());
+    }
+
+    #[test]
+    fn extra_disks_and_shares_are_checked_and_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("data.img");
+        std::fs::write(&disk, b"").unwrap();
+        let spec = format!("{}:ro", disk.display());
+        assert_eq!(
+            parse_disk(&spec).unwrap(),
+            ExtraDisk {
+                path: disk.clone(),
+                read_only: true
+            }
+        );
+        assert!(!parse_disk(&disk.display().to_string()).unwrap().read_only);
+        let err = parse_disk("/nonexistent/data.img").unwrap_err().to_string();
+        assert!(
+            err.starts_with("--disk \"/nonexistent/data.img\": /nonexistent/data.img is not a file"),
+            "{err}"
+        );
+        let share = parse_extra_share(&format!("home={}", dir.path().display())).unwrap();
+        assert_eq!(share.tag, "home");
+        for (bad, problem) in [
+            ("home", "expected TAG=DIR"),
+            ("=/tmp", "must be 1 to 36 letters"),
+            ("a,b=/tmp", "must be 1 to 36 letters"),
+            ("arcbox=/tmp", "is the share the boot always serves"),
+            ("home=/nonexistent", "/nonexistent is not a directory"),
+        ] {
+            let err = parse_extra_share(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("--virtiofs {bad:?}: ")) && err.contains(problem),
+                "{err}"
+            );
+        }
     }
 
     #[test]

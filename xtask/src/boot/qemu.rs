@@ -1,9 +1,9 @@
 //! Boots one guest under QEMU and captures its console: the reusable core of `cargo xtask boot`,
 //! `cargo xtask bench boot` and the e2e boot tests.
 //!
-//! Reads the kernel, the rootfs image and a prepared share directory; creates (in a temporary
-//! directory) a sparse scratch disk, the virtiofsd socket and QEMU's stderr log. Runs virtiofsd
-//! and QEMU each in its own process group, streams the console to stdout while keeping every
+//! Reads the kernel, the rootfs image, a prepared share directory, and any extra disks and
+//! VirtioFS shares; creates (in a temporary directory) a sparse scratch disk, the virtiofsd
+//! sockets and QEMU's stderr log. Runs each virtiofsd and QEMU in its own process group, streams the console to stdout while keeping every
 //! line with its arrival time, and ends at the guest's power-off or the timeout, after which both
 //! process groups are killed. Pass or fail is read from the console, never from QEMU's exit status
 //! (QEMU exits 0 after a power-off and after a panic alike).
@@ -61,6 +61,20 @@ pub enum Accel {
     Kvm,
 }
 
+/// A disk attached after the scratch disk: /dev/vdc, /dev/vdd, … in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraDisk {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// A VirtioFS share besides `arcbox`, served by its own virtiofsd: the guest mounts it by tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraShare {
+    pub tag: String,
+    pub dir: PathBuf,
+}
+
 /// Everything one boot needs.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -74,6 +88,10 @@ pub struct VmSpec {
     pub cmdline: String,
     /// The directory served as the `arcbox` VirtioFS share.
     pub share: PathBuf,
+    /// Disks after the scratch disk (a distro machine's image and data disk, for example).
+    pub disks: Vec<ExtraDisk>,
+    /// VirtioFS shares besides `arcbox` (a distro machine's user shares, for example).
+    pub shares: Vec<ExtraShare>,
     pub timeout: Duration,
     /// Echo the console to stdout as it arrives.
     pub stream_console: bool,
@@ -155,6 +173,8 @@ pub struct MachineFiles<'a> {
     pub rootfs: &'a Path,
     /// The boot's temporary directory.
     pub run_dir: &'a Path,
+    pub disks: &'a [ExtraDisk],
+    pub shares: &'a [ExtraShare],
 }
 
 impl MachineFiles<'_> {
@@ -166,6 +186,11 @@ impl MachineFiles<'_> {
     /// virtiofsd's vhost-user socket.
     pub fn virtiofs_socket(&self) -> PathBuf {
         self.run_dir.join("virtiofs.sock")
+    }
+
+    /// The vhost-user socket of the virtiofsd serving extra share number `index`.
+    pub fn extra_share_socket(&self, index: usize) -> PathBuf {
+        self.run_dir.join(format!("virtiofs-{index}.sock"))
     }
 
     /// QMP's socket, which tells a power-off from a reset.
@@ -186,7 +211,8 @@ impl MachineFiles<'_> {
 }
 
 /// QEMU's arguments for one boot: the arch's machine, console, rootfs as read-only /dev/vda,
-/// the scratch disk as /dev/vdb (PCI slots follow argument order), and the VirtioFS share.
+/// the scratch disk as /dev/vdb, the extra disks as /dev/vdc… (PCI slots follow argument order),
+/// and the VirtioFS shares.
 pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let memory = format!("{GUEST_MEMORY_MIB}M");
@@ -221,25 +247,20 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
     }
     args.extend(["-kernel".into(), files.kernel.as_os_str().to_owned()]);
     push(&mut args, &["-append", &format!("{cmdline} {PANIC_ARGS}")]);
-    let drive = |args: &mut Vec<OsString>, id: &str, path: &Path, read_only: bool| {
-        let mut spec = OsString::from(format!("if=none,id={id},format=raw,"));
-        if read_only {
-            spec.push("readonly=on,");
-        }
-        spec.push("file=");
-        spec.push(escape_qemu_option(path));
-        args.extend(["-drive".into(), spec]);
-        args.extend(["-device".into(), format!("virtio-blk-pci,drive={id}").into()]);
-    };
-    drive(&mut args, "rootfs", files.rootfs, true);
-    drive(&mut args, "scratch", &files.scratch(), false);
-    let mut socket = OsString::from("socket,id=virtiofs,path=");
-    socket.push(escape_qemu_option(&files.virtiofs_socket()));
-    args.extend(["-chardev".into(), socket]);
-    args.extend([
-        "-device".into(),
-        format!("vhost-user-fs-pci,chardev=virtiofs,tag={SHARE_TAG}").into(),
-    ]);
+    push_drive(&mut args, "rootfs", files.rootfs, true);
+    push_drive(&mut args, "scratch", &files.scratch(), false);
+    for (index, disk) in files.disks.iter().enumerate() {
+        push_drive(&mut args, &format!("disk{index}"), &disk.path, disk.read_only);
+    }
+    push_virtiofs(&mut args, "virtiofs", &files.virtiofs_socket(), SHARE_TAG);
+    for (index, share) in files.shares.iter().enumerate() {
+        push_virtiofs(
+            &mut args,
+            &format!("virtiofs{index}"),
+            &files.extra_share_socket(index),
+            &share.tag,
+        );
+    }
     args.extend([
         "-object".into(),
         format!("memory-backend-memfd,id=mem,size={memory},share=on").into(),
@@ -254,6 +275,29 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
 
 fn push(args: &mut Vec<OsString>, items: &[&str]) {
     args.extend(items.iter().map(OsString::from));
+}
+
+/// A raw virtio disk.
+fn push_drive(args: &mut Vec<OsString>, id: &str, path: &Path, read_only: bool) {
+    let mut spec = OsString::from(format!("if=none,id={id},format=raw,"));
+    if read_only {
+        spec.push("readonly=on,");
+    }
+    spec.push("file=");
+    spec.push(escape_qemu_option(path));
+    args.extend(["-drive".into(), spec]);
+    args.extend(["-device".into(), format!("virtio-blk-pci,drive={id}").into()]);
+}
+
+/// A VirtioFS device whose virtiofsd listens on `socket`.
+fn push_virtiofs(args: &mut Vec<OsString>, id: &str, socket: &Path, tag: &str) {
+    let mut chardev = OsString::from(format!("socket,id={id},path="));
+    chardev.push(escape_qemu_option(socket));
+    args.extend(["-chardev".into(), chardev]);
+    args.extend([
+        "-device".into(),
+        format!("vhost-user-fs-pci,chardev={id},tag={tag}").into(),
+    ]);
 }
 
 /// A path inside a QEMU `key=value,…` option: commas are doubled.
@@ -275,13 +319,25 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
         kernel: &spec.kernel,
         rootfs: &spec.rootfs,
         run_dir: scratch_dir.path(),
+        disks: &spec.disks,
+        shares: &spec.shares,
     };
+    for disk in &spec.disks {
+        crate::util::require_file(&disk.path, "--disk")?;
+    }
     let scratch = files.scratch();
     std::fs::File::create(&scratch)
         .and_then(|file| file.set_len(SCRATCH_DISK_BYTES))
         .with_context(|| format!("creating the scratch disk {}", scratch.display()))?;
 
-    let mut virtiofsd_child = start_virtiofsd(&virtiofsd, &files.virtiofs_socket(), &spec.share)?;
+    let mut virtiofsd_children = vec![start_virtiofsd(&virtiofsd, &files.virtiofs_socket(), &spec.share)?];
+    for (index, share) in spec.shares.iter().enumerate() {
+        virtiofsd_children.push(start_virtiofsd(
+            &virtiofsd,
+            &files.extra_share_socket(index),
+            &share.dir,
+        )?);
+    }
     let started = Instant::now();
     let mut qemu_child = start_qemu(&qemu, spec, &files)?;
 
@@ -293,7 +349,7 @@ pub fn run_vm(spec: &VmSpec) -> Result<BootRun> {
     let timed_out = wait_for_exit(&mut qemu_child.child, started + spec.timeout)?;
     let ended_at = started.elapsed();
     qemu_child.kill();
-    virtiofsd_child.kill();
+    virtiofsd_children.iter_mut().for_each(ProcessGroup::kill);
     let _ = reader.join();
     if let Some(qmp_reader) = qmp_reader {
         let _ = qmp_reader.join();
@@ -598,12 +654,58 @@ mod tests {
             kernel: Path::new("/k/kernel"),
             rootfs: Path::new("/r/root,fs.erofs"),
             run_dir: Path::new("/t"),
+            disks: &[],
+            shares: &[],
         };
         qemu_args(arch, Accel::Tcg, arch.default_kernel_cmdline(), &files)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn extra_disks_follow_the_scratch_disk_and_extra_shares_the_arcbox_share() {
+        let disks = [
+            ExtraDisk {
+                path: PathBuf::from("/d/machine.squashfs"),
+                read_only: true,
+            },
+            ExtraDisk {
+                path: PathBuf::from("/d/data.img"),
+                read_only: false,
+            },
+        ];
+        let shares = [ExtraShare {
+            tag: "home".into(),
+            dir: PathBuf::from("/h"),
+        }];
+        let files = MachineFiles {
+            kernel: Path::new("/k/kernel"),
+            rootfs: Path::new("/r/rootfs.erofs"),
+            run_dir: Path::new("/t"),
+            disks: &disks,
+            shares: &shares,
+        };
+        let text = qemu_args(Arch::X86_64, Accel::Tcg, "console=ttyS0", &files)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let order = [
+            "id=scratch,format=raw,file=/t/scratch.img",
+            "-drive if=none,id=disk0,format=raw,readonly=on,file=/d/machine.squashfs -device virtio-blk-pci,drive=disk0",
+            "-drive if=none,id=disk1,format=raw,file=/d/data.img -device virtio-blk-pci,drive=disk1",
+            "-chardev socket,id=virtiofs,path=/t/virtiofs.sock -device vhost-user-fs-pci,chardev=virtiofs,tag=arcbox",
+            "-chardev socket,id=virtiofs0,path=/t/virtiofs-0.sock -device vhost-user-fs-pci,chardev=virtiofs0,tag=home",
+        ];
+        let mut last = 0;
+        for part in order {
+            let at = text[last..]
+                .find(part)
+                .unwrap_or_else(|| panic!("`{part}` missing or out of order in {text}"));
+            last += at + part.len();
+        }
     }
 
     #[test]

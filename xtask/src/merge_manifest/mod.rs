@@ -199,6 +199,7 @@ mod tests {
                         size: Some(2),
                     },
                     kernel_cmdline: arch.default_kernel_cmdline().into(),
+                    rootfs_verity_root_hash: None,
                     runtime: None,
                 },
             )]

@@ -228,19 +228,7 @@ fn run_build(sh: &Shell, job: &BuildJob<'_>, out: &Path) -> Result<()> {
             job.update_hint,
         )?);
     }
-    let deps = if job.build_packages.is_empty() {
-        let empty = scratch.path().join("deps");
-        std::fs::create_dir(&empty).with_context(|| format!("creating {}", empty.display()))?;
-        empty
-    } else {
-        debian::private_root(sh, job.build_packages, job.update_hint)?
-    };
-    let work = scratch.path().join("work");
-    let static_libs = scratch.path().join("static-libs");
-    for dir in [&work, &static_libs] {
-        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    link_static_libraries(&deps.join("usr/lib").join(facts.triplet), &static_libs)?;
+    let (deps, work, static_libs) = build_dirs(sh, job, scratch.path())?;
     let script = job.script;
     let mut command = cmd!(sh, "sh {script}")
         .env_clear()
@@ -285,6 +273,26 @@ fn run_build(sh: &Shell, job: &BuildJob<'_>, out: &Path) -> Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// The build-only packages' root (`DEPS`), an empty `WORK` and the static libraries' folder
+/// (`DEPS_LIB`) of one build, under `scratch`.
+fn build_dirs(sh: &Shell, job: &BuildJob<'_>, scratch: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let deps = if job.build_packages.is_empty() {
+        let empty = scratch.join("deps");
+        std::fs::create_dir(&empty).with_context(|| format!("creating {}", empty.display()))?;
+        empty
+    } else {
+        debian::private_root(sh, job.build_packages, job.update_hint)?
+    };
+    let work = scratch.join("work");
+    let static_libs = scratch.join("static-libs");
+    for dir in [&work, &static_libs] {
+        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let triplet = crate::arch_facts::of(job.arch).triplet;
+    link_static_libraries(&deps.join("usr/lib").join(triplet), &static_libs)?;
+    Ok((deps, work, static_libs))
 }
 
 /// `CFLAGS` of every build: optimised for size, with the source and scratch paths mapped to

@@ -444,6 +444,7 @@ fn agent_fixtures_are_shellcheck_clean_posix_sh() {
     for agent in [
         boot::CHECK_AGENT,
         "tests/fixtures/agent/hello-agent.sh",
+        "tests/fixtures/agent/storage-agent.sh",
         crate::containers_support::CONTAINER_AGENT,
     ] {
         support::run_ok(

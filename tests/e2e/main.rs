@@ -29,6 +29,7 @@ mod recipe;
 mod reproducible;
 mod rootfs;
 mod signature;
+mod storage;
 mod support;
 mod sync_binaries;
 mod tidy;

@@ -33,6 +33,8 @@ pub struct ArchFacts {
     pub qemu_machine: &'static str,
     /// The CPU QEMU emulates under TCG, when its default will not do.
     pub qemu_tcg_cpu: Option<&'static str>,
+    /// QEMU's user-mode emulator, which runs one program of the arch on another host.
+    pub qemu_user: &'static str,
 }
 
 /// x86_64: bzImage, the q35 machine.
@@ -48,6 +50,7 @@ const X86_64: ArchFacts = ArchFacts {
     qemu_binary: "qemu-system-x86_64",
     qemu_machine: "q35",
     qemu_tcg_cpu: None,
+    qemu_user: "qemu-x86_64",
 };
 
 /// arm64: QEMU and Virtualization.framework boot the uncompressed Image directly.
@@ -64,6 +67,7 @@ const ARM64: ArchFacts = ArchFacts {
     qemu_machine: "virt",
     // The virt machine's default CPU is a 32-bit cortex-a15.
     qemu_tcg_cpu: Some("cortex-a57"),
+    qemu_user: "qemu-aarch64",
 };
 
 /// The facts of `arch`.

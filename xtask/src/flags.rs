@@ -726,6 +726,10 @@ pub struct Boot {
     /// The QEMU binary; defaults to qemu-system-x86_64 / qemu-system-aarch64 from PATH.
     #[arg(long, env = "BOOT_ASSETS_QEMU")]
     pub qemu: Option<PathBuf>,
+    /// Give the guest a user-mode network (virtio-net eth0, 10.0.2.15/24 by DHCP) and forward
+    /// 127.0.0.1:HOST_PORT on the host to its GUEST_PORT; without it the guest has no network.
+    #[arg(long, value_name = "HOST_PORT:GUEST_PORT")]
+    pub forward_tcp: Option<crate::boot::qemu::TcpForward>,
 }
 
 /// Boot each arch N times from the plain EROFS root and N times from the verified root,

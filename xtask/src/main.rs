@@ -8,10 +8,8 @@ mod archive;
 mod bench;
 mod binaries;
 mod boot;
-#[allow(dead_code)] // its users (builds from source packages) land next
 mod build_cache;
 mod cdn_tree;
-#[allow(dead_code)] // the source-package side's users land next
 mod debian;
 mod dist;
 mod downloads;

@@ -149,9 +149,15 @@ mod tests {
         let mut asked = tools_named_in_sources();
         asked.extend(boot_assets::Arch::ALL.iter().flat_map(|arch| {
             let facts = crate::arch_facts::of(*arch);
-            [facts.qemu_binary, facts.c_compiler].map(str::to_owned)
+            [
+                facts.qemu_binary,
+                facts.c_compiler,
+                facts.qemu_user,
+                &format!("{}-gcc", facts.triplet),
+            ]
+            .map(str::to_owned)
         }));
-        assert!(asked.iter().any(|t| t == "mkfs.erofs"), "{asked:?}");
+        assert!(asked.iter().any(|t| t == "dpkg-source"), "{asked:?}");
         let table = table().unwrap();
         let missing: Vec<&String> = asked.iter().filter(|tool| !table.contains_key(*tool)).collect();
         assert!(missing.is_empty(), "not in the [tools] table: {missing:?}");

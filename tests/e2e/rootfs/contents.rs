@@ -12,14 +12,36 @@ use super::{extract, first_builds, mode, ARCHES, IPTABLES_NAMES};
 use crate::support::{project_root, require_tool, run_ok, sha256_file, stdout_of};
 
 /// The contract's mount points.
-const MOUNT_POINTS: [&str; 10] = [
-    "tmp", "run", "proc", "sys", "dev", "mnt", "arcbox", "Users", "etc", "var",
+const MOUNT_POINTS: [&str; 11] = [
+    "tmp", "run", "proc", "sys", "dev", "mnt", "arcbox", "Users", "etc", "var", "export",
 ];
 
-/// Applets the contract names, plus what init itself runs.
-const REQUIRED_APPLETS: [&str; 12] = [
-    "sh", "mount", "umount", "mkdir", "cat", "echo", "sleep", "ln", "chmod", "poweroff", "sync", "grep",
+/// Applets the contract names (the runtime's agent calls udhcpc, ntpd, ifconfig, route, ip,
+/// mount, sync), plus what init itself runs.
+const REQUIRED_APPLETS: [&str; 17] = [
+    "sh", "mount", "umount", "mkdir", "cat", "echo", "sleep", "ln", "chmod", "poweroff", "sync", "grep", "udhcpc",
+    "ntpd", "ifconfig", "route", "ip",
 ];
+
+/// The contract's programs (regular files, 0755), besides busybox and init.
+const PROGRAMS: [&str; 13] = [
+    "sbin/mkfs.btrfs",
+    "sbin/btrfs",
+    "sbin/mkfs.ext4",
+    "sbin/e2fsck",
+    "sbin/mkfs.erofs",
+    "sbin/rpc.nfsd",
+    "sbin/rpc.mountd",
+    "sbin/exportfs",
+    "sbin/xtables-legacy-multi",
+    "sbin/ebtables",
+    "sbin/ethtool",
+    "sbin/socat",
+    "sbin/ipset",
+];
+
+/// The contract's device nodes: path, major, minor, permission bits.
+const DEVICE_NODES: [(&str, u32, u32, u32); 2] = [("dev/console", 5, 1, 0o600), ("dev/null", 1, 3, 0o666)];
 
 /// Resolves `path` inside `root` the way the kernel does for a process whose root is `root`:
 /// `openat2` with `RESOLVE_IN_ROOT`, so symlinks, absolute targets and `..` stay inside it. The
@@ -112,13 +134,24 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
     regular("sbin/arcbox-machine-init", 0o755);
     regular("sbin/arcbox-storage-recovery", 0o755);
     regular("lib/arcbox/init-common.sh", 0o644);
-    regular("sbin/mkfs.btrfs", 0o755);
-    regular("sbin/xtables-legacy-multi", 0o755);
-    regular("sbin/ebtables", 0o755);
-    regular("sbin/ethtool", 0o755);
-    regular("sbin/socat", 0o755);
-    regular("sbin/ipset", 0o755);
+    for program in PROGRAMS {
+        regular(program, 0o755);
+    }
     regular("cacerts/ca-certificates.crt", 0o644);
+    for (path, major, minor, bits) in DEVICE_NODES {
+        let metadata = std::fs::symlink_metadata(root.join(path)).unwrap_or_else(|_| panic!("/{path} is missing"));
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_char_device(&metadata.file_type()),
+            "/{path} is not a character device"
+        );
+        let rdev = metadata.rdev();
+        assert_eq!(
+            (libc::major(rdev), libc::minor(rdev)),
+            (major, minor),
+            "/{path} device numbers"
+        );
+        assert_eq!(metadata.mode() & 0o7777, bits, "mode of /{path}");
+    }
     regular("etc/arcbox/fex-binfmt.rule", 0o644);
 
     for (image_path, source) in [
@@ -158,9 +191,17 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
             "/bin/{applet}"
         );
     }
+    // Every applet of busybox's own list has a link, unless the image ships a file of that
+    // name (the list the build saved is the one `--list` printed; the guest tests run it too).
+    for applet in ["timeout", "nc", "mkdosfs", "losetup"] {
+        assert!(
+            resolve_inside(root, &format!("bin/{applet}")) == Some(busybox.clone()),
+            "/bin/{applet} is not a link to busybox"
+        );
+    }
     assert!(
-        !root.join("bin/timeout").exists(),
-        "the fragile `timeout` applet must not be linked"
+        !std::fs::symlink_metadata(root.join("bin/init")).is_ok_and(|m| m.is_symlink()),
+        "/sbin/init ships, so no /bin/init applet link"
     );
     for name in IPTABLES_NAMES {
         assert_eq!(
@@ -174,7 +215,7 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
         assert!(full.is_dir(), "mount point /{mount_point} is missing");
         assert_eq!(mode(&full), 0o755, "mode of /{mount_point}");
     }
-    for empty in ["tmp", "run", "proc", "sys", "dev", "mnt", "arcbox", "Users", "var"] {
+    for empty in ["tmp", "run", "proc", "sys", "mnt", "arcbox", "Users", "var", "export"] {
         assert_eq!(
             std::fs::read_dir(root.join(empty)).unwrap().count(),
             0,
@@ -205,7 +246,7 @@ fn check_contract(root: &Path, triplet: &str, machine: u16) {
                     resolve_inside(root, &relative).is_some_and(|p| p.exists()),
                     "dangling /{relative}"
                 );
-            } else {
+            } else if metadata.is_dir() {
                 assert_eq!(mode(&path), 0o755, "directory {}", path.display());
             }
             continue;
@@ -330,8 +371,12 @@ fn sbom_passes_the_spdx_validator_and_names_every_package() {
         assert!(packages[0]["comment"].as_str().unwrap().contains("-zlz4hc"));
         let names: BTreeSet<&str> = packages.iter().map(|p| p["name"].as_str().unwrap()).collect();
         for expected in [
-            "busybox-static",
+            "busybox",
             "btrfs-progs",
+            "e2fsprogs",
+            "erofs-utils",
+            "nfs-utils",
+            "libtirpc",
             "iptables",
             "ebtables",
             "ethtool",
@@ -341,6 +386,12 @@ fn sbom_passes_the_spdx_validator_and_names_every_package() {
         ] {
             assert!(names.contains(expected), "{arch} SBOM lacks {expected}");
         }
+        let e2fsprogs = packages.iter().find(|p| p["name"] == "e2fsprogs").unwrap();
+        let patch = project_root().join("manifests/patches/e2fsprogs/0001-e2fsck-n-reports-superblock-damage.patch");
+        assert!(
+            e2fsprogs["comment"].as_str().unwrap().contains(&sha256_file(&patch)),
+            "the SBOM names our e2fsprogs patch by digest: {e2fsprogs}"
+        );
         let lock = std::fs::read_to_string(project_root().join("manifests/rootfs.lock")).unwrap();
         for package in &packages[1..] {
             let digest = package["checksums"][0]["checksumValue"].as_str().unwrap();

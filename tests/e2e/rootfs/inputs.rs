@@ -48,10 +48,10 @@ fn build_with_edited_manifest_fails(file: &str, flag: &str, edit: impl FnOnce(&s
 
 #[test]
 fn a_wrong_lock_digest_fails_naming_the_package() {
-    let good = lock_entry_sha("socat", "amd64");
+    let good = lock_entry_sha("ethtool", "amd64");
     let stderr = build_with_edited_manifest_fails("rootfs.lock", "--lock", |lock| lock.replace(&good, &"0".repeat(64)));
     assert!(
-        stderr.contains("package socat 1.7.4.4-2 (amd64): apt-get downloaded no file with the locked sha256 0000"),
+        stderr.contains("package ethtool 1:6.1-1 (amd64): apt-get downloaded no file with the locked sha256 0000"),
         "{stderr}"
     );
     assert!(
@@ -85,10 +85,31 @@ fn an_image_over_budget_fails_naming_the_largest_contributors() {
         stderr.contains("over the recipe's size_budget_bytes of 1000000"),
         "{stderr}"
     );
+    assert!(stderr.contains("/bin/busybox  (busybox)"), "{stderr}");
+}
+
+/// The e2fsck the image would ship without our fix (the recipe's patch folder dropped, so
+/// e2fsprogs is built as Debian ships it) exits 0 on the damaged filesystem: the build fails
+/// naming the check and writes nothing.
+#[test]
+fn an_unfixed_e2fsck_fails_the_build_naming_the_regression_check() {
+    let stderr = build_with_edited_manifest_fails("rootfs.toml", "--recipe", |recipe| {
+        let unfixed = recipe.replace("patches = \"manifests/patches/e2fsprogs\"\n", "");
+        assert_ne!(
+            unfixed, recipe,
+            "the recipe's e2fsprogs patches line changed: update this test"
+        );
+        unfixed
+    });
     assert!(
-        stderr.contains("/lib/x86_64-linux-gnu/libcrypto.so.3  (libssl3)"),
+        stderr.contains("the e2fsck regression check failed for the /sbin/e2fsck about to ship"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("exited Some(0), not exactly 4: it does not report damage"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("IGNORED"), "e2fsck's own words are shown: {stderr}");
 }
 
 fn regex_free_replace_budget(recipe: &str, budget: u64) -> String {
@@ -96,7 +117,7 @@ fn regex_free_replace_budget(recipe: &str, budget: u64) -> String {
         .lines()
         .map(|line| {
             if line.starts_with("size_budget_bytes = ") {
-                format!("size_budget_bytes = {budget}")
+                format!("size_budget_bytes = {{ arm64 = {budget}, x86_64 = {budget} }}")
             } else {
                 line.to_owned()
             }

@@ -4,7 +4,9 @@
 //! (`inputs`), and the init files (`init`). This module holds the builds they share.
 //!
 //! Builds are serialized with a mutex (they download and compress); the two cold builds per
-//! arch are made once and shared by the tests that read them.
+//! arch are made once and shared by the tests that read them. "Cold" means empty package and
+//! apt caches; the tools built from source (several minutes per arch) come from one shared
+//! tool cache (the real one, [`shared_tool_cache`]), except where a test asks for its own.
 
 mod contents;
 mod init;
@@ -65,16 +67,47 @@ pub(super) struct ColdBuild {
 }
 
 pub(super) fn require_build_tools() {
-    require_tool("mkfs.erofs");
     require_tool("fsck.erofs");
     require_tool("apt-get");
 }
 
-/// A build of `arch` from an empty cache, with the output in a fresh directory.
+/// The cache kinds the rootfs build compiles into (`{cache}/rootfs/tools`: the tools built
+/// from source; `{cache}/debian/roots`: the build-only packages they link).
+const TOOL_CACHE_KINDS: [&str; 2] = ["rootfs/tools", "debian/roots"];
+
+/// The cache directory the tests' tool caches link to: the user's (BOOT_ASSETS_CACHE_DIR, else
+/// ~/.cache/boot-assets), so the tools are compiled once per machine.
+fn shared_tool_cache() -> PathBuf {
+    std::env::var_os("BOOT_ASSETS_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/boot-assets"))
+}
+
+/// Links the tool cache kinds of `cache` to the shared ones.
+pub(super) fn share_tool_cache(cache: &Path) {
+    for kind in TOOL_CACHE_KINDS {
+        let shared = shared_tool_cache().join(kind);
+        std::fs::create_dir_all(&shared).unwrap();
+        let link = cache.join(kind);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+    }
+}
+
+/// A build of `arch` from an empty cache (tools from the shared tool cache), with the output
+/// in a fresh directory.
 pub(super) fn cold_build(arch: &str) -> ColdBuild {
+    cold_build_with(arch, true)
+}
+
+/// A build of `arch` from an empty cache; with `share_tools` false the tools are compiled too.
+pub(super) fn cold_build_with(arch: &str, share_tools: bool) -> ColdBuild {
     require_build_tools();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
+    if share_tools {
+        share_tool_cache(&cache);
+    }
     let image = dir.path().join("out").join("rootfs.erofs");
     let _guard = builds_lock();
     let started = std::time::Instant::now();
@@ -122,10 +155,12 @@ pub(super) fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-/// A fresh cache holding copies of the x86_64 package files (no apt lists).
+/// A fresh cache holding copies of the x86_64 package files (no apt lists), tools from the
+/// shared tool cache.
 pub(super) fn warm_cache_copy() -> tempfile::TempDir {
     let source = download_cache(&first_builds()["x86_64"].cache);
     let dir = tempfile::tempdir().unwrap();
+    share_tool_cache(&dir.path().join("cache"));
     let copy = download_cache(&dir.path().join("cache"));
     std::fs::create_dir_all(&copy).unwrap();
     for entry in std::fs::read_dir(&source).unwrap() {

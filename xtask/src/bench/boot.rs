@@ -158,6 +158,7 @@ impl flags::BenchBoot {
                     timeout: Duration::from_secs(self.timeout),
                     stream_console: false,
                     forward_stdin: false,
+                    forward_tcp: None,
                 };
                 let (init, agent, container) = self.one_boot(&spec, variant.name, run_index)?;
                 samples.to_init.push(init);

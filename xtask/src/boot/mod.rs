@@ -96,6 +96,7 @@ impl flags::Boot {
             timeout: Duration::from_secs(self.timeout),
             stream_console: true,
             forward_stdin: true,
+            forward_tcp: self.forward_tcp,
         };
         eprintln!(
             "boot {arch}: starting QEMU (timeout {} s, command line `{}`)",

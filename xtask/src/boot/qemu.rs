@@ -97,6 +97,43 @@ pub struct VmSpec {
     pub stream_console: bool,
     /// Forward this process's stdin to the guest console (for interactive debug shells).
     pub forward_stdin: bool,
+    /// A user-mode network with one TCP port forwarded from the host's loopback; no network
+    /// at all when `None`.
+    pub forward_tcp: Option<TcpForward>,
+}
+
+/// A TCP port of the host's loopback forwarded to a port of the guest (QEMU's user-mode
+/// network: the guest's virtio-net `eth0` is 10.0.2.15/24, its gateway 10.0.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpForward {
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+impl std::str::FromStr for TcpForward {
+    type Err = anyhow::Error;
+
+    /// `HOST_PORT:GUEST_PORT`.
+    fn from_str(text: &str) -> Result<TcpForward> {
+        let parsed = text
+            .split_once(':')
+            .and_then(|(host, guest)| Some((host.parse().ok()?, guest.parse().ok()?)));
+        match parsed {
+            Some((host_port, guest_port)) => Ok(TcpForward { host_port, guest_port }),
+            None => bail!("{text:?} is not HOST_PORT:GUEST_PORT (two TCP port numbers)"),
+        }
+    }
+}
+
+/// QEMU's network arguments: none, or a user-mode network with the forwarded port.
+pub fn network_args(forward: Option<TcpForward>) -> Vec<OsString> {
+    match forward {
+        None => Vec::new(),
+        Some(TcpForward { host_port, guest_port }) => vec![
+            "-nic".into(),
+            format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}").into(),
+        ],
+    }
 }
 
 /// What a boot produced.
@@ -392,6 +429,7 @@ fn start_qemu(qemu: &Path, spec: &VmSpec, files: &MachineFiles) -> Result<Proces
     ProcessGroup::spawn(
         Command::new(qemu)
             .args(qemu_args(spec.arch, spec.accel, &spec.cmdline, files))
+            .args(network_args(spec.forward_tcp))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(qemu_stderr),
@@ -595,6 +633,20 @@ impl Drop for ProcessGroup {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_forwarded_port_gives_a_user_network_and_none_gives_no_network() {
+        let forward: TcpForward = "20490:2049".parse().unwrap();
+        assert_eq!(
+            network_args(Some(forward)),
+            ["-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:20490-:2049"]
+        );
+        assert!(network_args(None).is_empty());
+        assert_eq!(
+            "2049".parse::<TcpForward>().unwrap_err().to_string(),
+            "\"2049\" is not HOST_PORT:GUEST_PORT (two TCP port numbers)"
+        );
+    }
+
     use super::*;
 
     fn args_text(arch: Arch) -> String {

@@ -157,6 +157,7 @@ impl Apt {
 
     /// `names` and everything they depend on (not what they recommend), as apt would install them
     /// on an empty system, as lock entries sorted by name.
+    #[allow(dead_code)] // its user, the container stack's Go build, lands with issue 21
     pub fn resolve_closure(&self, sh: &Shell, names: &[String]) -> Result<Vec<LockedPackage>> {
         let options = self.options();
         let plan = cmd!(sh, "apt-get {options...} -s --no-install-recommends install {names...}")
@@ -296,6 +297,7 @@ pub fn locked_from_stanza(fields: &BTreeMap<String, String>, suite: Suite, for_a
 }
 
 /// The packages an `apt-get -s install` plan installs (`Inst NAME (VERSION …)` lines).
+#[allow(dead_code)] // read by `resolve_closure` only
 fn installed_by_plan(plan: &str) -> Vec<String> {
     plan.lines()
         .filter_map(|line| line.strip_prefix("Inst "))

@@ -21,16 +21,7 @@ pub mod suite;
 
 pub use apt::Apt;
 pub use fetch::fetch_locked;
-pub use lock::{Lock, LockedPackage};
-pub use suite::Suite;
-// The source-package side (`fetch_source`, `unpack_source`, `private_root`, `LockedSource`,
-// `Apt::resolve_source`, `Apt::resolve_closure`) and `crate::build_cache` serve the builds from
-// source packages (the rootfs tools, the container stack) that land next.
-#[allow(unused_imports)]
-pub use fetch::{fetch_locked_files, fetch_source};
-#[allow(unused_imports)]
-pub use lock::LockedSource;
-#[allow(unused_imports)]
+pub use lock::{Lock, LockedPackage, LockedSource};
 pub use root::private_root;
-#[allow(unused_imports)]
 pub use source::{patches_in, unpack_source};
+pub use suite::Suite;

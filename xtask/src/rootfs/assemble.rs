@@ -1,6 +1,7 @@
-//! Turns the recipe and the unpacked packages into an [`ImageTree`]: package files, directory
-//! picks, generated bundles, busybox applet links, symlinks, mount points, local files (`init/`)
-//! and the overlay.
+//! Turns the recipe, the unpacked packages and the tools built from source into an
+//! [`ImageTree`]: package files, directory picks, generated bundles, build outputs, symlinks,
+//! mount points, device nodes, local files (`init/`), the overlay, and last the busybox applet
+//! links (a file the image ships under an applet's name wins over the link).
 //!
 //! Pure: the packages and local files arrive as values; errors name the package or file and the
 //! recipe rule that asked for it.
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
+use super::build::BuiltTool;
 #[cfg(test)]
 use super::recipe::MINIMAL_TEST_RECIPE;
 use super::recipe::{ArchParams, BundleRule, PackageRecipe, Recipe};
@@ -18,6 +20,10 @@ use crate::debian::LockedPackage;
 
 /// The origin recorded for entries the recipe itself creates (links, mount points).
 pub const RECIPE_ORIGIN: &str = "recipe";
+
+/// The directories of the guest's `PATH`: an applet link is left out when one of them holds a
+/// file of the applet's name.
+const PATH_DIRS: [&str; 4] = ["sbin", "bin", "usr/sbin", "usr/bin"];
 
 /// One package: its lock entry and its unpacked files.
 pub struct Package {
@@ -40,6 +46,7 @@ pub fn assemble(
     recipe: &Recipe,
     params: &ArchParams,
     packages: &[Package],
+    tools: &[BuiltTool],
     local_inputs: &[LocalInput],
 ) -> Result<ImageTree> {
     let by_name: BTreeMap<&str, &Package> = packages
@@ -51,6 +58,14 @@ pub fn assemble(
     for mount_point in &recipe.mount_points {
         tree.add(mount_point, Node::Dir, RECIPE_ORIGIN)?;
     }
+    for node in &recipe.device_nodes {
+        let device = Node::CharDevice {
+            major: node.major,
+            minor: node.minor,
+            mode: node.mode,
+        };
+        tree.add(&node.path, device, RECIPE_ORIGIN)?;
+    }
 
     for rule_set in &recipe.packages {
         let package = by_name
@@ -58,14 +73,13 @@ pub fn assemble(
             .with_context(|| format!("package {} was not fetched", rule_set.name))?;
         add_package(&mut tree, params, package, rule_set)?;
     }
-
-    let busybox_target = applet_target(&recipe.busybox.path, &recipe.busybox.applets_dir);
-    for applet in &recipe.busybox.applets {
-        let path = format!("{}/{applet}", recipe.busybox.applets_dir);
-        if path == recipe.busybox.path {
-            continue;
+    for (build, tool) in recipe.builds.iter().zip(tools) {
+        for rule in &build.files {
+            let Some(DebNode::File { bytes, mode }) = tool.outputs.entries.get(&rule.from) else {
+                bail!("build {} has no output {}", tool.name, rule.from);
+            };
+            tree.add(&params.expand(&rule.to), file_node(bytes, *mode), &tool.name)?;
         }
-        tree.add(&path, Node::symlink(busybox_target.clone()), RECIPE_ORIGIN)?;
     }
 
     for link in &recipe.symlinks {
@@ -79,7 +93,62 @@ pub fn assemble(
     for input in local_inputs {
         tree.add(&input.to, input.node.clone(), &input.source)?;
     }
+    add_applet_links(&mut tree, recipe, tools)?;
     Ok(tree)
+}
+
+/// One link per name of busybox's own `--list` (saved by the build that ships busybox), unless a
+/// `PATH` directory of the image already holds that name.
+fn add_applet_links(tree: &mut ImageTree, recipe: &Recipe, tools: &[BuiltTool]) -> Result<()> {
+    let busybox = &recipe.busybox;
+    let Some((build, tool)) = recipe
+        .builds
+        .iter()
+        .zip(tools)
+        .find(|(build, _)| build.files.iter().any(|rule| rule.to == busybox.path))
+    else {
+        bail!(
+            "busybox.path /{} is not an output of any [[build]]: its applet list comes from the build",
+            busybox.path
+        );
+    };
+    let Some(DebNode::File { bytes, .. }) = tool.outputs.entries.get(&busybox.applets_list) else {
+        bail!(
+            "build {} left no {} (busybox.applets_list: the output of `busybox --list`); see {}",
+            tool.name,
+            busybox.applets_list,
+            build.script
+        );
+    };
+    let list = String::from_utf8_lossy(bytes);
+    let applets = applet_names(&list).with_context(|| format!("{} of build {}", busybox.applets_list, tool.name))?;
+    let target = applet_target(&busybox.path, &busybox.applets_dir);
+    for applet in applets {
+        let path = format!("{}/{applet}", busybox.applets_dir);
+        let shipped = PATH_DIRS
+            .iter()
+            .any(|dir| tree.entries.contains_key(&format!("{dir}/{applet}")));
+        if path == busybox.path || shipped {
+            continue;
+        }
+        tree.add(&path, Node::symlink(target.clone()), RECIPE_ORIGIN)?;
+    }
+    Ok(())
+}
+
+/// The names of a `busybox --list` output, one a line; a name that is not a plain file name, or
+/// an empty list, is refused.
+pub fn applet_names(list: &str) -> Result<Vec<&str>> {
+    let names: Vec<&str> = list.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    if names.is_empty() {
+        bail!("the applet list is empty");
+    }
+    for name in &names {
+        if name.contains('/') || *name == "." || *name == ".." {
+            bail!("applet name {name:?} is not a file name");
+        }
+    }
+    Ok(names)
 }
 
 /// One package's `files`, `dirs` and `bundles` rules.
@@ -170,7 +239,7 @@ mod tests {
     /// The minimal recipe with its one package renamed `tools` and given a `dirs` and a `bundles`
     /// rule besides its `files` rule (its table is the last one), then a recipe symlink.
     fn recipe_text() -> String {
-        let minimal = MINIMAL_TEST_RECIPE.replace("name = \"busybox-static\"", "name = \"tools\"");
+        let minimal = MINIMAL_TEST_RECIPE.replace("name = \"ethtool\"", "name = \"tools\"");
         minimal
             + r#"dirs = [{ from = "usr/lib/{triplet}/xtables", to = "usr/lib/{triplet}/xtables", names = ["libxt_NAT.so", "libxt_DNAT.so"] }]
 bundles = [{ from_dir = "usr/share/certs", suffix = ".crt", to = "cacerts/ca-certificates.crt" }]
@@ -187,7 +256,7 @@ target = "xtables-legacy-multi"
             bytes: bytes.to_vec(),
             mode,
         };
-        entries.insert("bin/busybox".to_owned(), file(b"\x7fELF busybox", 0o755));
+        entries.insert("sbin/ethtool".to_owned(), file(b"\x7fELF ethtool", 0o755));
         let xtables = "usr/lib/aarch64-linux-gnu/xtables";
         entries.insert(format!("{xtables}/libxt_NAT.so"), file(b"nat", 0o644));
         entries.insert(
@@ -214,6 +283,32 @@ target = "xtables-legacy-multi"
         }
     }
 
+    /// The busybox build: the binary and its `--list`, which names a program the package ships
+    /// (`ethtool`) and one the local files ship (`init`).
+    fn busybox_build() -> BuiltTool {
+        let mut outputs = DebContents::default();
+        for (name, bytes) in [
+            ("busybox", &b"\x7fELF busybox"[..]),
+            ("busybox.list", b"sh\nls\nethtool\ninit\n"),
+        ] {
+            outputs.entries.insert(
+                name.to_owned(),
+                DebNode::File {
+                    bytes: bytes.to_vec(),
+                    mode: 0o755,
+                },
+            );
+        }
+        BuiltTool {
+            name: "busybox".into(),
+            sources: vec![],
+            patches: vec![],
+            build_packages: vec![],
+            dir: "/nonexistent".into(),
+            outputs,
+        }
+    }
+
     #[test]
     fn builds_the_tree_from_rules() {
         let recipe = Recipe::parse(&recipe_text()).unwrap();
@@ -226,9 +321,19 @@ target = "xtables-legacy-multi"
                 executable: true,
             },
         };
-        let tree = assemble(&recipe, params, &[package()], &[local]).unwrap();
+        let tree = assemble(&recipe, params, &[package()], &[busybox_build()], &[local]).unwrap();
         let entries = &tree.entries;
         assert_eq!(entries["proc"].node, Node::Dir);
+        assert_eq!(entries["bin/ls"].node, Node::symlink("busybox"));
+        assert!(
+            !entries.contains_key("bin/ethtool"),
+            "the shipped /sbin/ethtool wins over the applet"
+        );
+        assert!(
+            !entries.contains_key("bin/init"),
+            "the shipped /sbin/init wins over the applet"
+        );
+        assert_eq!(entries["bin/busybox"].origin, "busybox");
         assert_eq!(
             entries["bin/sh"].node,
             Node::Symlink {
@@ -259,19 +364,29 @@ target = "xtables-legacy-multi"
     #[test]
     fn a_missing_package_file_names_package_and_file() {
         let recipe =
-            Recipe::parse(&recipe_text().replace("from = \"bin/busybox\"", "from = \"bin/busybox-nope\"")).unwrap();
+            Recipe::parse(&recipe_text().replace("from = \"sbin/ethtool\"", "from = \"sbin/ethtool-nope\"")).unwrap();
         let params = recipe.arch_params(boot_assets::Arch::Arm64);
-        let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
+        let err = assemble(&recipe, params, &[package()], &[busybox_build()], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "package tools 1 (arm64) has no file /bin/busybox-nope (asked for by its `files` rule in the recipe)"
+            "package tools 1 (arm64) has no file /sbin/ethtool-nope (asked for by its `files` rule in the recipe)"
         );
         let recipe = Recipe::parse(&recipe_text().replace("\"libxt_DNAT.so\"", "\"libxt_FOO.so\"")).unwrap();
-        let err = assemble(&recipe, params, &[package()], &[]).unwrap_err();
+        let err = assemble(&recipe, params, &[package()], &[busybox_build()], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "package tools 1 (arm64) has no file /usr/lib/aarch64-linux-gnu/xtables/libxt_FOO.so (named in its \
              `dirs` rule in the recipe)"
+        );
+    }
+
+    #[test]
+    fn applet_lists_must_name_plain_files() {
+        assert_eq!(applet_names("[\n[[\nsh\n").unwrap(), ["[", "[[", "sh"]);
+        assert_eq!(applet_names("\n").unwrap_err().to_string(), "the applet list is empty");
+        assert_eq!(
+            applet_names("../sh").unwrap_err().to_string(),
+            "applet name \"../sh\" is not a file name"
         );
     }
 

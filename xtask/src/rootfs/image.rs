@@ -1,8 +1,11 @@
-//! Writes the image tree to a staging directory with normalized modes and runs the distro's
-//! `mkfs.erofs` on it; derives the filesystem UUID from the tree; reports the size and the
-//! largest contributors and enforces the recipe's budget.
+//! Writes the image tree as a tar stream with normalized modes, owners and times (device nodes
+//! included, which a staging directory could only hold with mknod) and runs mkfs.erofs on it
+//! (`--tar=f`, erofs-utils >= 1.8: the tool set's own, built from its pinned source); stages
+//! the tree as a directory for the checks that run its programs; derives the filesystem UUID
+//! from the tree; reports the size and the largest contributors and enforces the budget.
 //!
-//! Reads the tree (a value); writes the staging directory and the image file it is given.
+//! Reads the tree (a value); writes the tar stream, the staging directory and the image file
+//! it is given.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +23,8 @@ const EXECUTABLE_MODE: u32 = 0o755;
 const REGULAR_MODE: u32 = 0o644;
 /// LZ4HC at its highest level: the kernel decompresses LZ4 fast; HC only costs build time.
 const MKFS_COMPRESSION: &str = "-zlz4hc,12";
+/// mkfs.erofs reads the tree from a tar stream, file data included.
+const MKFS_TAR: &str = "--tar=f";
 /// 64 KiB physical clusters compress about 15% better than 4 KiB; Linux ≥ 5.13 reads them.
 const MKFS_PCLUSTER: &str = "-C65536";
 /// Packs the compressed tails of files into their inodes (Linux ≥ 5.17).
@@ -71,6 +76,10 @@ pub fn derive_uuid(tree: &ImageTree) -> String {
                 hasher.update(b"l");
                 hasher.update(target.as_bytes());
             }
+            Node::CharDevice { major, minor, mode } => {
+                hasher.update(b"c");
+                hasher.update(format!("{major}:{minor}:{mode:o}").as_bytes());
+            }
         }
         hasher.update([0]);
     }
@@ -96,10 +105,54 @@ pub fn normalized_mode(node: &Node) -> u32 {
     match node {
         Node::Dir | Node::File { executable: true, .. } => EXECUTABLE_MODE,
         Node::File { executable: false, .. } | Node::Symlink { .. } => REGULAR_MODE,
+        Node::CharDevice { mode, .. } => *mode,
     }
 }
 
-/// Writes the tree under `root` (an empty directory) with normalized modes.
+/// The tree as a tar stream in path order: root-owned, normalized modes, every time `epoch`.
+pub fn tar_stream(tree: &ImageTree, epoch: u64) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, entry) in &tree.entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(epoch);
+        header.set_mode(normalized_mode(&entry.node));
+        header.set_size(0);
+        let data: &[u8] = match &entry.node {
+            Node::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                &[]
+            }
+            Node::File { bytes, .. } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                bytes
+            }
+            Node::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                builder
+                    .append_link(&mut header, path, target)
+                    .with_context(|| format!("adding /{path} to the tar stream"))?;
+                continue;
+            }
+            Node::CharDevice { major, minor, .. } => {
+                header.set_entry_type(tar::EntryType::Char);
+                header.set_device_major(*major)?;
+                header.set_device_minor(*minor)?;
+                &[]
+            }
+        };
+        builder
+            .append_data(&mut header, path, data)
+            .with_context(|| format!("adding /{path} to the tar stream"))?;
+    }
+    builder.into_inner().context("finishing the tar stream")
+}
+
+/// Writes the tree under `root` (an empty directory) with normalized modes; device nodes are
+/// left out (only the image holds them).
 pub fn write_staging(tree: &ImageTree, root: &Path) -> Result<()> {
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(EXECUTABLE_MODE))
         .with_context(|| format!("setting the mode of {}", root.display()))?;
@@ -113,6 +166,7 @@ pub fn write_staging(tree: &ImageTree, root: &Path) -> Result<()> {
             }
             Node::Symlink { target: link } => std::os::unix::fs::symlink(link, &target)
                 .with_context(|| format!("creating symlink {}", target.display()))?,
+            Node::CharDevice { .. } => continue,
         }
         if !matches!(entry.node, Node::Symlink { .. }) {
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(normalized_mode(&entry.node)))
@@ -122,18 +176,19 @@ pub fn write_staging(tree: &ImageTree, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs mkfs.erofs; returns its version as printed in its banner (e.g. `1.5`).
-pub fn run_mkfs(sh: &Shell, staging: &Path, output: &Path, flags: &[String]) -> Result<String> {
-    let mkfs = crate::tools::require("mkfs.erofs")?;
-    let result = cmd!(sh, "{mkfs} {flags...} {output} {staging}")
+/// Runs `mkfs` (erofs-utils >= 1.8) on a tar stream; returns its version as printed in its
+/// banner (e.g. `1.8.6`).
+pub fn run_mkfs(sh: &Shell, mkfs: &Path, tar: &Path, output: &Path, flags: &[String]) -> Result<String> {
+    let result = cmd!(sh, "{mkfs} {MKFS_TAR} {flags...} {output} {tar}")
         .quiet()
         .ignore_status()
         .output()
-        .context("running mkfs.erofs")?;
+        .with_context(|| format!("running {}", mkfs.display()))?;
     let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
     if !result.status.success() {
         bail!(
-            "mkfs.erofs failed ({}):\n{}{}",
+            "{} failed ({}):\n{}{}",
+            mkfs.display(),
             result.status,
             stdout,
             String::from_utf8_lossy(&result.stderr)

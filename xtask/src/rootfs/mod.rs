@@ -1,24 +1,28 @@
 //! `cargo xtask rootfs`: the reproducible EROFS root filesystem, built from pinned Debian
 //! packages for arm64 or x86_64 on any Debian/Ubuntu host, without a container engine.
 //!
-//! Reads `manifests/rootfs.toml` (the recipe), `manifests/rootfs.lock` (pinned package files),
-//! `init/` and `rootfs-overlay/`; fetches package files through [`crate::debian`]; writes
+//! Reads `manifests/rootfs.toml` (the recipe), `manifests/rootfs.lock` (pinned package files
+//! and source packages), `manifests/builds/` and `manifests/patches/` (the tools built from
+//! source), `init/` and `rootfs-overlay/`; fetches through [`crate::debian`]; writes
 //! `build/{arch}/rootfs.erofs` (or `--output`) and its SBOM `rootfs.erofs.spdx.json` beside it,
 //! both atomically and only after every check passed. `--update-lock` re-resolves the recipe's
-//! packages with apt and rewrites the lock first.
+//! packages and source packages with apt and rewrites the lock first.
 //!
-//! The steps: the lock and package files ([`crate::debian`]) → [`assemble`] → [`closure`] →
-//! [`checks`] → [`image`] → [`sbom`].
+//! The steps: the lock and package files ([`crate::debian`]) → [`build`] (tools from source) →
+//! [`assemble`] → [`closure`] → [`checks`] → [`e2fsck_check`] → [`image`] → [`sbom`].
 
 pub mod assemble;
+pub mod build;
 pub mod checks;
 pub mod closure;
+pub mod e2fsck_check;
 pub mod image;
 pub mod license;
 pub mod recipe;
 pub mod sbom;
 pub mod tree;
 
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,7 +52,11 @@ pub const ROOTFS_LOCK_HEADER: &str = "\
 # architecture. A normal build fetches exactly these files and fails when one differs.
 ";
 /// Host tools the build runs (their packages are in `manifests/host-packages.toml`).
-const REQUIRED_TOOLS: [&str; 3] = ["mkfs.erofs", "apt-get", "apt-cache"];
+const REQUIRED_TOOLS: [&str; 2] = ["apt-get", "apt-cache"];
+
+/// The build that makes the image itself, built for the host: `mkfs.erofs --tar` (erofs-utils
+/// >= 1.8) and the compressors the kernel decodes.
+const IMAGE_TOOL_BUILD: &str = "erofs-utils";
 
 impl flags::Rootfs {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -105,9 +113,9 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
     let params = recipe.arch_params(options.arch).clone();
     let update_hint = format!("cargo xtask rootfs --arch {} --update-lock", options.arch);
 
-    // 1. The pinned package files (re-resolved first with --update-lock).
-    let locked = pinned_packages(sh, options, &recipe, &params, &update_hint)?;
-    // 2. Fetched (or taken from the cache), digest-checked, unpacked in memory.
+    // 1. The pinned inputs (re-resolved first with --update-lock).
+    let (locked, lock) = pinned_inputs(sh, options, &recipe, &params, &update_hint)?;
+    // 2. Package files fetched (or taken from the cache), digest-checked, unpacked in memory.
     let files = debian::fetch_locked(sh, &locked, &update_hint)?;
     let mut packages = Vec::new();
     for (entry, bytes) in locked.into_iter().zip(files) {
@@ -117,14 +125,24 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
             contents,
         });
     }
+    // 3. The tools built from source for this arch, and the image tool for the host.
+    let inputs = build::BuildInputs {
+        recipe: &recipe,
+        lock: &lock,
+        update_hint: &update_hint,
+    };
+    let tools = build::build_tools(sh, &inputs, options.arch)?;
+    let host = Arch::host().context("the rootfs build runs on an arm64 or x86_64 host")?;
+    let image_tool = build::build_named(sh, &inputs, IMAGE_TOOL_BUILD, host)?;
     eprintln!(
-        "rootfs: {} packages ready after {:.1?}",
+        "rootfs: {} packages and {} tools ready after {:.1?}",
         packages.len(),
+        tools.len(),
         started.elapsed()
     );
-    // 3. The image tree: recipe rules, local files and overlay, library closure, then checks.
+    // 4. The image tree: recipe rules, local files and overlay, library closure, then checks.
     let local_inputs = read_local_inputs(&recipe)?;
-    let mut tree = assemble::assemble(&recipe, &params, &packages, &local_inputs)?;
+    let mut tree = assemble::assemble(&recipe, &params, &packages, &tools, &local_inputs)?;
     closure::add_library_closure(&mut tree, &params, &packages, &elf::elf_info)?;
     let machine = crate::arch_facts::of(options.arch).elf_machine;
     checks::check_image(
@@ -134,35 +152,71 @@ pub fn build(sh: &Shell, options: &BuildOptions) -> Result<BuildOutputs> {
         &recipe.busybox.path,
         &elf::elf_info,
     )?;
-    // 4. The image and its SBOM, moved into place only when everything passed.
-    write_outputs(sh, options, &recipe, &tree, &packages)?;
+    check_shipped_e2fsck(sh, &tree, options.arch)?;
+    // 5. The image and its SBOM, moved into place only when everything passed.
+    let image_mkfs = image_tool.dir.join("mkfs.erofs");
+    write_outputs(
+        sh,
+        options,
+        &recipe,
+        &tree,
+        &Contributions {
+            packages: &packages,
+            tools: &tools,
+        },
+        &image_mkfs,
+    )?;
     eprintln!("rootfs: done in {:.1?}", started.elapsed());
     Ok(BuildOutputs {
         image: options.output.clone(),
     })
 }
 
-/// The lock entries of every recipe package for this arch; with `--update-lock`, re-resolved
-/// with apt and written back to the lock file first.
-fn pinned_packages(
+/// Stages the tree and runs [`e2fsck_check`] on the e2fsck it holds.
+fn check_shipped_e2fsck(sh: &Shell, tree: &tree::ImageTree, arch: Arch) -> Result<()> {
+    let Some((_, entry)) = tree.resolve(e2fsck_check::E2FSCK_PATH) else {
+        bail!(
+            "the image has no /{}: {} cannot run",
+            e2fsck_check::E2FSCK_PATH,
+            e2fsck_check::CHECK_NAME
+        );
+    };
+    let Node::File { bytes, .. } = &entry.node else {
+        bail!("/{} is not a file", e2fsck_check::E2FSCK_PATH);
+    };
+    let interpreter = elf::elf_info(bytes)?.interpreter;
+    let staging = tempfile::tempdir().context("creating a staging directory")?;
+    let root = staging.path().join("root");
+    std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+    image::write_staging(tree, &root)?;
+    e2fsck_check::check(sh, &root, arch, interpreter.as_deref())?;
+    eprintln!(
+        "rootfs: {} passed (clean → 0, damaged → 4, disk unchanged)",
+        e2fsck_check::CHECK_NAME
+    );
+    Ok(())
+}
+
+/// The lock entries of every image package for this arch, and the whole lock (source packages
+/// and build-only packages, read by the builds); with `--update-lock`, re-resolved with apt and
+/// written back to the lock file first.
+fn pinned_inputs(
     sh: &Shell,
     options: &BuildOptions,
     recipe: &Recipe,
     params: &recipe::ArchParams,
     update_hint: &str,
-) -> Result<Vec<LockedPackage>> {
+) -> Result<(Vec<LockedPackage>, Lock)> {
     let names = recipe.package_names();
     let mut lock = Lock::load(&options.lock, options.update_lock)?;
     if options.update_lock {
-        let apt = Apt::new(sh, Suite::parse(&recipe.suite)?, &params.deb_arch)?;
-        apt.update(sh)?;
-        let entries = apt.resolve_all(sh, &names)?;
-        report_lock_changes(&lock, &params.deb_arch, &entries);
-        lock.replace_arch(&params.deb_arch, entries);
+        update_lock(sh, &mut lock, recipe, params)?;
         util::write_atomic(&options.lock, lock.render(ROOTFS_LOCK_HEADER).as_bytes())?;
         eprintln!("rootfs: wrote {}", options.lock.display());
     }
-    let stale = lock.stale_entries(&params.deb_arch, &names);
+    let mut every_name = names.clone();
+    every_name.extend(recipe.build_package_names());
+    let stale = lock.stale_entries(&params.deb_arch, &every_name);
     if !stale.is_empty() {
         eprintln!(
             "rootfs: warning: {} locks {} for {}, which the recipe no longer names: run `{update_hint}`",
@@ -171,18 +225,68 @@ fn pinned_packages(
             params.deb_arch
         );
     }
-    lock.entries_for(&params.deb_arch, &names, update_hint)
-        .with_context(|| format!("lock file {}", options.lock.display()))
+    for source in recipe.source_names() {
+        lock.source(&source, update_hint)
+            .with_context(|| format!("lock file {}", options.lock.display()))?;
+    }
+    let entries = lock
+        .entries_for(&params.deb_arch, &every_name, update_hint)
+        .with_context(|| format!("lock file {}", options.lock.display()))?;
+    Ok((
+        entries
+            .into_iter()
+            .filter(|entry| names.contains(&entry.name))
+            .collect(),
+        lock,
+    ))
 }
 
-/// Stages the tree, runs mkfs.erofs into a temporary file beside the output, enforces the
-/// budget, renders the SBOM, and only then moves both into place.
+/// Re-resolves this arch's image and build-only packages (in `suite`) and every source package
+/// (in its build's `source_suite`, else the recipe's) into `lock`.
+fn update_lock(sh: &Shell, lock: &mut Lock, recipe: &Recipe, params: &recipe::ArchParams) -> Result<()> {
+    let apt = Apt::new(sh, Suite::parse(&recipe.suite)?, &params.deb_arch)?;
+    apt.update(sh)?;
+    let mut names = recipe.package_names();
+    names.extend(recipe.build_package_names());
+    let entries = apt.resolve_all(sh, &names)?;
+    report_lock_changes(lock, &params.deb_arch, &entries);
+    lock.replace_arch(&params.deb_arch, entries);
+    let mut source_apts = BTreeMap::new();
+    for (name, suite) in recipe.sources_by_suite() {
+        let source_apt = match source_apts.entry(suite) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let apt = Apt::new(sh, Suite::parse(suite)?, &params.deb_arch)?;
+                apt.update(sh)?;
+                entry.insert(apt)
+            }
+        };
+        let source = source_apt.resolve_source(sh, &name)?;
+        match lock.sources.iter().find(|old| old.name == name) {
+            Some(old) if *old == source => {}
+            Some(old) => eprintln!("rootfs: lock source: {name} {} -> {}", old.version, source.version),
+            None => eprintln!("rootfs: lock source: + {}", source.describe()),
+        }
+        lock.replace_source(source);
+    }
+    Ok(())
+}
+
+/// What went into the image: the packages and the tools built from source.
+struct Contributions<'a> {
+    packages: &'a [Package],
+    tools: &'a [build::BuiltTool],
+}
+
+/// Writes the tree as a tar stream, runs mkfs.erofs into a temporary file beside the output,
+/// enforces the budget, renders the SBOM, and only then moves both into place.
 fn write_outputs(
     sh: &Shell,
     options: &BuildOptions,
     recipe: &Recipe,
     tree: &tree::ImageTree,
-    packages: &[Package],
+    contributions: &Contributions<'_>,
+    mkfs: &std::path::Path,
 ) -> Result<()> {
     let epoch = util::source_date_epoch()?.unwrap_or(0);
     let output_dir = match options.output.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -191,9 +295,9 @@ fn write_outputs(
     };
     std::fs::create_dir_all(&output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
     let staging = tempfile::tempdir().context("creating a staging directory")?;
-    let staging_root = staging.path().join("root");
-    std::fs::create_dir(&staging_root).with_context(|| format!("creating {}", staging_root.display()))?;
-    image::write_staging(tree, &staging_root)?;
+    let tar_path = staging.path().join("rootfs.tar");
+    std::fs::write(&tar_path, image::tar_stream(tree, epoch)?)
+        .with_context(|| format!("writing {}", tar_path.display()))?;
 
     let mkfs_flags = image::mkfs_flags(epoch, &image::derive_uuid(tree));
     let image_temp = tempfile::Builder::new()
@@ -201,15 +305,13 @@ fn write_outputs(
         .suffix(".erofs.tmp")
         .tempfile_in(&output_dir)
         .with_context(|| format!("creating a temporary image file in {}", output_dir.display()))?;
-    let mkfs_version = image::run_mkfs(sh, &staging_root, image_temp.path(), &mkfs_flags)?;
+    let mkfs_version = image::run_mkfs(sh, mkfs, &tar_path, image_temp.path(), &mkfs_flags)?;
     let image_bytes = std::fs::metadata(image_temp.path())
         .with_context(|| format!("reading {}", image_temp.path().display()))?
         .len();
-    eprint!(
-        "rootfs: {}",
-        image::size_report(tree, image_bytes, recipe.size_budget_bytes)
-    );
-    image::check_budget(tree, image_bytes, recipe.size_budget_bytes)?;
+    let budget = recipe.budget(options.arch);
+    eprint!("rootfs: {}", image::size_report(tree, image_bytes, budget));
+    image::check_budget(tree, image_bytes, budget)?;
     let image_sha256 = util::sha256_file(image_temp.path())?;
 
     let image_file_name = options
@@ -224,7 +326,7 @@ fn write_outputs(
         created: &format_utc_timestamp(epoch),
         mkfs_version: &mkfs_version,
         mkfs_flags: &mkfs_flags,
-        contributors: &contributors(tree, packages),
+        contributors: &contributors(tree, contributions),
     });
 
     let sbom_path = PathBuf::from(format!("{}{SBOM_SUFFIX}", options.output.display()));
@@ -262,12 +364,14 @@ fn report_lock_changes(old: &Lock, deb_arch: &str, new: &[LockedPackage]) {
     }
 }
 
-/// The packages that put at least one entry into the image, with their declared licenses.
-fn contributors(tree: &tree::ImageTree, packages: &[Package]) -> Vec<sbom::Contributor> {
+/// The packages and tools that put at least one entry into the image, with their declared
+/// licenses (a tool's from its source package's `debian/copyright`, not read here: NOASSERTION).
+fn contributors(tree: &tree::ImageTree, contributions: &Contributions<'_>) -> Vec<sbom::Contributor> {
+    let contributed = |name: &str| tree.entries.values().any(|entry| entry.origin == name);
     let mut result = Vec::new();
-    for package in packages {
+    for package in contributions.packages {
         let name = &package.locked.name;
-        if !tree.entries.values().any(|entry| &entry.origin == name) {
+        if !contributed(name) {
             eprintln!("rootfs: warning: package {name} contributed nothing to the image");
             continue;
         }
@@ -277,10 +381,13 @@ fn contributors(tree: &tree::ImageTree, packages: &[Package]) -> Vec<sbom::Contr
                 .ok()
                 .and_then(license::declared_license)
         });
-        result.push(sbom::Contributor {
+        result.push(sbom::Contributor::Package {
             locked: package.locked.clone(),
             license,
         });
+    }
+    for tool in contributions.tools.iter().filter(|tool| contributed(&tool.name)) {
+        result.push(sbom::Contributor::Built(tool.clone()));
     }
     result
 }
@@ -351,12 +458,16 @@ mod tests {
     fn the_checked_in_lock_matches_the_recipe() {
         let recipe = Recipe::load(&project_root().join("manifests/rootfs.toml")).unwrap();
         let lock = Lock::load(&project_root().join("manifests/rootfs.lock"), false).unwrap();
+        let mut names = recipe.package_names();
+        names.extend(recipe.build_package_names());
         for (arch, params) in &recipe.arch {
             let hint = format!("cargo xtask rootfs --arch {arch} --update-lock");
-            lock.entries_for(&params.deb_arch, &recipe.package_names(), &hint)
-                .unwrap();
-            let stale = lock.stale_entries(&params.deb_arch, &recipe.package_names());
+            lock.entries_for(&params.deb_arch, &names, &hint).unwrap();
+            let stale = lock.stale_entries(&params.deb_arch, &names);
             assert!(stale.is_empty(), "stale lock entries {stale:?}: run `{hint}`");
+            for source in recipe.source_names() {
+                lock.source(&source, &hint).unwrap();
+            }
         }
     }
 }

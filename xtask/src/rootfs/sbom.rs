@@ -1,12 +1,15 @@
 //! The image's SBOM, `rootfs.erofs.spdx.json` (SPDX 2.3, JSON): the image as the described
-//! package (its sha256, the mkfs.erofs version and flags) and every package that contributed
-//! files (name, version, arch, package-file sha256, declared license or NOASSERTION).
+//! package (its sha256, the mkfs.erofs version and flags), every binary package that contributed
+//! files (name, version, arch, package-file sha256, declared license or NOASSERTION) and every
+//! tool built from source (each source package's name, version and `.dsc` sha256, our patches,
+//! the build script and the build-only packages it linked).
 //!
 //! Pure: builds the JSON text from values; the caller writes it next to the image.
 
 use serde_json::{json, Value};
 
-use crate::debian::LockedPackage;
+use super::build::BuiltTool;
+use crate::debian::{LockedPackage, LockedSource};
 
 /// The SPDX version this document follows.
 const SPDX_VERSION: &str = "SPDX-2.3";
@@ -19,11 +22,26 @@ const CREATOR_TOOL: &str = "Tool: boot-assets-xtask-rootfs";
 /// SPDX identifier of the image package.
 const IMAGE_SPDX_ID: &str = "SPDXRef-Package-rootfs-image";
 
-/// One package that put files into the image.
-pub struct Contributor {
-    pub locked: LockedPackage,
-    /// SPDX license expression, `None` for NOASSERTION.
-    pub license: Option<String>,
+/// What put files into the image.
+pub enum Contributor {
+    /// A Debian binary package.
+    Package {
+        locked: LockedPackage,
+        /// SPDX license expression, `None` for NOASSERTION.
+        license: Option<String>,
+    },
+    /// A tool built from source packages.
+    Built(BuiltTool),
+}
+
+impl Contributor {
+    /// The name packages are sorted by.
+    fn name(&self) -> &str {
+        match self {
+            Contributor::Package { locked, .. } => &locked.name,
+            Contributor::Built(tool) => &tool.name,
+        }
+    }
 }
 
 /// Everything the SBOM records.
@@ -55,7 +73,7 @@ pub fn spdx_id(text: &str) -> String {
 /// The SBOM as pretty JSON text with a trailing newline; same input, same bytes.
 pub fn render(input: &SbomInput<'_>) -> String {
     let mut contributors: Vec<&Contributor> = input.contributors.iter().collect();
-    contributors.sort_by(|a, b| a.locked.name.cmp(&b.locked.name));
+    contributors.sort_by(|a, b| a.name().cmp(b.name()));
 
     let mut packages = vec![json!({
         "SPDXID": IMAGE_SPDX_ID,
@@ -81,13 +99,18 @@ pub fn render(input: &SbomInput<'_>) -> String {
         "relatedSpdxElement": IMAGE_SPDX_ID,
     })];
     for contributor in contributors {
-        let (id, package) = package_entry(contributor);
-        packages.push(package);
-        relationships.push(json!({
-            "spdxElementId": IMAGE_SPDX_ID,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        let entries = match contributor {
+            Contributor::Package { locked, license } => vec![package_entry(locked, license.as_deref())],
+            Contributor::Built(tool) => tool.sources.iter().map(|source| source_entry(tool, source)).collect(),
+        };
+        for (id, package) in entries {
+            packages.push(package);
+            relationships.push(json!({
+                "spdxElementId": IMAGE_SPDX_ID,
+                "relationshipType": "CONTAINS",
+                "relatedSpdxElement": id,
+            }));
+        }
     }
 
     let document = json!({
@@ -109,15 +132,61 @@ pub fn render(input: &SbomInput<'_>) -> String {
     text
 }
 
+/// One source package a tool was built from, as an SPDX package: its id and its entry. The
+/// comment names our patches, the build script's outputs and the build-only packages.
+fn source_entry(tool: &BuiltTool, source: &LockedSource) -> (String, serde_json::Value) {
+    let id = format!("SPDXRef-Package-src-{}", spdx_id(&source.name));
+    let dsc = source.dsc();
+    let mut comment = format!(
+        "Debian source package {} {} ({}), .dsc {} sha256 {}; built from source for this image as part of {}",
+        source.name, source.version, source.suite, dsc.filename, dsc.sha256, tool.name
+    );
+    if source.name == tool.name {
+        for (patch, sha256) in &tool.patches {
+            comment.push_str(&format!("; our patch {patch} sha256 {sha256}"));
+        }
+        for package in &tool.build_packages {
+            comment.push_str(&format!(
+                "; build-only package {} {} sha256 {}",
+                package.name, package.version, package.sha256
+            ));
+        }
+    }
+    let package = json!({
+        "SPDXID": id,
+        "name": source.name,
+        "versionInfo": source.version,
+        "packageFileName": dsc.filename,
+        "supplier": "Organization: Debian",
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "checksums": [{ "algorithm": "SHA256", "checksumValue": dsc.sha256 }],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "sourceInfo": format!("built from the Debian source package {} {}", source.name, source.version),
+        "comment": comment,
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": format!(
+                "pkg:deb/debian/{}@{}?arch=source",
+                source.name,
+                percent_encode(&source.version)
+            ),
+        }],
+    });
+    (id, package)
+}
+
 /// One contributing Debian package as an SPDX package: its id and its entry.
-fn package_entry(contributor: &Contributor) -> (String, serde_json::Value) {
-    let locked = &contributor.locked;
+fn package_entry(locked: &LockedPackage, license: Option<&str>) -> (String, serde_json::Value) {
     let id = format!(
         "SPDXRef-Package-deb-{}-{}",
         spdx_id(&locked.name),
         spdx_id(&locked.arch)
     );
-    let license = contributor.license.clone().unwrap_or_else(|| "NOASSERTION".to_owned());
+    let license = license.unwrap_or("NOASSERTION").to_owned();
     let package = json!({
         "SPDXID": id,
         "name": locked.name,
@@ -172,7 +241,7 @@ mod tests {
     use super::*;
 
     fn contributor(name: &str, license: Option<&str>) -> Contributor {
-        Contributor {
+        Contributor::Package {
             locked: LockedPackage {
                 name: name.into(),
                 arch: "arm64".into(),
@@ -193,6 +262,7 @@ mod tests {
         let contributors = [
             contributor("socat", None),
             contributor("busybox-static", Some("GPL-2.0-only")),
+            Contributor::Built(built_tool()),
         ];
         let input = SbomInput {
             arch: "arm64",
@@ -220,8 +290,40 @@ mod tests {
             packages[1]["externalRefs"][0]["referenceLocator"],
             "pkg:deb/debian/busybox-static@1%3A1.35.0-4%2Bb1?arch=arm64"
         );
-        assert_eq!(packages[2]["licenseDeclared"], "NOASSERTION");
-        assert_eq!(value["relationships"].as_array().unwrap().len(), 3);
+        assert_eq!(packages[2]["name"], "e2fsprogs");
+        assert_eq!(packages[2]["versionInfo"], "1.47.2-3");
+        assert_eq!(packages[2]["checksums"][0]["checksumValue"], "ef".repeat(32));
+        let comment = packages[2]["comment"].as_str().unwrap();
+        assert!(
+            comment.contains(&format!("our patch 0001-fix.patch sha256 {}", "12".repeat(32))),
+            "{comment}"
+        );
+        assert_eq!(
+            packages[2]["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/e2fsprogs@1.47.2-3?arch=source"
+        );
+        assert_eq!(packages[3]["licenseDeclared"], "NOASSERTION");
+        assert_eq!(value["relationships"].as_array().unwrap().len(), 4);
+    }
+
+    fn built_tool() -> BuiltTool {
+        BuiltTool {
+            name: "e2fsprogs".into(),
+            sources: vec![LockedSource {
+                name: "e2fsprogs".into(),
+                suite: "trixie".into(),
+                version: "1.47.2-3".into(),
+                files: vec![crate::debian::lock::SourceFile {
+                    filename: "e2fsprogs_1.47.2-3.dsc".into(),
+                    size: 1,
+                    sha256: "ef".repeat(32),
+                }],
+            }],
+            patches: vec![("0001-fix.patch".into(), "12".repeat(32))],
+            build_packages: vec![],
+            dir: "/nonexistent".into(),
+            outputs: Default::default(),
+        }
     }
 
     #[test]

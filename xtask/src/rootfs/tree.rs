@@ -14,8 +14,19 @@ use crate::debian::deb::{follow_symlinks, normalize_path};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     Dir,
-    File { bytes: Vec<u8>, executable: bool },
-    Symlink { target: String },
+    File {
+        bytes: Vec<u8>,
+        executable: bool,
+    },
+    Symlink {
+        target: String,
+    },
+    /// A character device node with its permission bits.
+    CharDevice {
+        major: u32,
+        minor: u32,
+        mode: u32,
+    },
 }
 
 impl Node {

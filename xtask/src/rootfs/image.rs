@@ -36,7 +36,7 @@ const MKFS_ALL_ROOT: &str = "--all-root";
 /// How many files the size report lists.
 const LARGEST_FILES_SHOWN: usize = 10;
 /// How many origins (packages, local folders) the size report lists.
-const LARGEST_ORIGINS_SHOWN: usize = 8;
+const LARGEST_ORIGINS_SHOWN: usize = 10;
 
 /// The fixed mkfs.erofs options (the timestamp and UUID are added per build).
 pub const MKFS_FIXED_FLAGS: [&str; 5] = [

@@ -248,9 +248,10 @@ fn an_unverified_release_is_a_development_option_named_as_such() {
     }
 }
 
-/// A file of the root to damage, and one of its data blocks: the largest regular file besides
-/// busybox and the init (nothing the boot needs) that has such blocks, and a block in the middle of 128 consecutive
-/// blocks of that file's data, so that its whole tree block covers that file only.
+/// A file of the root to damage, and one of its data blocks: a block in the middle of 128 aligned
+/// blocks (one leaf block of the tree) that all hold file data, none of busybox or the init scripts
+/// (what the boot needs), so that a damaged tree block fails reads of files only. The largest
+/// file that has such a group on its own is preferred (then only that file is touched).
 struct Victim {
     path: String,
     data_block: u64,
@@ -261,22 +262,31 @@ struct Victim {
 fn victim(plain: &Path, work: &Path) -> Victim {
     let mut files = image_regular_files(plain, work);
     files.sort_unstable_by(|a, b| b.cmp(a));
-    files
-        .into_iter()
-        .filter(|(_, path)| path != "/bin/busybox" && path != "/sbin/init")
-        .find_map(|(_, path)| {
-            let group = aligned_data_group(plain, &path)?;
-            Some(Victim {
+    let mut owners = std::collections::BTreeMap::new();
+    for (_, path) in files {
+        if path == "/bin/busybox" || path.starts_with("/sbin/") || path.starts_with("/lib/arcbox/") {
+            continue;
+        }
+        let blocks = data_blocks(plain, &path);
+        if let Some(group) = full_group(&blocks) {
+            return Victim {
                 path,
                 data_block: group * DIGESTS_PER_BLOCK + DIGESTS_PER_BLOCK / 2,
-            })
-        })
-        .expect("no file of the root has 128 consecutive aligned blocks of plain data")
+            };
+        }
+        owners.extend(blocks.into_iter().map(|block| (block, path.clone())));
+    }
+    let blocks: std::collections::BTreeSet<u64> = owners.keys().copied().collect();
+    let group = full_group(&blocks).expect("no 128 aligned blocks of the root hold only file data");
+    let data_block = group * DIGESTS_PER_BLOCK + DIGESTS_PER_BLOCK / 2;
+    Victim {
+        path: owners[&data_block].clone(),
+        data_block,
+    }
 }
 
-/// The first group of 128 aligned image blocks (one leaf block of the tree) that all hold data of
-/// `path` (`dump.erofs -e`), if the file has one: a compressed file's clusters may not line up.
-fn aligned_data_group(plain: &Path, path: &str) -> Option<u64> {
+/// The image blocks wholly holding data of `path` (`dump.erofs -e`).
+fn data_blocks(plain: &Path, path: &str) -> std::collections::BTreeSet<u64> {
     let extents = support::stdout_of(
         std::process::Command::new(require_tool("dump.erofs"))
             .arg(format!("--path={path}"))
@@ -297,6 +307,11 @@ fn aligned_data_group(plain: &Path, path: &str) -> Option<u64> {
         };
         blocks.extend(start.div_ceil(BLOCK)..end / BLOCK);
     }
+    blocks
+}
+
+/// The first group of 128 aligned blocks (one leaf block of the tree) all in `blocks`.
+fn full_group(blocks: &std::collections::BTreeSet<u64>) -> Option<u64> {
     (0..=blocks.last().copied().unwrap_or(0) / DIGESTS_PER_BLOCK)
         .find(|group| (group * DIGESTS_PER_BLOCK..(group + 1) * DIGESTS_PER_BLOCK).all(|b| blocks.contains(&b)))
 }

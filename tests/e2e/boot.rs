@@ -454,3 +454,29 @@ fn agent_fixtures_are_shellcheck_clean_posix_sh() {
         );
     }
 }
+
+/// The KVM probe that `cargo xtask test` trusts boots real guests: its firmware and the arch's
+/// own kernel (no root) run to their markers under TCG, the same guests KVM is asked to run.
+#[test]
+fn probe_kvm_runs_its_firmware_and_the_kernel_of_each_arch_under_tcg() {
+    for arch in Arch::ALL {
+        let assets = boot::qemu_and_assets(arch);
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, _) = boot::kernel_and_rootfs(&assets, dir.path());
+        let _lock = boot::boot_lock();
+        let output = run_ok(
+            xtask()
+                .args(["probe-kvm", "--tcg", "--arch", arch.as_str(), "--kernel"])
+                .arg(&kernel),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for guest in ["probe firmware", "kernel"] {
+            assert!(
+                stderr.contains(&format!(
+                    "probe-kvm: the {arch} {guest} ran to its marker under TCG in "
+                )),
+                "{stderr}"
+            );
+        }
+    }
+}

@@ -37,6 +37,7 @@ pub enum Command {
     SyncBinaries(SyncBinaries),
     Kernel(Kernel),
     Boot(Boot),
+    ProbeKvm(ProbeKvm),
 }
 
 /// A top-level job, for which `setup` installs host packages.
@@ -115,14 +116,35 @@ pub struct Setup {
 #[derive(Debug, clap::Args)]
 pub struct Test {
     /// Accelerator of the boot tests of the host's arch (`BOOT_ASSETS_TEST_ACCEL` for the test
-    /// binaries): `auto` uses KVM when /dev/kvm opens and a probe guest runs to its marker under
-    /// `-accel kvm` within 10 s, else TCG (printing why).
+    /// binaries): `auto` uses KVM when `cargo xtask probe-kvm` would succeed (/dev/kvm opens, a
+    /// probe firmware and then the pipeline's kernel run to their markers under `-accel kvm`),
+    /// else TCG (printing why).
     /// A BOOT_ASSETS_TEST_ACCEL already in the environment wins over `auto`.
     #[arg(long, value_enum, default_value_t = TestAccel::Auto)]
     pub accel: TestAccel,
     /// Passed to the test binaries, e.g. a test name filter or `--nocapture`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub filter: Vec<String>,
+}
+
+/// Check whether KVM really runs guests here, as `cargo xtask test` does before it picks the
+/// boot tests' accelerator: /dev/kvm opens, a 64 KiB probe firmware prints its marker under
+/// `-accel kvm -cpu host` within 10 s, then the pipeline's kernel, booted with no root, reaches
+/// its "VFS: Unable to mount root fs" panic within 30 s. Exits non-zero with the reason when not.
+#[derive(Debug, clap::Args)]
+pub struct ProbeKvm {
+    /// Guest arch (only the host's can run under KVM; another makes sense with --tcg).
+    #[arg(long)]
+    pub arch: Option<ArchFlag>,
+    /// Kernel image to probe with; built through the kernel cache (as `cargo xtask kernel`) when not given.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Run the same two probe guests under TCG instead: checks the probe itself, not KVM.
+    #[arg(long)]
+    pub tcg: bool,
+    /// QEMU binary (default: qemu-system-{x86_64,aarch64} from PATH).
+    #[arg(long)]
+    pub qemu: Option<PathBuf>,
 }
 
 /// How `cargo xtask test` chooses the boot tests' accelerator.

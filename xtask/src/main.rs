@@ -76,5 +76,6 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::SyncBinaries(cmd) => cmd.run(sh),
         flags::Command::Kernel(cmd) => cmd.run(sh),
         flags::Command::Boot(cmd) => cmd.run(sh),
+        flags::Command::ProbeKvm(cmd) => cmd.run(sh),
     }
 }

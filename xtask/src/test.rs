@@ -2,7 +2,8 @@
 //!
 //! Installs the host packages the tests need (`setup`), then runs the formatting and lint checks
 //! and `cargo test --workspace`, each with the sentence that says how to fix a failure. The boot
-//! tests of the host's arch run under KVM when a probe guest actually ran under it here
+//! tests of the host's arch run under KVM when the probe guests — a firmware, then the
+//! pipeline's own kernel (built through the kernel cache) — actually ran under it here
 //! (`BOOT_ASSETS_TEST_ACCEL=kvm`, read by the e2e boot helpers), under TCG otherwise.
 
 use anyhow::{bail, Context, Result};
@@ -10,20 +11,33 @@ use xshell::{cmd, Shell};
 
 use boot_assets::Arch;
 
-use crate::boot::kvm;
+use crate::boot::kvm::{self, ProbeAccel, ProbeGuest};
 use crate::flags::{self, Job, TestAccel};
-use crate::setup;
+use crate::{kernel, setup, util};
 
 /// The variable the e2e boot helpers read: `kvm` boots guests of the host's arch with `--accel kvm`.
 pub const TEST_ACCEL_ENV: &str = "BOOT_ASSETS_TEST_ACCEL";
 
 /// `kvm` or `tcg` for the boot tests, printed with the reason.
-fn choose_accel(wanted: TestAccel) -> Result<&'static str> {
+fn choose_accel(sh: &Shell, wanted: TestAccel) -> Result<&'static str> {
     let preset = std::env::var(TEST_ACCEL_ENV).ok();
     let qemu = std::env::var_os("BOOT_ASSETS_QEMU").map(std::path::PathBuf::from);
-    let (accel, why) = decide_accel(wanted, preset.as_deref(), || kvm::probe(qemu.as_deref()))?;
+    let probe = || {
+        let arch = kvm::host_arch()?;
+        kvm::probe(qemu.as_deref(), arch, || probe_kernel(sh, arch)).map(|()| arch)
+    };
+    let (accel, why) = decide_accel(wanted, preset.as_deref(), probe)?;
     eprintln!("test: {why}");
     Ok(accel)
+}
+
+/// The kernel the KVM probe boots: the pipeline's own for `arch`, through the kernel cache (the
+/// boot tests build the same one).
+fn probe_kernel(sh: &Shell, arch: Arch) -> Result<std::path::PathBuf, String> {
+    eprintln!("test: the probe firmware ran under KVM; building the {arch} kernel to probe with it");
+    kernel::build(sh, &kernel::KernelRequest::for_arch(arch))
+        .map(|built| built.image)
+        .map_err(|e| format!("building the {arch} kernel for the probe: {e:#}"))
 }
 
 /// The accelerator for `wanted` with `preset` in the environment, and the sentence that says why;
@@ -46,7 +60,7 @@ fn decide_accel(
             Ok(arch) => Ok((
                 "kvm",
                 format!(
-                    "a probe guest ran under KVM: boot tests of {} guests use KVM",
+                    "the probe firmware and kernel ran under KVM: boot tests of {} guests use KVM",
                     arch.as_str()
                 ),
             )),
@@ -65,12 +79,46 @@ impl flags::Test {
         cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings")
             .run()
             .context("clippy found problems: fix the warnings above")?;
-        let accel = choose_accel(self.accel)?;
+        let accel = choose_accel(sh, self.accel)?;
         let filter = self.filter;
         cmd!(sh, "cargo test --workspace -- {filter...}")
             .env(TEST_ACCEL_ENV, accel)
             .run()
             .context("tests failed: see the failures above")?;
+        Ok(())
+    }
+}
+
+impl flags::ProbeKvm {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let arch = match self.arch {
+            Some(arch) => arch.into(),
+            None => kvm::host_arch().map_err(anyhow::Error::msg)?,
+        };
+        let kernel = match &self.kernel {
+            Some(path) => {
+                util::require_file(path, "--kernel")?;
+                path.clone()
+            }
+            None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
+        };
+        if !self.tcg {
+            kvm::probe(self.qemu.as_deref(), arch, || Ok(kernel.clone())).map_err(anyhow::Error::msg)?;
+            eprintln!("probe-kvm: the probe firmware and the {arch} kernel ran under KVM");
+            return Ok(());
+        }
+        for (guest, timeout) in [
+            (ProbeGuest::Firmware, kvm::PROBE_TIMEOUT),
+            (ProbeGuest::Kernel(&kernel), kvm::KERNEL_PROBE_TIMEOUT),
+        ] {
+            let started = std::time::Instant::now();
+            kvm::run_probe_guest(self.qemu.as_deref(), arch, ProbeAccel::Tcg, guest, timeout)
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "probe-kvm: the {arch} {guest} ran to its marker under TCG in {:.1?}",
+                started.elapsed()
+            );
+        }
         Ok(())
     }
 }
@@ -89,7 +137,7 @@ mod tests {
             (accel, why.as_str()),
             (
                 "kvm",
-                "a probe guest ran under KVM: boot tests of x86_64 guests use KVM"
+                "the probe firmware and kernel ran under KVM: boot tests of x86_64 guests use KVM"
             )
         );
     }

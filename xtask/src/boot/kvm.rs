@@ -1,13 +1,16 @@
-//! Whether KVM really runs guests on this host: `/dev/kvm` opens read-write and a tiny guest of
-//! the host's arch, booted by QEMU under `-accel kvm -cpu host`, runs to its marker within a
-//! bounded time. Used by `cargo xtask test` to choose the accelerator of the boot tests
-//! (`BOOT_ASSETS_TEST_ACCEL`).
+//! Whether KVM really runs guests on this host: `/dev/kvm` opens read-write, and two probe guests
+//! of the host's arch, booted by QEMU under `-accel kvm -cpu host`, each run to their marker
+//! within a bounded time: a tiny firmware (KVM runs a vCPU at all), then the pipeline's own
+//! kernel with no root (it runs its whole boot, to the "unable to mount root" panic). Used by
+//! `cargo xtask test` to choose the accelerator of the boot tests (`BOOT_ASSETS_TEST_ACCEL`) and
+//! by `cargo xtask probe-kvm`.
 //!
-//! Reads `/dev/kvm`; writes the probe guest (a 64 KiB firmware image built here, see
-//! [`firmware`]) to a temporary file and runs QEMU on it in its own process group, killed
-//! afterwards whatever happened. A host whose nested KVM creates the machine and its vCPU but
-//! never runs the guest (measured on the build machines: every boot then hangs) is reported as
-//! unusable, as is a QEMU that aborts while creating the vCPU, each with the reason.
+//! Reads `/dev/kvm` and the kernel; writes the firmware (64 KiB, built here, see [`firmware`]) to
+//! a temporary file and runs QEMU in its own process group, killed afterwards whatever happened.
+//! Measured on the build machines: one kind of host's nested KVM creates the machine and its
+//! vCPU but never runs the guest; another runs the firmware in real mode, and SeaBIOS, but hangs
+//! in the kernel's early boot with nothing on the console. Both are reported as unusable, as is
+//! a QEMU that aborts while creating the vCPU, each with the reason.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -23,12 +26,19 @@ use super::qemu::qemu_binary_name;
 /// The KVM device node.
 const KVM_DEVICE: &str = "/dev/kvm";
 
-/// How long the probe guest may take, QEMU's start included, to print its marker (it needs
-/// well under a second under KVM, and under TCG too).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the firmware may take, QEMU's start included, to print its marker (it needs well
+/// under a second under KVM, and under TCG too).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the probe guest prints once its first instructions ran.
+/// How long the kernel may take to reach the end of its boot (about a second under KVM, a few
+/// under TCG).
+pub const KERNEL_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the probe firmware prints once its first instructions ran.
 const PROBE_MARKER: &[u8] = b"BOOT-ASSETS-PROBE-GUEST-RAN\n";
+
+/// What a kernel booted with no root prints once its initcalls are done, just before it panics.
+const KERNEL_MARKER: &[u8] = b"VFS: Unable to mount root fs";
 
 /// The size of the probe firmware: QEMU's x86 `-bios` takes a multiple of 64 KiB.
 const FIRMWARE_BYTES: usize = 64 * 1024;
@@ -71,26 +81,86 @@ const ARM64_PROBE_CODE: [u32; 11] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeAccel {
     Kvm,
-    /// Only the tests run the probe guest under TCG (it proves the firmware runs).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The same guests under TCG: checks the probe itself (`probe-kvm --tcg`, the tests).
     Tcg,
 }
 
-/// `Ok(arch)` when a KVM guest of the host's arch runs here, else why not.
-pub fn probe(qemu_override: Option<&Path>) -> Result<Arch, String> {
-    let arch =
-        Arch::host().ok_or_else(|| format!("no QEMU guest arch matches the host ({})", std::env::consts::ARCH))?;
-    probe_with(Path::new(KVM_DEVICE), qemu_override, arch, PROBE_TIMEOUT)
+/// What a probe boots.
+#[derive(Debug, Clone, Copy)]
+pub enum ProbeGuest<'a> {
+    /// The 64 KiB firmware of [`firmware`]: prints its marker and powers off.
+    Firmware,
+    /// A kernel image of the arch, booted with no root and the serial console.
+    Kernel(&'a Path),
 }
 
-/// [`probe`] with another device node, QEMU, arch and time bound (the tests use stand-ins).
-fn probe_with(device: &Path, qemu_override: Option<&Path>, arch: Arch, timeout: Duration) -> Result<Arch, String> {
+impl ProbeGuest<'_> {
+    fn marker(self) -> &'static [u8] {
+        match self {
+            ProbeGuest::Firmware => PROBE_MARKER,
+            ProbeGuest::Kernel(_) => KERNEL_MARKER,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ProbeGuest::Firmware => "probe firmware",
+            ProbeGuest::Kernel(_) => "kernel",
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeGuest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The host's arch, the only one KVM can run.
+pub fn host_arch() -> Result<Arch, String> {
+    Arch::host().ok_or_else(|| format!("no QEMU guest arch matches the host ({})", std::env::consts::ARCH))
+}
+
+/// `Ok(())` when KVM runs guests of the host's `arch` here — the firmware, then the kernel that
+/// `kernel` gives (built only once the firmware ran) — else why not.
+pub fn probe(
+    qemu_override: Option<&Path>,
+    arch: Arch,
+    kernel: impl FnOnce() -> Result<std::path::PathBuf, String>,
+) -> Result<(), String> {
+    probe_with(
+        Path::new(KVM_DEVICE),
+        qemu_override,
+        arch,
+        PROBE_TIMEOUT,
+        kernel,
+        KERNEL_PROBE_TIMEOUT,
+    )
+}
+
+/// [`probe`] with another device node, QEMU and time bounds (the tests use stand-ins).
+fn probe_with(
+    device: &Path,
+    qemu_override: Option<&Path>,
+    arch: Arch,
+    timeout: Duration,
+    kernel: impl FnOnce() -> Result<std::path::PathBuf, String>,
+    kernel_timeout: Duration,
+) -> Result<(), String> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(device)
         .map_err(|e| format!("{}: {e}", device.display()))?;
-    run_probe_guest(qemu_override, arch, ProbeAccel::Kvm, timeout).map(|()| arch)
+    run_probe_guest(qemu_override, arch, ProbeAccel::Kvm, ProbeGuest::Firmware, timeout)?;
+    let kernel = kernel()?;
+    run_probe_guest(
+        qemu_override,
+        arch,
+        ProbeAccel::Kvm,
+        ProbeGuest::Kernel(&kernel),
+        kernel_timeout,
+    )
 }
 
 /// The probe firmware of `arch`: prints [`PROBE_MARKER`], then powers the machine off.
@@ -134,8 +204,9 @@ fn x86_64_code() -> Vec<u8> {
     code
 }
 
-/// QEMU's arguments for the probe guest of `arch` (the console on stdout).
-fn probe_args(arch: Arch, accel: ProbeAccel, firmware: &Path) -> Vec<String> {
+/// QEMU's arguments for `guest` of `arch` (the console on stdout); `firmware` is where the
+/// firmware was written.
+fn probe_args(arch: Arch, accel: ProbeAccel, guest: ProbeGuest, firmware: &Path) -> Vec<String> {
     let facts = crate::arch_facts::of(arch);
     let mut args: Vec<String> = match (accel, facts.qemu_tcg_cpu) {
         (ProbeAccel::Kvm, _) => vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()],
@@ -146,7 +217,7 @@ fn probe_args(arch: Arch, accel: ProbeAccel, firmware: &Path) -> Vec<String> {
         "-M",
         facts.qemu_machine,
         "-m",
-        "64M",
+        "256M",
         "-nodefaults",
         "-no-user-config",
         "-display",
@@ -156,6 +227,21 @@ fn probe_args(arch: Arch, accel: ProbeAccel, firmware: &Path) -> Vec<String> {
         "stdio,id=probe,signal=off",
     ];
     args.extend(fixed.iter().map(|arg| (*arg).to_owned()));
+    if let ProbeGuest::Kernel(kernel) = guest {
+        let console = match arch {
+            Arch::X86_64 => "ttyS0",
+            Arch::Arm64 => "ttyAMA0",
+        };
+        args.extend([
+            "-serial".to_owned(),
+            "chardev:probe".to_owned(),
+            "-kernel".to_owned(),
+            kernel.display().to_string(),
+            "-append".to_owned(),
+            format!("console={console} panic=-1"),
+        ]);
+        return args;
+    }
     args.extend(["-bios".to_owned(), firmware.display().to_string()]);
     match arch {
         Arch::X86_64 => args.extend([
@@ -169,12 +255,13 @@ fn probe_args(arch: Arch, accel: ProbeAccel, firmware: &Path) -> Vec<String> {
     args
 }
 
-/// Runs the probe guest of `arch` under `accel` until its marker shows (Ok), QEMU ends without
-/// it, or `timeout` passes (each an Err with the reason). QEMU's process group is killed at the end.
+/// Runs `guest` of `arch` under `accel` until its marker shows (Ok), QEMU ends without it, or
+/// `timeout` passes (each an Err with the reason). QEMU's process group is killed at the end.
 pub fn run_probe_guest(
     qemu_override: Option<&Path>,
     arch: Arch,
     accel: ProbeAccel,
+    guest: ProbeGuest,
     timeout: Duration,
 ) -> Result<(), String> {
     let qemu = qemu_override.map_or_else(|| qemu_binary_name(arch).into(), |p| p.as_os_str().to_owned());
@@ -189,7 +276,7 @@ pub fn run_probe_guest(
     let stderr_path = dir.path().join("qemu.stderr");
     let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("creating {}: {e}", stderr_path.display()))?;
     let mut child = Command::new(&qemu)
-        .args(probe_args(arch, accel, &firmware_path))
+        .args(probe_args(arch, accel, guest, &firmware_path))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -206,7 +293,7 @@ pub fn run_probe_guest(
             }
         }
     });
-    let outcome = wait_for_marker(&output, timeout);
+    let outcome = wait_for_marker(&output, guest.marker(), timeout);
     // SAFETY: kill(2) with a negative pid signals our own child's process group; it touches no memory.
     unsafe {
         libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
@@ -221,11 +308,13 @@ pub fn run_probe_guest(
     match outcome {
         Outcome::Ran => Ok(()),
         Outcome::Ended => Err(format!(
-            "{qemu_name} -accel {accel_name} ended ({status}) before its guest ran: {last_error}"
+            "{qemu_name} -accel {accel_name} ended ({status}) before its {} ran: {last_error}",
+            guest.name()
         )),
         Outcome::TimedOut => Err(format!(
-            "{qemu_name} -accel {accel_name} started, but its guest did not run to its marker within {timeout:?} \
-             (a KVM that creates the machine but never runs it)"
+            "{qemu_name} -accel {accel_name} started, but its {} did not run to its marker within {timeout:?} \
+             (a KVM that creates the machine but does not run it)",
+            guest.name()
         )),
     }
 }
@@ -240,8 +329,8 @@ enum Outcome {
     TimedOut,
 }
 
-/// Reads console chunks until the marker shows, the console closes, or `timeout` passes.
-fn wait_for_marker(output: &mpsc::Receiver<Vec<u8>>, timeout: Duration) -> Outcome {
+/// Reads console chunks until `marker` shows, the console closes, or `timeout` passes.
+fn wait_for_marker(output: &mpsc::Receiver<Vec<u8>>, marker: &[u8], timeout: Duration) -> Outcome {
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     loop {
@@ -251,7 +340,7 @@ fn wait_for_marker(output: &mpsc::Receiver<Vec<u8>>, timeout: Duration) -> Outco
         match output.recv_timeout(left) {
             Ok(chunk) => {
                 seen.extend(chunk);
-                if seen.windows(PROBE_MARKER.len()).any(|window| window == PROBE_MARKER) {
+                if seen.windows(marker.len()).any(|window| window == marker) {
                     return Outcome::Ran;
                 }
             }
@@ -278,9 +367,16 @@ mod tests {
         Arch::host().unwrap()
     }
 
+    /// [`probe_with`] on `device` with the stand-in `qemu`, the firmware bound `timeout`, a
+    /// kernel path that the stand-ins do not read, and a 2 s kernel bound.
+    fn probe_stand_in(device: &str, qemu: Option<&Path>, timeout: Duration) -> Result<(), String> {
+        let kernel = || Ok(std::path::PathBuf::from("/t/kernel"));
+        probe_with(Path::new(device), qemu, host(), timeout, kernel, Duration::from_secs(2))
+    }
+
     #[test]
     fn a_missing_device_is_unusable() {
-        let err = probe_with(Path::new("/nonexistent/kvm"), None, host(), PROBE_TIMEOUT).unwrap_err();
+        let err = probe_stand_in("/nonexistent/kvm", None, PROBE_TIMEOUT).unwrap_err();
         assert!(err.starts_with("/nonexistent/kvm: "), "{err}");
     }
 
@@ -292,10 +388,10 @@ mod tests {
             dir.path(),
             "echo \"kvm_buf_set_msrs: Assertion failed.\" >&2; kill -ABRT $$",
         );
-        let err = probe_with(Path::new("/dev/null"), Some(&qemu), host(), PROBE_TIMEOUT).unwrap_err();
+        let err = probe_stand_in("/dev/null", Some(&qemu), PROBE_TIMEOUT).unwrap_err();
         assert!(err.contains("ended (signal: 6"), "{err}");
         assert!(
-            err.ends_with("before its guest ran: kvm_buf_set_msrs: Assertion failed."),
+            err.ends_with("before its probe firmware ran: kvm_buf_set_msrs: Assertion failed."),
             "{err}"
         );
     }
@@ -312,10 +408,10 @@ mod tests {
         );
         let bound = Duration::from_secs(2);
         let started = Instant::now();
-        let err = probe_with(Path::new("/dev/null"), Some(&qemu), host(), bound).unwrap_err();
+        let err = probe_stand_in("/dev/null", Some(&qemu), bound).unwrap_err();
         let took = started.elapsed();
         assert!(
-            err.ends_with("started, but its guest did not run to its marker within 2s (a KVM that creates the machine but never runs it)"),
+            err.ends_with("started, but its probe firmware did not run to its marker within 2s (a KVM that creates the machine but does not run it)"),
             "{err}"
         );
         assert!(took >= bound && took < bound + Duration::from_secs(3), "took {took:?}");
@@ -326,14 +422,54 @@ mod tests {
         );
     }
 
+    /// The failure seen on another build machine: the firmware runs under KVM (and SeaBIOS), but
+    /// the kernel hangs in its early boot with nothing on the console.
     #[test]
-    fn a_qemu_that_prints_the_marker_makes_kvm_usable() {
+    fn a_kvm_that_runs_the_firmware_but_not_the_kernel_is_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            "case \"$*\" in *-bios*) echo BOOT-ASSETS-PROBE-GUEST-RAN ;; esac; exec sleep 600",
+        );
+        let started = Instant::now();
+        let err = probe_stand_in("/dev/null", Some(&qemu), PROBE_TIMEOUT).unwrap_err();
+        assert!(
+            err.ends_with("started, but its kernel did not run to its marker within 2s (a KVM that creates the machine but does not run it)"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_qemu_whose_firmware_and_kernel_print_their_markers_makes_kvm_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            "case \"$*\" in *-bios*) echo BOOT-ASSETS-PROBE-GUEST-RAN ;; \
+             *\"-kernel /t/kernel -append console=\"*) echo 'Kernel panic - not syncing: VFS: Unable to mount root fs on \"\"' ;; \
+             esac; exec sleep 600",
+        );
+        assert_eq!(probe_stand_in("/dev/null", Some(&qemu), PROBE_TIMEOUT), Ok(()));
+    }
+
+    #[test]
+    fn a_kernel_that_cannot_be_had_makes_kvm_unusable_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let qemu = fake_qemu(dir.path(), "echo BOOT-ASSETS-PROBE-GUEST-RAN; exec sleep 600");
-        assert_eq!(
-            probe_with(Path::new("/dev/null"), Some(&qemu), host(), PROBE_TIMEOUT),
-            Ok(host())
+        let no_kernel = || Err("building the kernel: no compiler".to_owned());
+        let err = probe_with(
+            Path::new("/dev/null"),
+            Some(&qemu),
+            host(),
+            PROBE_TIMEOUT,
+            no_kernel,
+            PROBE_TIMEOUT,
         );
+        assert_eq!(err, Err("building the kernel: no compiler".to_owned()));
     }
 
     #[test]
@@ -353,7 +489,7 @@ mod tests {
         for arch in Arch::ALL {
             let qemu = crate::tools::require(qemu_binary_name(arch)).unwrap_or_else(|e| panic!("{e:#}"));
             let started = Instant::now();
-            let ran = run_probe_guest(Some(&qemu), arch, ProbeAccel::Tcg, PROBE_TIMEOUT);
+            let ran = run_probe_guest(Some(&qemu), arch, ProbeAccel::Tcg, ProbeGuest::Firmware, PROBE_TIMEOUT);
             assert_eq!(ran, Ok(()), "{arch}");
             eprintln!("{arch}: the probe guest ran under TCG in {:?}", started.elapsed());
         }
@@ -361,12 +497,21 @@ mod tests {
 
     #[test]
     fn probe_arguments_ask_for_kvm_and_the_host_cpu() {
-        let args = probe_args(Arch::X86_64, ProbeAccel::Kvm, Path::new("/t/fw.bin")).join(" ");
+        let firmware = Path::new("/t/fw.bin");
+        let args = probe_args(Arch::X86_64, ProbeAccel::Kvm, ProbeGuest::Firmware, firmware).join(" ");
         assert!(args.starts_with("-accel kvm -cpu host -M q35"), "{args}");
         assert!(args.contains("-bios /t/fw.bin"), "{args}");
         assert!(args.contains("isa-debugcon,iobase=0xe9,chardev=probe"), "{args}");
-        let args = probe_args(Arch::Arm64, ProbeAccel::Tcg, Path::new("/t/fw.bin")).join(" ");
+        let args = probe_args(Arch::Arm64, ProbeAccel::Tcg, ProbeGuest::Firmware, firmware).join(" ");
         assert!(args.starts_with("-accel tcg -cpu cortex-a57 -M virt"), "{args}");
         assert!(args.ends_with("-serial chardev:probe"), "{args}");
+        let kernel = ProbeGuest::Kernel(Path::new("/t/bzImage"));
+        let args = probe_args(Arch::X86_64, ProbeAccel::Kvm, kernel, firmware).join(" ");
+        assert!(args.starts_with("-accel kvm -cpu host -M q35"), "{args}");
+        assert!(
+            args.ends_with("-serial chardev:probe -kernel /t/bzImage -append console=ttyS0 panic=-1"),
+            "{args}"
+        );
+        assert!(!args.contains("-bios"), "{args}");
     }
 }

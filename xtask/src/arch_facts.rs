@@ -35,6 +35,8 @@ pub struct ArchFacts {
     pub qemu_tcg_cpu: Option<&'static str>,
     /// QEMU's user-mode emulator, which runs one program of the arch on another host.
     pub qemu_user: &'static str,
+    /// The kernel's name for the machine's first UART (`-serial`), e.g. the KVM probe's console.
+    pub serial_console: &'static str,
 }
 
 /// x86_64: bzImage, the q35 machine.
@@ -51,6 +53,7 @@ const X86_64: ArchFacts = ArchFacts {
     qemu_machine: "q35",
     qemu_tcg_cpu: None,
     qemu_user: "qemu-x86_64",
+    serial_console: "ttyS0",
 };
 
 /// arm64: QEMU and Virtualization.framework boot the uncompressed Image directly.
@@ -68,6 +71,7 @@ const ARM64: ArchFacts = ArchFacts {
     // The virt machine's default CPU is a 32-bit cortex-a15.
     qemu_tcg_cpu: Some("cortex-a57"),
     qemu_user: "qemu-aarch64",
+    serial_console: "ttyAMA0",
 };
 
 /// The facts of `arch`.

@@ -6,12 +6,14 @@
 //! pipeline's own kernel (built through the kernel cache) — actually ran under it here
 //! (`BOOT_ASSETS_TEST_ACCEL=kvm`, read by the e2e boot helpers), under TCG otherwise.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use boot_assets::Arch;
 
-use crate::boot::kvm::{self, ProbeAccel, ProbeGuest};
+use crate::boot::kvm;
 use crate::flags::{self, Job, TestAccel};
 use crate::{kernel, setup, util};
 
@@ -24,20 +26,27 @@ fn choose_accel(sh: &Shell, wanted: TestAccel) -> Result<&'static str> {
     let qemu = std::env::var_os("BOOT_ASSETS_QEMU").map(std::path::PathBuf::from);
     let probe = || {
         let arch = kvm::host_arch()?;
-        kvm::probe(qemu.as_deref(), arch, || probe_kernel(sh, arch)).map(|()| arch)
+        let kernel = || {
+            eprintln!("test: the probe firmware ran under KVM; building the {arch} kernel to probe with it");
+            probe_kernel(sh, arch, None)
+        };
+        kvm::probe(qemu.as_deref(), arch, kernel).map(|()| arch)
     };
     let (accel, why) = decide_accel(wanted, preset.as_deref(), probe)?;
     eprintln!("test: {why}");
     Ok(accel)
 }
 
-/// The kernel the KVM probe boots: the pipeline's own for `arch`, through the kernel cache (the
-/// boot tests build the same one).
-fn probe_kernel(sh: &Shell, arch: Arch) -> Result<std::path::PathBuf, String> {
-    eprintln!("test: the probe firmware ran under KVM; building the {arch} kernel to probe with it");
-    kernel::build(sh, &kernel::KernelRequest::for_arch(arch))
-        .map(|built| built.image)
-        .map_err(|e| format!("building the {arch} kernel for the probe: {e:#}"))
+/// The kernel the KVM probe boots: `given` (`--kernel`), else the pipeline's own for `arch`,
+/// through the kernel cache (the boot tests build the same one).
+fn probe_kernel(sh: &Shell, arch: Arch, given: Option<&Path>) -> Result<PathBuf, String> {
+    match given {
+        Some(path) => util::require_file(path, "--kernel").map(|()| path.to_path_buf()),
+        None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))
+            .map(|built| built.image)
+            .with_context(|| format!("building the {arch} kernel for the probe")),
+    }
+    .map_err(|e| format!("{e:#}"))
 }
 
 /// The accelerator for `wanted` with `preset` in the environment, and the sentence that says why;
@@ -95,29 +104,16 @@ impl flags::ProbeKvm {
             Some(arch) => arch.into(),
             None => kvm::host_arch().map_err(anyhow::Error::msg)?,
         };
-        let kernel = match &self.kernel {
-            Some(path) => {
-                util::require_file(path, "--kernel")?;
-                path.clone()
-            }
-            None => kernel::build(sh, &kernel::KernelRequest::for_arch(arch))?.image,
-        };
+        let kernel = || probe_kernel(sh, arch, self.kernel.as_deref());
+        let qemu = self.qemu.as_deref();
         if !self.tcg {
-            kvm::probe(self.qemu.as_deref(), arch, || Ok(kernel.clone())).map_err(anyhow::Error::msg)?;
+            kvm::probe(qemu, arch, kernel).map_err(anyhow::Error::msg)?;
             eprintln!("probe-kvm: the probe firmware and the {arch} kernel ran under KVM");
             return Ok(());
         }
-        for (guest, timeout) in [
-            (ProbeGuest::Firmware, kvm::PROBE_TIMEOUT),
-            (ProbeGuest::Kernel(&kernel), kvm::KERNEL_PROBE_TIMEOUT),
-        ] {
-            let started = std::time::Instant::now();
-            kvm::run_probe_guest(self.qemu.as_deref(), arch, ProbeAccel::Tcg, guest, timeout)
-                .map_err(anyhow::Error::msg)?;
-            eprintln!(
-                "probe-kvm: the {arch} {guest} ran to its marker under TCG in {:.1?}",
-                started.elapsed()
-            );
+        let took = kvm::probe_under_tcg(qemu, arch, kernel).map_err(anyhow::Error::msg)?;
+        for (guest, took) in ["probe firmware", "kernel"].into_iter().zip(took) {
+            eprintln!("probe-kvm: the {arch} {guest} ran to its marker under TCG in {took:.1?}");
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -28,11 +28,11 @@ const KVM_DEVICE: &str = "/dev/kvm";
 
 /// How long the firmware may take, QEMU's start included, to print its marker (it needs well
 /// under a second under KVM, and under TCG too).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the kernel may take to reach the end of its boot (about a second under KVM, a few
 /// under TCG).
-pub const KERNEL_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+const KERNEL_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the probe firmware prints once its first instructions ran.
 const PROBE_MARKER: &[u8] = b"BOOT-ASSETS-PROBE-GUEST-RAN\n";
@@ -87,7 +87,7 @@ pub enum ProbeAccel {
 
 /// What a probe boots.
 #[derive(Debug, Clone, Copy)]
-pub enum ProbeGuest<'a> {
+enum ProbeGuest<'a> {
     /// The 64 KiB firmware of [`firmware`]: prints its marker and powers off.
     Firmware,
     /// A kernel image of the arch, booted with no root and the serial console.
@@ -110,24 +110,18 @@ impl ProbeGuest<'_> {
     }
 }
 
-impl std::fmt::Display for ProbeGuest<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// The host's arch, the only one KVM can run.
 pub fn host_arch() -> Result<Arch, String> {
     Arch::host().ok_or_else(|| format!("no QEMU guest arch matches the host ({})", std::env::consts::ARCH))
 }
 
+/// The kernel image a probe boots, asked for only once the firmware ran (it may need a build).
+pub trait ProbeKernel: FnOnce() -> Result<PathBuf, String> {}
+impl<F: FnOnce() -> Result<PathBuf, String>> ProbeKernel for F {}
+
 /// `Ok(())` when KVM runs guests of the host's `arch` here — the firmware, then the kernel that
-/// `kernel` gives (built only once the firmware ran) — else why not.
-pub fn probe(
-    qemu_override: Option<&Path>,
-    arch: Arch,
-    kernel: impl FnOnce() -> Result<std::path::PathBuf, String>,
-) -> Result<(), String> {
+/// `kernel` gives — else why not.
+pub fn probe(qemu_override: Option<&Path>, arch: Arch, kernel: impl ProbeKernel) -> Result<(), String> {
     probe_with(
         Path::new(KVM_DEVICE),
         qemu_override,
@@ -144,7 +138,7 @@ fn probe_with(
     qemu_override: Option<&Path>,
     arch: Arch,
     timeout: Duration,
-    kernel: impl FnOnce() -> Result<std::path::PathBuf, String>,
+    kernel: impl ProbeKernel,
     kernel_timeout: Duration,
 ) -> Result<(), String> {
     std::fs::OpenOptions::new()
@@ -152,15 +146,41 @@ fn probe_with(
         .write(true)
         .open(device)
         .map_err(|e| format!("{}: {e}", device.display()))?;
-    run_probe_guest(qemu_override, arch, ProbeAccel::Kvm, ProbeGuest::Firmware, timeout)?;
-    let kernel = kernel()?;
-    run_probe_guest(
+    run_probe_guests(qemu_override, arch, ProbeAccel::Kvm, kernel, [timeout, kernel_timeout]).map(|_| ())
+}
+
+/// The same two guests under TCG, which checks the probe itself rather than KVM: how long the
+/// firmware and the kernel took to their markers.
+pub fn probe_under_tcg(
+    qemu_override: Option<&Path>,
+    arch: Arch,
+    kernel: impl ProbeKernel,
+) -> Result<[Duration; 2], String> {
+    run_probe_guests(
         qemu_override,
         arch,
-        ProbeAccel::Kvm,
-        ProbeGuest::Kernel(&kernel),
-        kernel_timeout,
+        ProbeAccel::Tcg,
+        kernel,
+        [PROBE_TIMEOUT, KERNEL_PROBE_TIMEOUT],
     )
+}
+
+/// The firmware, then the kernel, under `accel`, each within its bound of `timeouts`: the time
+/// each took to its marker.
+fn run_probe_guests(
+    qemu_override: Option<&Path>,
+    arch: Arch,
+    accel: ProbeAccel,
+    kernel: impl ProbeKernel,
+    [timeout, kernel_timeout]: [Duration; 2],
+) -> Result<[Duration; 2], String> {
+    let started = Instant::now();
+    run_probe_guest(qemu_override, arch, accel, ProbeGuest::Firmware, timeout)?;
+    let firmware_took = started.elapsed();
+    let kernel = kernel()?;
+    let started = Instant::now();
+    run_probe_guest(qemu_override, arch, accel, ProbeGuest::Kernel(&kernel), kernel_timeout)?;
+    Ok([firmware_took, started.elapsed()])
 }
 
 /// The probe firmware of `arch`: prints [`PROBE_MARKER`], then powers the machine off.
@@ -205,7 +225,7 @@ fn x86_64_code() -> Vec<u8> {
 }
 
 /// QEMU's arguments for `guest` of `arch` (the console on stdout); `firmware` is where the
-/// firmware was written.
+/// firmware was written (unused for a kernel).
 fn probe_args(arch: Arch, accel: ProbeAccel, guest: ProbeGuest, firmware: &Path) -> Vec<String> {
     let facts = crate::arch_facts::of(arch);
     let mut args: Vec<String> = match (accel, facts.qemu_tcg_cpu) {
@@ -228,17 +248,13 @@ fn probe_args(arch: Arch, accel: ProbeAccel, guest: ProbeGuest, firmware: &Path)
     ];
     args.extend(fixed.iter().map(|arg| (*arg).to_owned()));
     if let ProbeGuest::Kernel(kernel) = guest {
-        let console = match arch {
-            Arch::X86_64 => "ttyS0",
-            Arch::Arm64 => "ttyAMA0",
-        };
         args.extend([
             "-serial".to_owned(),
             "chardev:probe".to_owned(),
             "-kernel".to_owned(),
             kernel.display().to_string(),
             "-append".to_owned(),
-            format!("console={console} panic=-1"),
+            format!("console={} panic=-1", facts.serial_console),
         ]);
         return args;
     }
@@ -257,7 +273,7 @@ fn probe_args(arch: Arch, accel: ProbeAccel, guest: ProbeGuest, firmware: &Path)
 
 /// Runs `guest` of `arch` under `accel` until its marker shows (Ok), QEMU ends without it, or
 /// `timeout` passes (each an Err with the reason). QEMU's process group is killed at the end.
-pub fn run_probe_guest(
+fn run_probe_guest(
     qemu_override: Option<&Path>,
     arch: Arch,
     accel: ProbeAccel,
@@ -272,7 +288,10 @@ pub fn run_probe_guest(
     };
     let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
     let firmware_path = dir.path().join("probe-firmware.bin");
-    std::fs::write(&firmware_path, firmware(arch)).map_err(|e| format!("writing {}: {e}", firmware_path.display()))?;
+    if let ProbeGuest::Firmware = guest {
+        std::fs::write(&firmware_path, firmware(arch))
+            .map_err(|e| format!("writing {}: {e}", firmware_path.display()))?;
+    }
     let stderr_path = dir.path().join("qemu.stderr");
     let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("creating {}: {e}", stderr_path.display()))?;
     let mut child = Command::new(&qemu)
@@ -370,7 +389,7 @@ mod tests {
     /// [`probe_with`] on `device` with the stand-in `qemu`, the firmware bound `timeout`, a
     /// kernel path that the stand-ins do not read, and a 2 s kernel bound.
     fn probe_stand_in(device: &str, qemu: Option<&Path>, timeout: Duration) -> Result<(), String> {
-        let kernel = || Ok(std::path::PathBuf::from("/t/kernel"));
+        let kernel = || Ok(PathBuf::from("/t/kernel"));
         probe_with(Path::new(device), qemu, host(), timeout, kernel, Duration::from_secs(2))
     }
 

@@ -1,10 +1,12 @@
-//! Containers in the booted guest, both arches: Debian's containerd, containerd-shim-runc-v2, ctr
-//! and runc go through the product's chain (binaries fragment → `release --binaries-json` →
+//! Containers in the booted guest, both arches: the release's own containerd,
+//! containerd-shim-runc-v2 and runc (the stack built from pinned Debian sources) go through the
+//! product's chain (binaries fragment → `release --binaries-json` →
 //! `merge-manifest` → CDN tree on nginx → `cargo xtask fetch --binaries` → runtime bin dir →
 //! VirtioFS) into a guest booted from the kernel and rootfs that same fetch installed, where
 //! `tests/fixtures/agent/container-agent.sh` checks iptables (every table, one rule per shipped
 //! extension), the link types, cgroup v2, `runc run`, and containerd running a networked,
-//! limited, seccomp-filtered container through `ctr`. See `containers_support` for the chain.
+//! limited, seccomp-filtered container through `ctr` (the stack's, shared as a test tool). See
+//! `containers_support` for the chain.
 
 use std::time::Instant;
 
@@ -46,6 +48,11 @@ fn containers_run_in_the_guest(arch: Arch) {
         .arg(format!("test/iptables-rules={}", rules_file.display()))
         .arg("--share-file")
         .arg(format!("test/vxlan-link={}", vxlan_link.display()));
+    for (name, path) in containers::test_tools(arch) {
+        command
+            .arg("--share-file")
+            .arg(format!("test/{name}={}", path.display()));
+    }
     let booted = boot::run_boot(&mut command);
     booted.assert_success();
     let console = booted.console();
@@ -87,30 +94,6 @@ support::test_per_case!(containers_run_in_the_guest {
     containers_run_in_the_x86_64_guest: Arch::X86_64,
     containers_run_in_the_arm64_guest: Arch::Arm64,
 });
-
-#[test]
-fn the_binaries_config_takes_every_program_from_a_pinned_package() {
-    let packages = containers::locked_packages();
-    assert_eq!(packages.len(), 4, "containerd and runc for amd64 and arm64");
-    let config = containers::binaries_config(&packages, "http://127.0.0.1:1");
-    for (name, package, member) in containers::PROGRAMS {
-        assert!(config.contains(&format!("name = \"{name}\"")), "{config}");
-        assert!(config.contains(&format!("extract = \"{member}\"")), "{config}");
-        for arch in Arch::ALL {
-            let entry = packages
-                .iter()
-                .find(|p| p.name == *package && p.for_arch == containers::deb_arch(arch))
-                .unwrap();
-            assert!(config.contains(&format!("/pool/{}\"", entry.filename)), "{config}");
-        }
-    }
-    let versions: Vec<&str> = config.lines().filter(|line| line.starts_with("version = ")).collect();
-    assert_eq!(versions.len(), containers::PROGRAMS.len());
-    assert!(
-        versions.iter().all(|line| !line.contains('~')),
-        "versions must be safe path components: {versions:?}"
-    );
-}
 
 #[test]
 fn fetch_packages_refuses_a_bad_lock_naming_it_and_writes_nothing() {

@@ -39,7 +39,9 @@ fn binaries_config(base: &str, tgz_sha256: &str, tool_sha256: &str) -> String {
 }
 
 /// `cargo xtask dist` with fixture kernels and rootfs images for both arches.
-fn dist_command(inputs: &Path, config: &Path, out: &Path) -> std::process::Command {
+/// `dist` of both arches from fixture kernels and images; `config` is `--binaries-config`, the
+/// default `manifests/binaries.toml` when `None`.
+fn dist_command(inputs: &Path, config: Option<&Path>, out: &Path) -> std::process::Command {
     let mut command = xtask();
     command.args(["dist", "--version", VERSION]);
     for arch in [Arch::Arm64, Arch::X86_64] {
@@ -50,9 +52,10 @@ fn dist_command(inputs: &Path, config: &Path, out: &Path) -> std::process::Comma
             .arg("--rootfs")
             .arg(format!("{arch}={}", rootfs.display()));
     }
+    if let Some(config) = config {
+        command.arg("--binaries-config").arg(config);
+    }
     command
-        .arg("--binaries-config")
-        .arg(config)
         .arg("--output-dir")
         .arg(out)
         .env("SOURCE_DATE_EPOCH", "1772539200");
@@ -90,7 +93,7 @@ fn dist_from_a_clean_directory_makes_the_whole_release_with_its_runtime_binaries
 
     // FEX from the stand-in tree, built by `fex` inside dist (clang + lld, our patches).
     let output = run_ok(
-        dist_command(&inputs, &config, &out)
+        dist_command(&inputs, Some(&config), &out)
             .arg("--fex-source")
             .arg(crate::support::project_root().join("tests/fixtures/fex-standin")),
     );
@@ -203,7 +206,7 @@ fn dist_refuses_unpinned_binaries_before_building_anything() {
     let config: PathBuf = work.path().join("binaries.toml");
     std::fs::write(&config, binaries_config("http://127.0.0.1:9", "", "")).unwrap();
     let out = work.path().join("dist");
-    let err = run_fails(&mut dist_command(&work.path().join("inputs"), &config, &out));
+    let err = run_fails(&mut dist_command(&work.path().join("inputs"), Some(&config), &out));
     assert!(err.contains("dist: staging the runtime binaries of"), "{err}");
     assert!(
         err.contains("no sha256 pinned for dockerd (arm64), dockerd (x86_64), tool (arm64)"),
@@ -214,4 +217,50 @@ fn dist_refuses_unpinned_binaries_before_building_anything() {
         !out.join("arm64").exists() && !out.join("manifest.json").exists(),
         "a refused dist wrote a release"
     );
+}
+
+/// The main job with the default binaries config (`manifests/binaries.toml`, no
+/// `--binaries-config`): the container stack, built from pinned sources (cached), ships all five
+/// runtime binaries for both arches, each a static executable of its arch, listed in the merged
+/// manifest with the config's versions.
+#[test]
+fn dist_with_the_default_config_ships_the_static_container_stack_of_both_arches() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("dist");
+    run_ok(&mut dist_command(&work.path().join("inputs"), None, &out));
+    let manifest = Manifest::from_json(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let listed: Vec<(&str, &str)> = manifest
+        .binaries
+        .iter()
+        .map(|b| (b.name.as_str(), b.version.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("dockerd", "26.1.5"),
+            ("containerd", "2.1.9-boot.1"),
+            ("containerd-shim-runc-v2", "2.1.9-boot.1"),
+            ("runc", "1.1.15"),
+            ("docker-init", "0.19.0"),
+        ]
+    );
+    for binary in &manifest.binaries {
+        for arch in Arch::ALL {
+            let entry = &binary.targets[&arch];
+            let path = out.join(&entry.path);
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(sha256_hex(&bytes), entry.sha256, "{}", path.display());
+            let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+            let machine = match arch {
+                Arch::X86_64 => goblin::elf::header::EM_X86_64,
+                Arch::Arm64 => goblin::elf::header::EM_AARCH64,
+            };
+            assert_eq!(elf.header.e_machine, machine, "{}", path.display());
+            assert!(
+                elf.interpreter.is_none() && elf.libraries.is_empty(),
+                "{} is not static",
+                path.display()
+            );
+        }
+    }
 }

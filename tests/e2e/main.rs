@@ -12,6 +12,7 @@ mod containers;
 mod containers_support;
 mod contract;
 mod dist;
+mod docker;
 mod fault_server;
 mod faults;
 mod fetch;

@@ -157,7 +157,7 @@ fn unpinned_binaries_are_pinned_by_a_workflow_the_release_refusal_names() {
         &[
             ("workflow_dispatch:", "pin-binaries must be dispatchable by hand"),
             (
-                "paths: [manifests/binaries.toml]",
+                "paths: [manifests/binaries-docker-static.toml]",
                 "pin-binaries must run on binaries.toml changes",
             ),
             (
@@ -169,7 +169,7 @@ fn unpinned_binaries_are_pinned_by_a_workflow_the_release_refusal_names() {
                 "pin-binaries must propose a pull request",
             ),
             (
-                "add-paths: manifests/binaries.toml",
+                "add-paths: manifests/binaries-docker-static.toml",
                 "the pull request carries the pinned file only",
             ),
         ],

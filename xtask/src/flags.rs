@@ -35,6 +35,7 @@ pub enum Command {
     VerifyPublished(VerifyPublished),
     Rootfs(Rootfs),
     SyncBinaries(SyncBinaries),
+    Stack(Stack),
     Kernel(Kernel),
     Boot(Boot),
     ProbeKvm(ProbeKvm),
@@ -628,6 +629,26 @@ pub struct SyncBinaries {
     pub pin: bool,
 }
 
+/// Build the container stack (dockerd, containerd, containerd-shim-runc-v2, runc, docker-init) from
+/// the pinned Debian source packages of manifests/stack.toml with Debian's Go, static, cached.
+///
+/// Each build of the recipe unpacks its source (Debian's patches, then ours), Debian's Go and the
+/// golang-* closure of its Build-Depends, and the target arch's build-only packages, all pinned
+/// in manifests/stack/{source}.lock, and runs its script of manifests/builds/stack/. A cold build
+/// of both arches takes about 15 minutes here; the outputs are cached under the cache directory's
+/// stack/ by a hash of every input. Prints `ARCH NAME SIZE PATH` per output.
+/// `sync-binaries` runs the same builds for the `stack` sources of manifests/binaries.toml.
+#[derive(Debug, clap::Args)]
+pub struct Stack {
+    /// Arches to build (repeat or comma-separate); both when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub arch: Vec<ArchFlag>,
+    /// Re-resolve every build's lock (the pinned source version, the golang-* closure of its
+    /// Build-Depends, the target packages) with apt before building; review the lock diff.
+    #[arg(long)]
+    pub update_lock: bool,
+}
+
 /// Fetch the package files a lock pins into a directory, each verified against the lock.
 ///
 /// Reads a lock in the format of manifests/rootfs.lock (e.g. tests/fixtures/containers/packages.lock);
@@ -763,7 +784,8 @@ pub struct Boot {
 /// the rootfs from the pinned recipe into build/{arch}/rootfs.erofs; the verified root is that
 /// image with its dm-verity hash tree (as `release` makes it), booted with the verified command
 /// line. Boots with the container agent: it mounts cgroup v2, runs one busybox
-/// container with runc and powers off (with --no-containers, an agent that prints one line).
+/// container with runc and powers off (with --docker, the first `docker run` of the stack's
+/// dockerd; with --no-containers, an agent that prints one line).
 #[derive(Debug, clap::Args)]
 pub struct BenchBoot {
     /// Boots per arch and root (plain, verified).
@@ -788,13 +810,18 @@ pub struct BenchBoot {
     /// Boot the one-line agent only, without timing kernel start → first container output.
     ///
     /// By default every boot runs one container (`runc run` of a busybox bundle) with runc from
-    /// --runtime-bin, or else from the Debian package pinned in
-    /// tests/fixtures/containers/packages.lock (fetched with apt, verified, cached).
+    /// --runtime-bin, or else the release's own: the stack of manifests/stack.toml (`cargo xtask
+    /// stack`, built from pinned sources or cached).
     #[arg(long)]
     pub no_containers: bool,
-    /// A runtime bin dir with the arch's `runc` (with one --arch), instead of the pinned package.
+    /// A runtime bin dir with the arch's `runc` (with one --arch), instead of the stack's.
     #[arg(long, conflicts_with = "no_containers")]
     pub runtime_bin: Option<PathBuf>,
+    /// Time the first `docker run` instead of `runc run`: the Docker agent
+    /// (tests/fixtures/agent/docker-agent.sh) starts containerd and dockerd from the stack's five
+    /// runtime binaries, imports a one-file busybox image and runs it, and powers off.
+    #[arg(long, conflicts_with_all = ["no_containers", "runtime_bin"])]
+    pub docker: bool,
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod rootfs;
 mod schema;
 mod setup;
 mod signing;
+mod stack;
 mod sync_binaries;
 mod test;
 mod tools;
@@ -74,6 +75,7 @@ fn run(flags: flags::Xtask, sh: &xshell::Shell) -> anyhow::Result<()> {
         flags::Command::VerifyPublished(cmd) => cmd.run(sh),
         flags::Command::Rootfs(cmd) => cmd.run(sh),
         flags::Command::SyncBinaries(cmd) => cmd.run(sh),
+        flags::Command::Stack(cmd) => cmd.run(sh),
         flags::Command::Kernel(cmd) => cmd.run(sh),
         flags::Command::Boot(cmd) => cmd.run(sh),
         flags::Command::ProbeKvm(cmd) => cmd.run(sh),

@@ -9,8 +9,9 @@
 //! rootfs` does, into build/{arch}/rootfs.erofs); the verified image is made from it by the
 //! release's verity stage into a temporary directory. Reads the agent fixture
 //! tests/fixtures/agent/container-agent.sh in its first-container-only mode, with runc from
-//! `--runtime-bin` or from the package pinned in tests/fixtures/containers/packages.lock (fetched
-//! with the rootfs build's private apt state and package cache) — or, with `--no-containers`,
+//! `--runtime-bin` or the release's own (the stack of manifests/stack.toml, built or cached as
+//! `cargo xtask stack` does); with `--docker`, tests/fixtures/agent/docker-agent.sh in the same
+//! mode (containerd and dockerd of the stack, the first `docker run`) — or, with `--no-containers`,
 //! tests/fixtures/agent/hello-agent.sh. Writes nothing but temporary files and the report on
 //! stdout.
 
@@ -22,7 +23,6 @@ use boot_assets::Arch;
 use xshell::Shell;
 
 use crate::boot::qemu::{self, Accel, VmSpec};
-use crate::debian::{self, deb, Lock};
 use crate::rootfs;
 use crate::{boot, flags, kernel, util, verity};
 
@@ -32,15 +32,20 @@ const BENCH_AGENT: &str = "tests/fixtures/agent/hello-agent.sh";
 /// The agent of a container boot; the share file below makes it stop after one container.
 const CONTAINER_AGENT: &str = "tests/fixtures/agent/container-agent.sh";
 
-/// The share file that puts the container agent in its first-container-only mode.
+/// The agent of a `--docker` boot, with the release's five runtime binaries and the stack's
+/// clients the agent drives them with.
+const DOCKER_AGENT: &str = "tests/fixtures/agent/docker-agent.sh";
+const DOCKER_RUNTIME_BINARIES: [&str; 5] = [
+    "dockerd",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "docker-init",
+];
+const DOCKER_CLIENTS: [&str; 2] = ["docker", "ctr"];
+
+/// The share file that puts the container agents in their first-container-only mode.
 const FIRST_CONTAINER_ONLY: &str = "test/first-container-only";
-
-/// The container runtime packages pinned for the container tests and this benchmark.
-const CONTAINER_PACKAGES_LOCK: &str = "tests/fixtures/containers/packages.lock";
-
-/// The package and the path in it of the runc a container boot runs.
-const RUNC_PACKAGE: &str = "runc";
-const RUNC_IN_PACKAGE: &str = "usr/sbin/runc";
 
 /// The medians of one arch: the plain root, the verified root, and the image sizes.
 struct ArchReport {
@@ -181,15 +186,37 @@ impl flags::BenchBoot {
         if self.no_containers {
             return boot::prepare_share(share, Some(&util::project_root().join(BENCH_AGENT)), None, &[]);
         }
+        let marker = scratch.join("first-container-only");
+        std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
+        if self.docker {
+            let runtime_bin = scratch.join("runtime-bin");
+            std::fs::create_dir_all(&runtime_bin).with_context(|| format!("creating {}", runtime_bin.display()))?;
+            for name in DOCKER_RUNTIME_BINARIES {
+                let built = crate::stack::built_output(sh, name, arch)?;
+                let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+                util::write_executable_atomic(&runtime_bin.join(name), &bytes)?;
+            }
+            let mut files = vec![(PathBuf::from(FIRST_CONTAINER_ONLY), marker)];
+            for tool in DOCKER_CLIENTS {
+                files.push((
+                    PathBuf::from("test").join(tool),
+                    crate::stack::built_output(sh, tool, arch)?,
+                ));
+            }
+            return boot::prepare_share(
+                share,
+                Some(&util::project_root().join(DOCKER_AGENT)),
+                Some(&runtime_bin),
+                &files,
+            );
+        }
         let runtime_bin = match &self.runtime_bin {
             Some(dir) => dir.clone(),
-            None => pinned_runc(sh, arch, scratch)?,
+            None => stack_runc(sh, arch, scratch)?,
         };
         if !runtime_bin.join("runc").is_file() {
             bail!("--runtime-bin {}: it holds no runc", runtime_bin.display());
         }
-        let marker = scratch.join("first-container-only");
-        std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
         boot::prepare_share(
             share,
             Some(&util::project_root().join(CONTAINER_AGENT)),
@@ -234,10 +261,10 @@ impl flags::BenchBoot {
     }
 
     fn print_report(&self, report: &[ArchReport]) {
-        let container_header = if self.no_containers {
-            ""
-        } else {
-            "  kernel start → first container output"
+        let container_header = match (self.no_containers, self.docker) {
+            (true, _) => "",
+            (false, true) => "  kernel start → first docker run output",
+            (false, false) => "  kernel start → first container output",
         };
         println!(
             "arch     root      runs  kernel start → /sbin/init  /sbin/init → agent  kernel start → agent{container_header}"
@@ -253,7 +280,11 @@ impl flags::BenchBoot {
                     medians.kernel_to_agent().as_secs_f64(),
                     medians
                         .to_container
-                        .map(|c| format!("  {:>35.3} s", c.as_secs_f64()))
+                        .map(|c| format!(
+                            "  {:>width$.3} s",
+                            c.as_secs_f64(),
+                            width = container_header.chars().count() - 4
+                        ))
                         .unwrap_or_default()
                 );
             }
@@ -286,24 +317,15 @@ fn verdict_line(row: &ArchReport) -> String {
     )
 }
 
-/// Fetches the pinned runc package of `arch` (verified against the lock), and puts its runc into
-/// `{dir}/runtime-bin/runc`; returns that runtime bin dir.
-fn pinned_runc(sh: &Shell, arch: Arch, dir: &Path) -> Result<PathBuf> {
-    let lock_path = util::project_root().join(CONTAINER_PACKAGES_LOCK);
-    let hint = format!("re-resolve {CONTAINER_PACKAGES_LOCK} as its header says");
-    let deb_arch = crate::arch_facts::of(arch).deb_arch;
-    let entries = Lock::load(&lock_path, false)?.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], &hint)?;
-    let packages = debian::fetch_locked(sh, &entries, &hint)?;
-    let contents = deb::unpack_deb(&packages[0]).with_context(|| format!("unpacking {}", entries[0].describe()))?;
-    let runc = deb::resolve(&contents.entries, RUNC_IN_PACKAGE)
-        .with_context(|| format!("{} has no {RUNC_IN_PACKAGE}", entries[0].describe()))?;
+/// The release's runc for `arch` (the stack's build, cached) in `{dir}/runtime-bin/runc`; returns
+/// that runtime bin dir.
+fn stack_runc(sh: &Shell, arch: Arch, dir: &Path) -> Result<PathBuf> {
+    let runc = crate::stack::built_output(sh, "runc", arch)?;
     let runtime_bin = dir.join("runtime-bin");
     std::fs::create_dir_all(&runtime_bin).with_context(|| format!("creating {}", runtime_bin.display()))?;
     let target = runtime_bin.join("runc");
-    util::write_atomic(&target, runc.bytes)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", target.display()))?;
+    let bytes = std::fs::read(&runc).with_context(|| format!("reading {}", runc.display()))?;
+    util::write_executable_atomic(&target, &bytes)?;
     Ok(runtime_bin)
 }
 
@@ -325,13 +347,9 @@ mod tests {
     }
 
     #[test]
-    fn the_bench_agents_and_the_lock_exist() {
-        for file in [BENCH_AGENT, CONTAINER_AGENT] {
+    fn the_bench_agents_exist() {
+        for file in [BENCH_AGENT, CONTAINER_AGENT, DOCKER_AGENT] {
             assert!(util::project_root().join(file).is_file(), "{file}");
-        }
-        let lock = Lock::load(&util::project_root().join(CONTAINER_PACKAGES_LOCK), false).unwrap();
-        for deb_arch in ["amd64", "arm64"] {
-            lock.entries_for(deb_arch, &[RUNC_PACKAGE.to_owned()], "hint").unwrap();
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Apt {
     suite: Suite,
     deb_arch: String,
     root: PathBuf,
+    /// The Debian archive's address (its pool serves files the lists may have dropped).
+    archive: String,
 }
 
 impl Apt {
@@ -51,12 +53,14 @@ impl Apt {
         let conf = util::project_root().join(PRIVATE_APT_CONF_PATH);
         let conf_text = std::fs::read(&conf).with_context(|| format!("reading {}", conf.display()))?;
         util::write_atomic(&root.join("apt.conf"), &conf_text)?;
-        let sources = suite::render_sources(suite, &suite::host_archives(sh)?, deb_arch);
+        let archives = suite::host_archives(sh)?;
+        let sources = suite::render_sources(suite, &archives, deb_arch);
         util::write_atomic(&root.join("sources.list"), sources.as_bytes())?;
         Ok(Apt {
             suite,
             deb_arch: deb_arch.to_owned(),
             root,
+            archive: archives.main,
         })
     }
 
@@ -194,6 +198,68 @@ impl Apt {
             version,
             files,
         })
+    }
+
+    /// Source package `name` at exactly `version`, with the digest of each file: from the suite's
+    /// lists while they carry that version, else from its `.dsc` in the archive's pool (a version
+    /// the lists have moved past; the `.dsc` names every other file with its SHA-256).
+    pub fn resolve_source_version(&self, sh: &Shell, name: &str, version: &str) -> Result<LockedSource> {
+        let options = self.options();
+        let spec = format!("{name}={version}");
+        let listed = cmd!(sh, "apt-get {options...} --print-uris --only-source source {spec}")
+            .env("LC_ALL", "C")
+            .quiet()
+            .ignore_stderr()
+            .read();
+        let files = match listed {
+            Ok(listing) => source_files_from_uris(&listing)
+                .with_context(|| format!("reading apt's file list of source package {spec}"))?,
+            Err(_) => {
+                let dsc_name = format!(
+                    "{name}_{}.dsc",
+                    version.split_once(':').map_or(version, |(_, rest)| rest)
+                );
+                let uri = suite::pool_uri(&self.archive, name, &dsc_name);
+                eprintln!(
+                    "apt: {spec} is not in the {} lists; reading its .dsc from the pool",
+                    self.describe()
+                );
+                let cache = crate::downloads::DownloadCache::for_debian_archive();
+                let sha256 = cache.fetch_unpinned(&uri).with_context(|| {
+                    format!(
+                        "source package {spec}: neither listed in {} nor served at {uri}",
+                        self.describe()
+                    )
+                })?;
+                let path = cache.path(&sha256);
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let dsc = SourceFile {
+                    filename: dsc_name,
+                    size: util::file_size(&path)?,
+                    sha256,
+                };
+                source_files_from_dsc(dsc, &text).with_context(|| format!("reading {uri}"))?
+            }
+        };
+        Ok(LockedSource {
+            name: name.to_owned(),
+            suite: self.suite.name().to_owned(),
+            version: version.to_owned(),
+            files,
+        })
+    }
+
+    /// Where the archive's pool serves each file of `source` (file name → URI): for a locked
+    /// version the lists no longer carry.
+    pub fn pool_uris(&self, source: &LockedSource) -> BTreeMap<String, String> {
+        source
+            .files
+            .iter()
+            .map(|file| {
+                let uri = suite::pool_uri(&self.archive, &source.name, &file.filename);
+                (file.filename.clone(), uri)
+            })
+            .collect()
     }
 
     /// Downloads `name=version` of each binary entry into `dir` with one apt-get call.
@@ -336,6 +402,38 @@ fn source_files_from_uris(listing: &str) -> Result<Vec<SourceFile>> {
     Ok(files)
 }
 
+/// The files of a source package from its `.dsc` (the `Checksums-Sha256` field): `dsc` first,
+/// upstream signatures left out.
+fn source_files_from_dsc(dsc: SourceFile, text: &str) -> Result<Vec<SourceFile>> {
+    // A signed .dsc starts with the PGP armour header; its one stanza starts at `Format:`.
+    let body = match text.find("\nFormat:") {
+        Some(at) if !text.starts_with("Format:") => &text[at + 1..],
+        _ => text,
+    };
+    let fields = parse_stanza(body);
+    let listing = fields
+        .get("Checksums-Sha256")
+        .context("the .dsc has no Checksums-Sha256 field")?;
+    let mut files = vec![dsc];
+    for line in listing.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        let [sha256, size, filename] = line.split_whitespace().collect::<Vec<_>>()[..] else {
+            bail!("unexpected Checksums-Sha256 line {line:?}");
+        };
+        if !is_sha256_hex(sha256) {
+            bail!("no SHA-256 digest in {line:?}");
+        }
+        if filename.ends_with(SIGNATURE_SUFFIX) {
+            continue;
+        }
+        files.push(SourceFile {
+            filename: filename.to_owned(),
+            size: size.parse().with_context(|| format!("size in {line:?}"))?,
+            sha256: sha256.to_owned(),
+        });
+    }
+    Ok(files)
+}
+
 /// The `Version` of the `apt-cache showsrc` stanza whose checksums name `dsc`.
 fn version_of_dsc(showsrc: &str, dsc: &SourceFile) -> Option<String> {
     showsrc
@@ -385,6 +483,7 @@ Version: 1:6.0-1
             suite: Suite::parse("trixie").unwrap(),
             deb_arch: "arm64".into(),
             root: PathBuf::from("/c/trixie-arm64"),
+            archive: "http://mirror.invalid/debian/".into(),
         };
         let options = apt.options().join(" ");
         assert_eq!(
@@ -396,6 +495,36 @@ Version: 1:6.0-1
         );
         let conf = std::fs::read_to_string(util::project_root().join(PRIVATE_APT_CONF_PATH)).unwrap();
         assert!(conf.contains("\n#clear APT::Update::Post-Invoke-Success;\n"), "{conf}");
+    }
+
+    #[test]
+    fn a_source_the_lists_dropped_is_looked_up_in_the_pool() {
+        let apt = Apt {
+            suite: Suite::parse("sid").unwrap(),
+            deb_arch: "amd64".into(),
+            root: PathBuf::from("/c/sid-amd64"),
+            archive: "http://mirror.invalid/debian/".into(),
+        };
+        let file = |filename: &str| SourceFile {
+            filename: filename.into(),
+            size: 1,
+            sha256: "ab".repeat(32),
+        };
+        let source = LockedSource {
+            name: "containerd".into(),
+            suite: "sid".into(),
+            version: "2.1.9+ds1-1".into(),
+            files: vec![
+                file("containerd_2.1.9+ds1-1.dsc"),
+                file("containerd_2.1.9+ds1.orig.tar.xz"),
+            ],
+        };
+        let uris = apt.pool_uris(&source);
+        assert_eq!(
+            uris["containerd_2.1.9+ds1.orig.tar.xz"],
+            "http://mirror.invalid/debian/pool/main/c/containerd/containerd_2.1.9+ds1.orig.tar.xz"
+        );
+        assert_eq!(uris.len(), 2);
     }
 
     #[test]
@@ -414,6 +543,35 @@ Version: 1:6.0-1
         let plan = "NOTE: simulation\nInst libc6 (2.41-12 Debian:13.8/stable [arm64])\n\
                     Inst golang-1.24-go:amd64 (1.24.4-1 Debian:13.8/stable [amd64])\nConf libc6 (2.41-12)\n";
         assert_eq!(installed_by_plan(plan), ["libc6", "golang-1.24-go"]);
+    }
+
+    #[test]
+    fn source_files_come_from_a_signed_dsc_without_signatures() {
+        let dsc = SourceFile {
+            filename: "tini_0.19.0-1.dsc".into(),
+            size: 9,
+            sha256: "aa".repeat(32),
+        };
+        let text = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nFormat: 3.0 (quilt)\nSource: tini\n\
+             Checksums-Sha256:\n {} 12 tini_0.19.0.orig.tar.gz\n {} 3 tini_0.19.0.orig.tar.gz.asc\n\
+             \x20{} 7 tini_0.19.0-1.debian.tar.xz\n\n-----BEGIN PGP SIGNATURE-----\n",
+            "bb".repeat(32),
+            "cc".repeat(32),
+            "dd".repeat(32)
+        );
+        let files = source_files_from_dsc(dsc, &text).unwrap();
+        let names: Vec<&str> = files.iter().map(|file| file.filename.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tini_0.19.0-1.dsc",
+                "tini_0.19.0.orig.tar.gz",
+                "tini_0.19.0-1.debian.tar.xz"
+            ]
+        );
+        assert_eq!(files[1].size, 12);
+        assert!(source_files_from_dsc(files[0].clone(), "Format: 3.0\n").is_err());
     }
 
     #[test]

@@ -86,8 +86,12 @@ pub fn fetch_source(sh: &Shell, source: &LockedSource, deb_arch: &str, update_hi
             // The lists may predate the locked version: refresh them once and ask again.
             Err(_) => {
                 apt.update(sh)?;
-                apt.source_uris(sh, source)
-                    .with_context(|| format!("the archive no longer serves it: run `{update_hint}`"))?
+                match apt.source_uris(sh, source) {
+                    Ok(uris) => uris,
+                    // The lists have moved past the locked version: its pool files may still be
+                    // served, and each is checked against its locked digest.
+                    Err(_) => apt.pool_uris(source),
+                }
             }
         };
         eprintln!("apt: downloading {}", source.describe());
@@ -99,7 +103,13 @@ pub fn fetch_source(sh: &Shell, source: &LockedSource, deb_arch: &str, update_hi
                     file.filename
                 )
             })?;
-            cache.fetch(&file.filename, uri, &file.sha256)?;
+            cache.fetch(&file.filename, uri, &file.sha256).with_context(|| {
+                format!(
+                    "{}: the archive no longer serves {}: run `{update_hint}`",
+                    source.describe(),
+                    file.filename
+                )
+            })?;
         }
     }
     let mut paths = Vec::new();
@@ -124,7 +134,14 @@ fn download_into_cache(
 ) -> Result<()> {
     let download_dir = cache.scratch_dir()?;
     let names: Vec<&str> = wanted.iter().map(|(name, _)| name.as_str()).collect();
-    eprintln!("apt: downloading {} files: {}", wanted.len(), names.join(", "));
+    // A Go build's closure is hundreds of packages: name the first few.
+    const NAMED: usize = 8;
+    let more = names.len().saturating_sub(NAMED);
+    let named = names.iter().take(NAMED).copied().collect::<Vec<_>>().join(", ");
+    match more {
+        0 => eprintln!("apt: downloading {} files: {named}", names.len()),
+        _ => eprintln!("apt: downloading {} files: {named} and {more} more", names.len()),
+    }
     apt.ensure_lists(sh)?;
     if let Err(first) = download(apt, download_dir.path()) {
         // The lists may predate the locked versions: refresh them once and retry.

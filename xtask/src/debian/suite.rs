@@ -106,6 +106,18 @@ pub fn archives_from_indextargets(listing: &str) -> Result<Archives> {
 
 /// The private `sources.list` of `suite` for one architecture: binary and source entries for
 /// the suite and, on a stable suite, its updates and security pockets.
+/// Where Debian's pool keeps a file of source package `source` below an archive's address:
+/// `pool/main/{prefix}/{source}/{file}`, the prefix being the first letter (`lib` and the
+/// fourth for `lib*` packages). Used when a locked source version has left the suite's index
+/// but its files are still served.
+pub fn pool_uri(archive: &str, source: &str, filename: &str) -> String {
+    let prefix = match source.strip_prefix("lib") {
+        Some(rest) if !rest.is_empty() => &source[..4],
+        _ => &source[..1],
+    };
+    format!("{archive}pool/{COMPONENT}/{prefix}/{source}/{filename}")
+}
+
 pub fn render_sources(suite: Suite, archives: &Archives, deb_arch: &str) -> String {
     let mut pockets = vec![(archives.main.as_str(), suite.name().to_owned())];
     if !suite.is_unstable() {
@@ -125,6 +137,19 @@ pub fn render_sources(suite: Suite, archives: &Archives, deb_arch: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_paths_follow_debian_prefixes() {
+        let base = "http://mirror.invalid/debian/";
+        assert_eq!(
+            pool_uri(base, "containerd", "containerd_2.1.9+ds1-1.dsc"),
+            "http://mirror.invalid/debian/pool/main/c/containerd/containerd_2.1.9+ds1-1.dsc"
+        );
+        assert_eq!(
+            pool_uri(base, "libseccomp", "x.dsc"),
+            "http://mirror.invalid/debian/pool/main/libs/libseccomp/x.dsc"
+        );
+    }
 
     const LISTING: &str = "deb\thttp://mirror.invalid/debian-security/\tbookworm-security\n\
                            deb\thttp://mirror.invalid/debian/\tbookworm\n\

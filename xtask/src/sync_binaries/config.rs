@@ -42,6 +42,8 @@ pub struct Source {
     /// `tgz` when absent, as in upstream's file.
     #[serde(default)]
     pub format: Format,
+    /// The upstream file; none for `stack`.
+    #[serde(default)]
     pub url: String,
     /// The member to take from a `tgz`, or from a `deb`'s data archive.
     #[serde(default)]
@@ -62,6 +64,9 @@ pub enum Format {
     Binary,
     /// A Debian binary package; `extract` names the file in its data archive (`usr/sbin/runc`).
     Deb,
+    /// Built by `cargo xtask stack` (manifests/stack.toml): the build output named like the
+    /// binary. No `url`, `sha256` or `extract`: the stack's locks pin every input.
+    Stack,
 }
 
 /// Parses and validates the file's text; `origin` names it in errors.
@@ -90,6 +95,15 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         }
         for (arch, source) in &binary.source {
             let at = format!("{at} ({arch})");
+            if source.format == Format::Stack {
+                if !source.url.is_empty() || !source.sha256.is_empty() || source.extract.is_some() {
+                    bail!(
+                        "{at}: format \"stack\" builds the binary from manifests/stack.toml; remove `url`, \
+                         `sha256` and `extract`"
+                    );
+                }
+                continue;
+            }
             if !(source.url.starts_with("https://") || source.url.starts_with("http://")) {
                 bail!("{at}: url {:?} is not an http(s) URL", source.url);
             }
@@ -108,6 +122,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
                 }
                 (Format::Binary, Some(_)) => bail!("{at}: format \"binary\" takes the URL as is; remove `extract`"),
                 (Format::Binary, None) => {}
+                (Format::Stack, _) => unreachable!("stack sources are checked above"),
             }
         }
     }
@@ -175,6 +190,24 @@ mod tests {
         let sources = &config.binaries[0].source;
         assert_eq!(sources[&Arch::Arm64].format, Format::Tgz);
         assert_eq!(sources[&Arch::X86_64].extract, None);
+    }
+
+    #[test]
+    fn a_stack_source_takes_nothing_but_its_format() {
+        let config = parse(
+            "[[binary]]\nname = \"runc\"\nversion = \"1\"\n[binary.source.arm64]\nformat = \"stack\"\n",
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(config.binaries[0].source[&Arch::Arm64].format, Format::Stack);
+        let err = error(
+            "[[binary]]\nname = \"runc\"\nversion = \"1\"\n[binary.source.arm64]\nformat = \"stack\"\n\
+             url = \"https://example.invalid/runc\"\n",
+        );
+        assert!(
+            err.contains("format \"stack\" builds the binary from manifests/stack.toml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -287,20 +320,27 @@ mod tests {
     }
 
     #[test]
-    fn checked_in_file_parses() {
+    fn checked_in_files_parse_and_the_default_builds_the_stack() {
+        let five = [
+            "dockerd",
+            "containerd",
+            "containerd-shim-runc-v2",
+            "runc",
+            "docker-init",
+        ];
+        for file in ["manifests/binaries.toml", "manifests/binaries-docker-static.toml"] {
+            let path = crate::util::project_root().join(file);
+            let config = parse(&std::fs::read_to_string(&path).unwrap(), file).unwrap();
+            let names: Vec<&str> = config.binaries.iter().map(|b| b.name.as_str()).collect();
+            assert_eq!(names, five, "{file}");
+            assert!(config.binaries.iter().all(|b| b.source.len() == 2), "{file}");
+        }
         let path = crate::util::project_root().join("manifests/binaries.toml");
-        let config = parse(&std::fs::read_to_string(&path).unwrap(), "manifests/binaries.toml").unwrap();
-        let names: Vec<&str> = config.binaries.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "dockerd",
-                "containerd",
-                "containerd-shim-runc-v2",
-                "runc",
-                "docker-init"
-            ]
-        );
-        assert!(config.binaries.iter().all(|b| b.source.len() == 2));
+        let config = parse(&std::fs::read_to_string(&path).unwrap(), "binaries.toml").unwrap();
+        assert!(config
+            .binaries
+            .iter()
+            .flat_map(|b| b.source.values())
+            .all(|source| source.format == Format::Stack));
     }
 }

@@ -112,7 +112,7 @@ pub fn sync(request: &Request) -> Result<SyncOutputs> {
 /// Refuses a selected source without a pinned digest, saying how to pin it.
 fn require_pinned(config: &Config, arches: &[Arch], origin: &str) -> Result<()> {
     let unpinned: Vec<String> = selected(config, arches)
-        .filter(|(_, _, source)| source.sha256.is_empty())
+        .filter(|(_, _, source)| source.format != Format::Stack && source.sha256.is_empty())
         .map(|(binary, arch, _)| format!("{} ({arch})", binary.name))
         .collect();
     if !unpinned.is_empty() {
@@ -148,7 +148,11 @@ fn fetch_unstaged<'a>(
             staged.insert((binary.name.clone(), arch), (digest, size));
             continue;
         }
-        let upstream = fetch_upstream(cache, &binary.name, arch, source)?;
+        let upstream = match source.format {
+            Format::Stack => crate::stack::built_output(&Shell::new()?, &binary.name, arch)
+                .with_context(|| format!("{} ({arch}): building the container stack", binary.name))?,
+            _ => fetch_upstream(cache, &binary.name, arch, source)?,
+        };
         pending.push((binary, arch, source, upstream, relative));
     }
     Ok((staged, pending))
@@ -278,7 +282,9 @@ fn fragment_entries(config: &Config, previous: &[Binary], staged: &Staged) -> Ve
 fn pin(path: &Path, text: &str, config: &Config, arches: &[Arch], cache: &DownloadCache) -> Result<Config> {
     let mut by_url: BTreeMap<&str, String> = BTreeMap::new();
     let mut digests = BTreeMap::new();
-    for (binary, arch, source) in selected(config, arches).filter(|(_, _, s)| s.sha256.is_empty()) {
+    for (binary, arch, source) in
+        selected(config, arches).filter(|(_, _, s)| s.format != Format::Stack && s.sha256.is_empty())
+    {
         let digest = match by_url.get(source.url.as_str()) {
             Some(digest) => digest.clone(),
             None => {

@@ -229,21 +229,19 @@ fn dist_with_the_default_config_ships_the_static_container_stack_of_both_arches(
     let out = work.path().join("dist");
     run_ok(&mut dist_command(&work.path().join("inputs"), None, &out));
     let manifest = Manifest::from_json(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    let listed: Vec<(&str, &str)> = manifest
+    let listed: BTreeSet<(&str, &str)> = manifest
         .binaries
         .iter()
         .map(|b| (b.name.as_str(), b.version.as_str()))
         .collect();
-    assert_eq!(
-        listed,
-        [
-            ("dockerd", "26.1.5"),
-            ("containerd", "2.1.9-boot.1"),
-            ("containerd-shim-runc-v2", "2.1.9-boot.1"),
-            ("runc", "1.1.15"),
-            ("docker-init", "0.19.0"),
-        ]
-    );
+    let expected = BTreeSet::from([
+        ("dockerd", "26.1.5"),
+        ("containerd", "2.1.9-boot.1"),
+        ("containerd-shim-runc-v2", "2.1.9-boot.1"),
+        ("runc", "1.1.15"),
+        ("docker-init", "0.19.0"),
+    ]);
+    assert_eq!(listed, expected);
     for binary in &manifest.binaries {
         for arch in Arch::ALL {
             let entry = &binary.targets[&arch];

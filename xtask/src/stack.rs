@@ -269,11 +269,7 @@ fn update_lock(sh: &Shell, build: &StackBuild) -> Result<()> {
 /// The `golang-*` names of a `.dsc`'s Build-Depends (version constraints, arch lists and build
 /// profiles dropped; the first of alternatives), less `excluded` and the virtual `golang-any`.
 fn go_build_depends(dsc: &str, excluded: &[String]) -> Result<Vec<String>> {
-    let body = match dsc.find("\nFormat:") {
-        Some(at) if !dsc.starts_with("Format:") => &dsc[at + 1..],
-        _ => dsc,
-    };
-    let fields = debian::apt::parse_stanza(body);
+    let fields = debian::apt::dsc_fields(dsc);
     let depends = fields
         .get("Build-Depends")
         .context("the .dsc has no Build-Depends field")?;
@@ -408,6 +404,13 @@ fn run_build(
             scratch.keep().display()
         );
     }
+    check_outputs(build, arch, out)?;
+    eprintln!("stack: built {} for {arch} in {:.1?}", build.source, started.elapsed());
+    Ok(())
+}
+
+/// Every output of `build` is in `out` and a static executable of `arch`.
+fn check_outputs(build: &StackBuild, arch: Arch, out: &Path) -> Result<()> {
     for name in &build.outputs {
         let path = out.join(name);
         let bytes = std::fs::read(&path).with_context(|| {
@@ -419,7 +422,6 @@ fn run_build(
         let info = elf::elf_info(&bytes).with_context(|| format!("{} ({arch})", path.display()))?;
         elf::require_static(&info, arch, &format!("{name} ({arch}, build {})", build.source))?;
     }
-    eprintln!("stack: built {} for {arch} in {:.1?}", build.source, started.elapsed());
     Ok(())
 }
 

@@ -402,15 +402,20 @@ fn source_files_from_uris(listing: &str) -> Result<Vec<SourceFile>> {
     Ok(files)
 }
 
-/// The files of a source package from its `.dsc` (the `Checksums-Sha256` field): `dsc` first,
-/// upstream signatures left out.
-fn source_files_from_dsc(dsc: SourceFile, text: &str) -> Result<Vec<SourceFile>> {
-    // A signed .dsc starts with the PGP armour header; its one stanza starts at `Format:`.
+/// The fields of a `.dsc`: a signed one starts with the PGP armour header, and its one stanza
+/// starts at `Format:`.
+pub fn dsc_fields(text: &str) -> BTreeMap<String, String> {
     let body = match text.find("\nFormat:") {
         Some(at) if !text.starts_with("Format:") => &text[at + 1..],
         _ => text,
     };
-    let fields = parse_stanza(body);
+    parse_stanza(body)
+}
+
+/// The files of a source package from its `.dsc` (the `Checksums-Sha256` field): `dsc` first,
+/// upstream signatures left out.
+fn source_files_from_dsc(dsc: SourceFile, text: &str) -> Result<Vec<SourceFile>> {
+    let fields = dsc_fields(text);
     let listing = fields
         .get("Checksums-Sha256")
         .context("the .dsc has no Checksums-Sha256 field")?;

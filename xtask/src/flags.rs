@@ -55,7 +55,8 @@ pub enum Job {
 ///
 /// The main job of a release engineer. Installs missing host packages first (as root). The
 /// runtime binaries come from `sync-binaries` (`--binaries-config`, default
-/// manifests/binaries.toml, every entry pinned) staged into `{output_dir}/bin`, plus FEX built
+/// manifests/binaries.toml: the container stack built from pinned Debian sources, cached) staged
+/// into `{output_dir}/bin`, plus FEX built
 /// from `--fex-source` (arm64); or from an existing fragment (`--binaries-json`); or none
 /// (`--no-binaries`).
 #[derive(Debug, clap::Args)]
@@ -608,7 +609,8 @@ pub struct Rootfs {
 /// Download, check, extract and stage the runtime binaries of manifests/binaries.toml, and write
 /// the binaries fragment that `release --binaries-json` embeds.
 ///
-/// Every upstream file must have a pinned sha256; `--pin` fills in the missing ones.
+/// A `stack` source is built by `cargo xtask stack` (cached); every upstream file of the other
+/// formats must have a pinned sha256, and `--pin` fills in the missing ones.
 #[derive(Debug, clap::Args)]
 pub struct SyncBinaries {
     /// The binaries config [default: manifests/binaries.toml].

@@ -296,17 +296,12 @@ fn build_cached(sh: &Shell, build: &StackBuild, arch: Arch) -> Result<PathBuf> {
     let script = util::project_root().join(&build.script);
     let script_text =
         std::fs::read(&script).with_context(|| format!("reading {} (build {})", script.display(), build.source))?;
-    let compiler = format!("{}-gcc", facts.triplet);
-    crate::tools::require(&compiler)?;
-    let compiler_version = cmd!(sh, "{compiler} --version")
-        .quiet()
-        .read()
-        .with_context(|| format!("asking {compiler} for its version"))?;
+    let compiler_version = crate::rootfs::build::compiler_version(sh, facts.triplet)?;
     let mut key = format!(
         "{STACK_FORMAT}\nbuild {}\ntarget {}\ncompiler {}\nepoch {STACK_SOURCE_DATE_EPOCH}\nscript {}\n",
         build.source,
         facts.triplet,
-        compiler_version.lines().next().unwrap_or_default(),
+        compiler_version,
         util::sha256_bytes(&script_text)
     );
     for file in &inputs.source.files {

@@ -334,7 +334,7 @@ fn link_static_libraries(lib_dir: &Path, into: &Path) -> Result<()> {
 }
 
 /// The first line of `{triplet}-gcc --version`: a new compiler is a new build.
-fn compiler_version(sh: &Shell, triplet: &str) -> Result<String> {
+pub fn compiler_version(sh: &Shell, triplet: &str) -> Result<String> {
     let compiler = format!("{triplet}-gcc");
     crate::tools::require(&compiler)?;
     let text = cmd!(sh, "{compiler} --version")

@@ -480,3 +480,24 @@ fn probe_kvm_runs_its_firmware_and_the_kernel_of_each_arch_under_tcg() {
         }
     }
 }
+
+/// A kernel message inside a program's line (even two, even one the program's line itself
+/// contains in brackets) is moved after that line, which reads whole again; a console without one
+/// is unchanged.
+#[test]
+fn kernel_messages_inside_a_line_are_moved_after_it() {
+    let split = "[    4.443785] Run /sbin/init\r\n\
+                 arcbox-init: FATAL: no agent[    4.506181] tsc: Refined TSC\r\n\
+                 [    4.511935] clocksource: Switched to clocksource tsc\r\n; powering off [a.b]\r\n\
+                 [    5.730005] reboot: Power down\r\n";
+    assert_eq!(
+        boot::untangle_kernel_messages(split),
+        "[    4.443785] Run /sbin/init\r\n\
+         arcbox-init: FATAL: no agent; powering off [a.b]\r\n\
+         [    4.506181] tsc: Refined TSC\r\n\
+         [    4.511935] clocksource: Switched to clocksource tsc\r\n\
+         [    5.730005] reboot: Power down\r\n"
+    );
+    let whole = "[    0.000000] Linux version\nCHECK a ok [1.5] x\n[   12.000001] y\nlast";
+    assert_eq!(boot::untangle_kernel_messages(whole), whole);
+}

@@ -294,8 +294,10 @@ pub struct Booted {
 }
 
 impl Booted {
+    /// The console, with kernel messages that landed inside a line moved after it
+    /// ([`untangle_kernel_messages`]).
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
+        untangle_kernel_messages(&String::from_utf8_lossy(&self.output.stdout))
     }
     pub fn report(&self) -> String {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
@@ -325,6 +327,55 @@ pub fn run_boot(command: &mut Command) -> Booted {
         output,
         elapsed: started.elapsed(),
     }
+}
+
+/// The console text with every kernel message that came out inside a line of the guest's
+/// programs moved to just after that line, which then reads whole again. The kernel writes its
+/// messages straight to the serial port while a program's line still drains from the tty's buffer
+/// (a chunk of FIFO at a time), so under load a message such as `clocksource: Switched to
+/// clocksource tsc` can split an init's FATAL line or an agent's CHECK line in two.
+pub fn untangle_kernel_messages(console: &str) -> String {
+    let mut out = String::with_capacity(console.len());
+    // The start of a program's line whose rest has not come yet, and the kernel lines inside it.
+    let mut open = String::new();
+    let mut inside: Vec<&str> = Vec::new();
+    for line in console.split_inclusive('\n') {
+        let kernel_at = match kernel_message_at(line) {
+            Some(0) if open.is_empty() => None,
+            found => found,
+        };
+        match kernel_at {
+            Some(at) => {
+                open.push_str(&line[..at]);
+                inside.push(&line[at..]);
+            }
+            None => {
+                out.push_str(&open);
+                out.push_str(line);
+                open.clear();
+                inside.drain(..).for_each(|kernel| out.push_str(kernel));
+            }
+        }
+    }
+    out.push_str(&open);
+    inside.into_iter().for_each(|kernel| out.push_str(kernel));
+    out
+}
+
+/// Where the first kernel message (`[    4.511935] …`, the printk time stamp) starts in a line.
+fn kernel_message_at(line: &str) -> Option<usize> {
+    line.match_indices('[').map(|(at, _)| at).find(|&at| {
+        let Some((stamp, _)) = line[at + 1..].split_once("] ") else {
+            return false;
+        };
+        let Some((seconds, micros)) = stamp.trim_start_matches(' ').split_once('.') else {
+            return false;
+        };
+        !seconds.is_empty()
+            && seconds.bytes().all(|b| b.is_ascii_digit())
+            && micros.len() == 6
+            && micros.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// The last `count` lines of a text.

@@ -724,6 +724,9 @@ pub enum AccelFlag {
 /// Succeeds when the guest powers off cleanly; fails at a kernel panic, or at the timeout (QEMU
 /// and virtiofsd are then killed), printing the console tail. Prints the time to /sbin/init and
 /// to the agent's first line. The console is also fed from stdin.
+///
+/// Appends `panic=-1` to the command line, and `no_timer_check` for x86_64 under TCG: on a loaded
+/// host the emulated CPU otherwise fails the kernel's IO-APIC timer check and panics.
 #[derive(Debug, clap::Args)]
 pub struct Boot {
     /// Guest architecture.

@@ -740,7 +740,6 @@ mod tests {
     fn x86_64_uses_q35_and_the_serial_console() {
         let text = args_text(Arch::X86_64);
         assert!(text.starts_with("-M q35,memory-backend=mem -m 512M"), "{text}");
-        assert!(text.contains("-accel tcg -cpu max "), "{text}");
         assert!(text.contains("-serial chardev:console"), "{text}");
         assert!(
             text.contains("-append console=ttyS0 root=/dev/vda ro rootfstype=erofs earlycon panic=-1 no_timer_check "),

@@ -51,10 +51,7 @@ const X86_64: ArchFacts = ArchFacts {
     kernel_image: "arch/x86/boot/bzImage",
     qemu_binary: "qemu-system-x86_64",
     qemu_machine: "q35",
-    // QEMU's default qemu64 is a 2003 feature set (no SSSE3): the guest then hashes every block
-    // of the verified root with sha256-generic, while a guest of the runtime's hardware
-    // virtualization sees the host's CPU (AVX2, SHA-NI). `max` is TCG's nearest to that.
-    qemu_tcg_cpu: Some("max"),
+    qemu_tcg_cpu: None,
     qemu_user: "qemu-x86_64",
     serial_console: "ttyS0",
 };

@@ -56,9 +56,8 @@ pub enum Job {
 /// The main job of a release engineer. Installs missing host packages first (as root). The
 /// runtime binaries come from `sync-binaries` (`--binaries-config`, default
 /// manifests/binaries.toml: the container stack built from pinned Debian sources, cached) staged
-/// into `{output_dir}/bin`, plus FEX built
-/// from `--fex-source` (arm64); or from an existing fragment (`--binaries-json`); or none
-/// (`--no-binaries`).
+/// into `{output_dir}/bin`, plus FEX built from `--fex-source` (arm64); or from an existing
+/// fragment (`--binaries-json`); or none (`--no-binaries`).
 #[derive(Debug, clap::Args)]
 pub struct Dist {
     /// Asset version, a semantic version such as 0.2.0 (no leading `v`).

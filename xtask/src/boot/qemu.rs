@@ -254,10 +254,10 @@ pub fn qemu_args(arch: Arch, accel: Accel, cmdline: &str, files: &MachineFiles) 
         }
     }
     args.extend(["-kernel".into(), files.kernel.as_os_str().to_owned()]);
-    let append = match (arch, accel) {
-        (Arch::X86_64, Accel::Tcg) => format!("{cmdline} {PANIC_ARGS} {TCG_X86_64_ARGS}"),
-        _ => format!("{cmdline} {PANIC_ARGS}"),
-    };
+    let mut append = format!("{cmdline} {PANIC_ARGS}");
+    if (arch, accel) == (Arch::X86_64, Accel::Tcg) {
+        append = format!("{append} {TCG_X86_64_ARGS}");
+    }
     push(&mut args, &["-append", &append]);
     push_drive(&mut args, "rootfs", files.rootfs, true);
     push_drive(&mut args, "scratch", &files.scratch(), false);

@@ -103,14 +103,8 @@ fn full_guest_checks(arch: Arch) {
     let booted = boot::run_boot(&mut command);
     booted.assert_success();
     let console = booted.console();
-    let checks = boot::parse_checks(&console);
-    let failed = boot::failed_checks(&checks, &boot::expected_checks(boot::CHECK_AGENT_EXPECTED));
-    assert!(
-        failed.is_empty(),
-        "{arch}: guest checks failed:\n  {}\n--- console tail ---\n{}",
-        failed.join("\n  "),
-        boot::tail(&console, 40)
-    );
+    let expected = boot::expected_checks(boot::CHECK_AGENT_EXPECTED);
+    boot::assert_checks_ok(&format!("{arch} guest"), &console, &expected, 40);
     assert!(console.contains("CHECKS DONE"), "{arch}: the agent did not finish");
     // The two-step protocol: `arcbox-agent init` ran once, to its end, before the agent itself.
     let init_step = console.find("arcbox-init: running /arcbox/bin/arcbox-agent init");

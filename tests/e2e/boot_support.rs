@@ -432,6 +432,21 @@ pub fn failed_checks(checks: &BTreeMap<String, (bool, String)>, expected: &[Stri
         .collect()
 }
 
+/// Panics when any `expected` check of an agent's console is not `ok`. The message ends with the
+/// failed checks, after the console's last `tail_lines` lines: a log cut in the middle (as CI's
+/// excerpt is) still shows which check failed and why.
+pub fn assert_checks_ok(what: &str, console: &str, expected: &[String], tail_lines: usize) {
+    let failed = failed_checks(&parse_checks(console), expected);
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} checks failed\n--- console tail ---\n{}\n--- {what}: failed checks ---\n  {}",
+        failed.len(),
+        expected.len(),
+        tail(console, tail_lines),
+        failed.join("\n  ")
+    );
+}
+
 /// The options `arch`'s kernel must have, as the `.config` lines they must appear as, for the
 /// check agent to find in /proc/config.gz: every fragment line (later fragments win), then every
 /// option of the requirement lists that apply to the arch and of the shipped iptables extensions

@@ -56,20 +56,11 @@ fn containers_run_in_the_guest(arch: Arch) {
     let booted = boot::run_boot(&mut command);
     booted.assert_success();
     let console = booted.console();
-    let checks = boot::parse_checks(&console);
     let expected: Vec<String> = boot::expected_checks(containers::CONTAINER_AGENT_EXPECTED)
         .into_iter()
         .chain(rules.iter().map(recipe::ExtensionRule::check_name))
         .collect();
-    let failed = boot::failed_checks(&checks, &expected);
-    assert!(
-        failed.is_empty(),
-        "{arch}: {} of {} container checks failed:\n  {}\n--- console tail ---\n{}",
-        failed.len(),
-        expected.len(),
-        failed.join("\n  "),
-        boot::tail(&console, 40)
-    );
+    boot::assert_checks_ok(&format!("{arch} container"), &console, &expected, 40);
     assert!(console.contains("CHECKS DONE"), "{arch}: the agent did not finish");
     let report = booted.report();
     assert!(

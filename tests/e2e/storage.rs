@@ -85,13 +85,11 @@ fn storage_tools_work_in_the_guest(arch: Arch) {
         String::from_utf8_lossy(&read.stderr),
         boot::tail(&console, 40)
     );
-    let checks = boot::parse_checks(&console);
-    let failed = boot::failed_checks(&checks, &boot::expected_checks(STORAGE_AGENT_EXPECTED));
-    assert!(
-        failed.is_empty(),
-        "{arch}: guest checks failed:\n  {}\n--- console tail ---\n{}",
-        failed.join("\n  "),
-        boot::tail(&console, 60)
+    boot::assert_checks_ok(
+        &format!("{arch} storage"),
+        &console,
+        &boot::expected_checks(STORAGE_AGENT_EXPECTED),
+        60,
     );
     assert!(
         status.success(),

@@ -720,6 +720,9 @@ pub enum AccelFlag {
 /// Boot a kernel and rootfs (or a release tarball) under QEMU, with the VirtioFS share `arcbox`
 /// laid out like the host's, and stream the guest console.
 ///
+/// The `arcbox` share must not change during the boot: the guest keeps its files' pages from one
+/// open to the next (virtiofsd `cache=always`); `--virtiofs` shares are checked on every open.
+///
 /// Succeeds when the guest powers off cleanly; fails at a kernel panic, or at the timeout (QEMU
 /// and virtiofsd are then killed), printing the console tail. Prints the time to /sbin/init and
 /// to the agent's first line. The console is also fed from stdin.
